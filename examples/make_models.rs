@@ -1,0 +1,35 @@
+//! Writes the ONNX test fixtures (and, with `--bench`, the larger models the
+//! benchmarks use) from the Rust definitions in `tests/common/onnx_builder.rs`.
+//!
+//! ```text
+//! cargo run --example make_models -- tests/fixtures          # the committed fixtures
+//! cargo run --example make_models -- --bench target/bench    # mlp-4x1024.onnx, ~16 MiB
+//! ```
+
+#[path = "../tests/common/onnx_builder.rs"]
+mod onnx_builder;
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let dir = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .unwrap_or("tests/fixtures");
+    std::fs::create_dir_all(dir)?;
+    let models = if bench {
+        vec![(
+            "mlp-4x1024.onnx",
+            onnx_builder::mlp("mlp_4x1024", &[1024, 1024, 1024, 1024, 1024]),
+        )]
+    } else {
+        onnx_builder::fixtures()
+    };
+    for (name, bytes) in models {
+        let path = std::path::Path::new(dir).join(name);
+        std::fs::write(&path, &bytes)?;
+        println!("{} ({} bytes)", path.display(), bytes.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! `tractor bench`: a load generator for any V2 endpoint, in the spirit of
+//! Triton's `perf_analyzer`, plus an in-process mode that runs the engine
+//! directly on the same inputs, as the baseline for serving overhead.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::client::{self, ClientError, Endpoint};
+use crate::engine::{EngineOptions, Model, Threads};
+
+/// When a run of one concurrency level stops.
+#[derive(Debug, Clone, Copy)]
+pub enum StopAfter {
+    Duration(Duration),
+    Requests(usize),
+}
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A running V2 server.
+    Http {
+        url: String,
+        model: String,
+        input: Option<PathBuf>,
+    },
+    /// The engine in this process, no HTTP at all.
+    InProcess {
+        model_path: PathBuf,
+        threads: Threads,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub target: Target,
+    pub concurrency: Vec<usize>,
+    pub stop: StopAfter,
+    /// Rows per generated request.
+    pub batch: usize,
+    /// Requests sent first and not measured.
+    pub warmup: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("every request failed; the first error: {0}")]
+    AllFailed(String),
+}
+
+/// Latency figures in milliseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Latency {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// The figures of one concurrency level.
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelResult {
+    pub concurrency: usize,
+    pub requests: usize,
+    pub errors: usize,
+    pub duration_s: f64,
+    pub throughput_rps: f64,
+    pub latency_ms: Latency,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub batch: usize,
+    pub results: Vec<LevelResult>,
+}
+
+impl Report {
+    /// One line per concurrency level, for people.
+    pub fn human(&self) -> String {
+        let mut out = format!("target {} (batch {})\n", self.target, self.batch);
+        for r in &self.results {
+            out.push_str(&format!(
+                "concurrency {:>3}: {:>9.1} req/s  p50 {:>8.3} ms  p90 {:>8.3} ms  p99 {:>8.3} ms  ({} requests, {} errors)\n",
+                r.concurrency, r.throughput_rps, r.latency_ms.p50, r.latency_ms.p90, r.latency_ms.p99, r.requests, r.errors
+            ));
+            if let Some(e) = &r.first_error {
+                out.push_str(&format!("  first error: {e}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Nearest-rank percentiles of `samples` (sorted in place).
+pub fn latency_summary(samples: &mut [Duration]) -> Latency {
+    if samples.is_empty() {
+        return Latency {
+            mean: 0.0,
+            p50: 0.0,
+            p90: 0.0,
+            p99: 0.0,
+            max: 0.0,
+        };
+    }
+    samples.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let rank = |p: f64| {
+        let idx = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+        ms(samples[idx.clamp(1, samples.len()) - 1])
+    };
+    let mean = samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64;
+    Latency {
+        mean,
+        p50: rank(50.0),
+        p90: rank(90.0),
+        p99: rank(99.0),
+        max: ms(samples[samples.len() - 1]),
+    }
+}
+
+/// Runs every concurrency level in turn.
+///
+/// # Errors
+/// An unreachable endpoint, unreadable input, or a level where every
+/// request failed.
+pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
+    let (label, runner) = prepare(config).await?;
+    let mut results = Vec::new();
+    for &concurrency in &config.concurrency {
+        for _ in 0..config.warmup {
+            let _ = runner.once().await;
+        }
+        let result = run_level(&runner, concurrency.max(1), config.stop).await;
+        if result.requests > 0 && result.errors == result.requests {
+            return Err(BenchError::AllFailed(
+                result.first_error.unwrap_or_default(),
+            ));
+        }
+        results.push(result);
+    }
+    Ok(Report {
+        target: label,
+        batch: config.batch,
+        results,
+    })
+}
+
+#[derive(Clone)]
+enum Runner {
+    Http {
+        http: reqwest::Client,
+        url: String,
+        body: bytes::Bytes,
+    },
+    Engine {
+        model: Arc<Model>,
+        inputs: Arc<Vec<crate::engine::Tensor>>,
+    },
+}
+
+impl Runner {
+    async fn once(&self) -> Result<(), String> {
+        match self {
+            Runner::Http { http, url, body } => {
+                let response = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                let text = response.bytes().await.map_err(|e| e.to_string())?;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("{status}: {}", String::from_utf8_lossy(&text)))
+                }
+            }
+            Runner::Engine { model, inputs } => {
+                let (model, inputs) = (model.clone(), inputs.clone());
+                tokio::task::spawn_blocking(move || model.run(&inputs).map(|_| ()))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+async fn prepare(config: &BenchConfig) -> Result<(String, Runner), BenchError> {
+    match &config.target {
+        Target::Http { url, model, input } => {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .build()
+                .map_err(|source| ClientError::Http {
+                    url: url.clone(),
+                    source,
+                })?;
+            let endpoint = Endpoint::new(url, model, None);
+            let body = match input {
+                Some(path) => std::fs::read(path).map_err(|e| ClientError::Input {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?,
+                None => {
+                    let specs = client::fetch_input_specs(&http, &endpoint).await?;
+                    let tensors = client::synthetic_inputs(&specs, config.batch, 1);
+                    serde_json::to_vec(&client::v2_request(&specs, &tensors))
+                        .expect("JSON values always serialize")
+                }
+            };
+            let runner = Runner::Http {
+                http,
+                url: endpoint.infer_url(),
+                body: body.into(),
+            };
+            Ok((endpoint.infer_url(), runner))
+        }
+        Target::InProcess {
+            model_path,
+            threads,
+        } => {
+            let options = EngineOptions { threads: *threads };
+            let model = Model::load_path(model_path, &options)?;
+            let inputs = client::synthetic_inputs(model.inputs(), config.batch, 1);
+            let label = format!("in-process engine {}", model_path.display());
+            Ok((
+                label,
+                Runner::Engine {
+                    model: Arc::new(model),
+                    inputs: Arc::new(inputs),
+                },
+            ))
+        }
+    }
+}
+
+async fn run_level(runner: &Runner, concurrency: usize, stop: StopAfter) -> LevelResult {
+    let started = Instant::now();
+    let deadline = match stop {
+        StopAfter::Duration(d) => Some(started + d),
+        StopAfter::Requests(_) => None,
+    };
+    let budget = match stop {
+        StopAfter::Requests(n) => Some(Arc::new(std::sync::atomic::AtomicUsize::new(n))),
+        StopAfter::Duration(_) => None,
+    };
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let runner = runner.clone();
+        let budget = budget.clone();
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            let mut first_error = None;
+            loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                if let Some(b) = &budget {
+                    let take = b.fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| n.checked_sub(1),
+                    );
+                    if take.is_err() {
+                        break;
+                    }
+                }
+                let t0 = Instant::now();
+                match runner.once().await {
+                    Ok(()) => latencies.push(t0.elapsed()),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (latencies, errors, first_error)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    while let Some(joined) = workers.join_next().await {
+        if let Ok((l, e, f)) = joined {
+            latencies.extend(l);
+            errors += e;
+            if first_error.is_none() {
+                first_error = f;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = latencies.len();
+    LevelResult {
+        concurrency,
+        requests: ok + errors,
+        errors,
+        duration_s: elapsed,
+        throughput_rps: if elapsed > 0.0 {
+            ok as f64 / elapsed
+        } else {
+            0.0
+        },
+        latency_ms: latency_summary(&mut latencies),
+        first_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let l = latency_summary(&mut samples);
+        assert_eq!((l.p50, l.p90, l.p99, l.max), (50.0, 90.0, 99.0, 100.0));
+        assert!((l.mean - 50.5).abs() < 1e-9);
+        let mut one = vec![Duration::from_millis(3)];
+        assert_eq!(latency_summary(&mut one).p99, 3.0);
+        assert_eq!(latency_summary(&mut []).p50, 0.0);
+    }
+}

@@ -1,0 +1,418 @@
+//! Host tensors: the engine's currency with the rest of tractor.
+//!
+//! The server, the batcher and the protocol codecs work on these plain typed
+//! vectors, so that only `engine` ever touches tract's own `Tensor`.
+
+use std::fmt;
+
+use half::f16;
+
+/// The element types tractor serves, named as the Open Inference Protocol names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Bool,
+    U8,
+    I8,
+    I32,
+    I64,
+    F16,
+    F32,
+    F64,
+}
+
+impl DataType {
+    pub const ALL: [DataType; 8] = [
+        DataType::Bool,
+        DataType::U8,
+        DataType::I8,
+        DataType::I32,
+        DataType::I64,
+        DataType::F16,
+        DataType::F32,
+        DataType::F64,
+    ];
+
+    /// The V2 protocol name (`FP32`, `INT64`, ...).
+    pub fn v2_name(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::U8 => "UINT8",
+            DataType::I8 => "INT8",
+            DataType::I32 => "INT32",
+            DataType::I64 => "INT64",
+            DataType::F16 => "FP16",
+            DataType::F32 => "FP32",
+            DataType::F64 => "FP64",
+        }
+    }
+
+    /// Parses a V2 protocol name.
+    ///
+    /// # Errors
+    /// Names the protocol knows but tractor does not serve (`UINT16`, `BYTES`,
+    /// ...) and unknown names both return a message listing what is accepted.
+    pub fn from_v2_name(name: &str) -> Result<DataType, String> {
+        DataType::ALL
+            .into_iter()
+            .find(|dt| dt.v2_name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unsupported datatype {name:?}; tractor serves {}",
+                    DataType::supported_list()
+                )
+            })
+    }
+
+    pub fn supported_list() -> String {
+        DataType::ALL.map(DataType::v2_name).join(", ")
+    }
+
+    /// Bytes one element takes in the binary tensor data extension.
+    pub fn size_of(self) -> usize {
+        match self {
+            DataType::Bool | DataType::U8 | DataType::I8 => 1,
+            DataType::F16 => 2,
+            DataType::I32 | DataType::F32 => 4,
+            DataType::I64 | DataType::F64 => 8,
+        }
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.v2_name())
+    }
+}
+
+/// Elements of a tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    Bool(Vec<bool>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// Runs `$body` with `$v` bound to the inner `Vec` of any variant.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dispatch_tensor_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            $crate::engine::TensorData::Bool($v) => $body,
+            $crate::engine::TensorData::U8($v) => $body,
+            $crate::engine::TensorData::I8($v) => $body,
+            $crate::engine::TensorData::I32($v) => $body,
+            $crate::engine::TensorData::I64($v) => $body,
+            $crate::engine::TensorData::F16($v) => $body,
+            $crate::engine::TensorData::F32($v) => $body,
+            $crate::engine::TensorData::F64($v) => $body,
+        }
+    };
+}
+
+/// Builds the same variant as `$like` from an expression over its inner `Vec`.
+macro_rules! map_same_variant {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::Bool($v) => TensorData::Bool($body),
+            TensorData::U8($v) => TensorData::U8($body),
+            TensorData::I8($v) => TensorData::I8($body),
+            TensorData::I32($v) => TensorData::I32($body),
+            TensorData::I64($v) => TensorData::I64($body),
+            TensorData::F16($v) => TensorData::F16($body),
+            TensorData::F32($v) => TensorData::F32($body),
+            TensorData::F64($v) => TensorData::F64($body),
+        }
+    };
+}
+
+impl TensorData {
+    pub fn datatype(&self) -> DataType {
+        match self {
+            TensorData::Bool(_) => DataType::Bool,
+            TensorData::U8(_) => DataType::U8,
+            TensorData::I8(_) => DataType::I8,
+            TensorData::I32(_) => DataType::I32,
+            TensorData::I64(_) => DataType::I64,
+            TensorData::F16(_) => DataType::F16,
+            TensorData::F32(_) => DataType::F32,
+            TensorData::F64(_) => DataType::F64,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        dispatch_tensor_data!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn empty(datatype: DataType, capacity: usize) -> TensorData {
+        match datatype {
+            DataType::Bool => TensorData::Bool(Vec::with_capacity(capacity)),
+            DataType::U8 => TensorData::U8(Vec::with_capacity(capacity)),
+            DataType::I8 => TensorData::I8(Vec::with_capacity(capacity)),
+            DataType::I32 => TensorData::I32(Vec::with_capacity(capacity)),
+            DataType::I64 => TensorData::I64(Vec::with_capacity(capacity)),
+            DataType::F16 => TensorData::F16(Vec::with_capacity(capacity)),
+            DataType::F32 => TensorData::F32(Vec::with_capacity(capacity)),
+            DataType::F64 => TensorData::F64(Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// Elements `range` as a new buffer of the same type.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> TensorData {
+        map_same_variant!(self, v => v[range].to_vec())
+    }
+
+    /// Appends `other`, which must have the same datatype.
+    ///
+    /// # Errors
+    /// A datatype mismatch is reported and nothing is appended.
+    pub fn extend_from(&mut self, other: &TensorData) -> Result<(), String> {
+        match (self, other) {
+            (TensorData::Bool(a), TensorData::Bool(b)) => a.extend_from_slice(b),
+            (TensorData::U8(a), TensorData::U8(b)) => a.extend_from_slice(b),
+            (TensorData::I8(a), TensorData::I8(b)) => a.extend_from_slice(b),
+            (TensorData::I32(a), TensorData::I32(b)) => a.extend_from_slice(b),
+            (TensorData::I64(a), TensorData::I64(b)) => a.extend_from_slice(b),
+            (TensorData::F16(a), TensorData::F16(b)) => a.extend_from_slice(b),
+            (TensorData::F32(a), TensorData::F32(b)) => a.extend_from_slice(b),
+            (TensorData::F64(a), TensorData::F64(b)) => a.extend_from_slice(b),
+            (a, b) => {
+                return Err(format!(
+                    "cannot append {} elements to a {} tensor",
+                    b.datatype(),
+                    a.datatype()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Little-endian bytes, as the binary tensor data extension lays them out.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() * self.datatype().size_of());
+        match self {
+            TensorData::Bool(v) => out.extend(v.iter().map(|b| *b as u8)),
+            TensorData::U8(v) => out.extend_from_slice(v),
+            TensorData::I8(v) => out.extend(v.iter().map(|x| *x as u8)),
+            TensorData::I32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        }
+        out
+    }
+
+    /// Reads little-endian bytes of `datatype`.
+    ///
+    /// # Errors
+    /// A byte count that is not a whole number of elements, or a BOOL byte
+    /// other than 0 or 1.
+    pub fn from_le_bytes(datatype: DataType, bytes: &[u8]) -> Result<TensorData, String> {
+        let size = datatype.size_of();
+        if bytes.len() % size != 0 {
+            return Err(format!(
+                "{} bytes is not a whole number of {datatype} elements ({size} bytes each)",
+                bytes.len()
+            ));
+        }
+        fn chunks<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+            bytes
+                .chunks_exact(N)
+                .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
+                .collect()
+        }
+        Ok(match datatype {
+            DataType::Bool => TensorData::Bool(
+                bytes
+                    .iter()
+                    .map(|b| match b {
+                        0 => Ok(false),
+                        1 => Ok(true),
+                        other => Err(format!("BOOL byte {other} is neither 0 nor 1")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            DataType::U8 => TensorData::U8(bytes.to_vec()),
+            DataType::I8 => TensorData::I8(bytes.iter().map(|b| *b as i8).collect()),
+            DataType::I32 => TensorData::I32(chunks(bytes, i32::from_le_bytes)),
+            DataType::I64 => TensorData::I64(chunks(bytes, i64::from_le_bytes)),
+            DataType::F16 => TensorData::F16(chunks(bytes, f16::from_le_bytes)),
+            DataType::F32 => TensorData::F32(chunks(bytes, f32::from_le_bytes)),
+            DataType::F64 => TensorData::F64(chunks(bytes, f64::from_le_bytes)),
+        })
+    }
+}
+
+/// A tensor with a concrete shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    /// # Errors
+    /// The element count must equal the product of the shape.
+    pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, String> {
+        let expected = element_count(&shape)
+            .ok_or_else(|| format!("shape {shape:?} has more elements than memory can hold"))?;
+        if expected != data.len() {
+            return Err(format!(
+                "shape {shape:?} needs {expected} elements, the data has {}",
+                data.len()
+            ));
+        }
+        Ok(Tensor { shape, data })
+    }
+
+    pub fn datatype(&self) -> DataType {
+        self.data.datatype()
+    }
+
+    /// Joins tensors along axis 0. All must share datatype and trailing dims.
+    ///
+    /// # Errors
+    /// Mismatched datatypes or trailing dimensions, or no tensor at all.
+    pub fn concat_rows(parts: &[&Tensor]) -> Result<Tensor, String> {
+        let first = parts.first().ok_or("nothing to concatenate")?;
+        let trailing = first
+            .shape
+            .get(1..)
+            .ok_or("a scalar has no rows to concatenate")?;
+        let total_rows: usize = parts
+            .iter()
+            .map(|p| p.shape.first().copied().unwrap_or(0))
+            .sum();
+        let total_len: usize = parts.iter().map(|p| p.data.len()).sum();
+        let mut data = TensorData::empty(first.datatype(), total_len);
+        for part in parts {
+            if part.shape.get(1..) != Some(trailing) {
+                return Err(format!(
+                    "cannot concatenate shapes {:?} and {:?} along the batch axis",
+                    first.shape, part.shape
+                ));
+            }
+            data.extend_from(&part.data)?;
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = total_rows;
+        Tensor::new(shape, data)
+    }
+
+    /// Rows `start..start + count` along axis 0.
+    ///
+    /// # Errors
+    /// A scalar, or rows beyond the tensor.
+    pub fn rows(&self, start: usize, count: usize) -> Result<Tensor, String> {
+        let rows = *self.shape.first().ok_or("a scalar has no rows")?;
+        if start + count > rows {
+            return Err(format!("rows {start}..{} out of {rows}", start + count));
+        }
+        let row_len = element_count(&self.shape[1..]).unwrap_or(0);
+        let mut shape = self.shape.clone();
+        shape[0] = count;
+        Ok(Tensor {
+            shape,
+            data: self.data.slice(start * row_len..(start + count) * row_len),
+        })
+    }
+}
+
+/// Product of `shape`, or `None` on overflow.
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32s(shape: &[usize], v: &[f32]) -> Tensor {
+        Tensor::new(shape.to_vec(), TensorData::F32(v.to_vec())).unwrap()
+    }
+
+    #[test]
+    fn concat_then_split_gives_back_the_parts() {
+        let a = f32s(&[1, 2], &[1., 2.]);
+        let b = f32s(&[2, 2], &[3., 4., 5., 6.]);
+        let joined = Tensor::concat_rows(&[&a, &b]).unwrap();
+        assert_eq!(joined.shape, vec![3, 2]);
+        assert_eq!(joined.rows(0, 1).unwrap(), a);
+        assert_eq!(joined.rows(1, 2).unwrap(), b);
+        assert!(joined.rows(2, 2).is_err());
+    }
+
+    #[test]
+    fn concat_refuses_mismatched_trailing_dims() {
+        let a = f32s(&[1, 2], &[1., 2.]);
+        let b = f32s(&[1, 3], &[1., 2., 3.]);
+        assert!(
+            Tensor::concat_rows(&[&a, &b])
+                .unwrap_err()
+                .contains("cannot concatenate")
+        );
+    }
+
+    #[test]
+    fn shape_must_match_element_count() {
+        let err = Tensor::new(vec![2, 2], TensorData::F32(vec![1.0; 3])).unwrap_err();
+        assert_eq!(err, "shape [2, 2] needs 4 elements, the data has 3");
+        assert!(Tensor::new(vec![usize::MAX, 2], TensorData::F32(vec![])).is_err());
+    }
+
+    #[test]
+    fn le_bytes_round_trip_every_datatype() {
+        let samples = vec![
+            TensorData::Bool(vec![true, false]),
+            TensorData::U8(vec![0, 255]),
+            TensorData::I8(vec![-128, 127]),
+            TensorData::I32(vec![i32::MIN, 7]),
+            TensorData::I64(vec![i64::MAX, -1]),
+            TensorData::F16(vec![f16::from_f32(0.5), f16::from_f32(-2.0)]),
+            TensorData::F32(vec![1.5, f32::NAN]),
+            TensorData::F64(vec![-0.25, f64::INFINITY]),
+        ];
+        for data in samples {
+            let bytes = data.to_le_bytes();
+            assert_eq!(bytes.len(), data.len() * data.datatype().size_of());
+            let back = TensorData::from_le_bytes(data.datatype(), &bytes).unwrap();
+            // NaN != NaN, so compare the bytes.
+            assert_eq!(back.to_le_bytes(), bytes);
+        }
+    }
+
+    #[test]
+    fn le_bytes_refuse_partial_elements_and_bad_bools() {
+        assert!(TensorData::from_le_bytes(DataType::F32, &[0, 0, 0]).is_err());
+        assert!(TensorData::from_le_bytes(DataType::Bool, &[2]).is_err());
+    }
+
+    #[test]
+    fn v2_names_round_trip_and_refuse_the_rest() {
+        for dt in DataType::ALL {
+            assert_eq!(DataType::from_v2_name(dt.v2_name()), Ok(dt));
+        }
+        let err = DataType::from_v2_name("BYTES").unwrap_err();
+        assert!(err.contains("BYTES") && err.contains("FP32"), "{err}");
+    }
+}

@@ -1,0 +1,628 @@
+//! The Open Inference Protocol (KServe V2) REST messages: JSON tensors and
+//! the binary tensor data extension that Triton's clients use.
+//!
+//! Decoding checks everything a client can get wrong (names, datatypes,
+//! shapes, element counts, byte counts) and says which tensor was wrong, so
+//! the handlers can answer 400 with a reason and the engine only ever sees
+//! tensors that fit the model.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::engine::{DataType, Tensor, TensorData, TensorSpec, element_count};
+
+/// The HTTP header that splits a binary request or response into its JSON
+/// header and the raw tensor bytes that follow.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+#[derive(Debug, Deserialize)]
+pub struct InferRequest {
+    #[serde(default)]
+    pub id: Option<Value>,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    pub inputs: Vec<RequestInput>,
+    #[serde(default)]
+    pub outputs: Option<Vec<RequestOutput>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RequestInput {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RequestOutput {
+    pub name: String,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+}
+
+/// A decoded request: tensors in the model's input order, and what to send back.
+#[derive(Debug)]
+pub struct DecodedRequest {
+    pub id: Option<Value>,
+    pub parameters: Option<Map<String, Value>>,
+    pub inputs: Vec<Tensor>,
+    /// Rows along the batch axis (1 for models without one).
+    pub rows: usize,
+    pub outputs: Vec<OutputSelection>,
+}
+
+/// One output to return, by index into the model's outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSelection {
+    pub index: usize,
+    pub binary: bool,
+}
+
+/// Splits a body into its JSON header and binary tail.
+///
+/// # Errors
+/// A header length that is not a number or exceeds the body.
+pub fn split_body<'a>(
+    body: &'a [u8],
+    header_length: Option<&str>,
+) -> Result<(&'a [u8], &'a [u8]), String> {
+    let Some(raw) = header_length else {
+        return Ok((body, &[]));
+    };
+    let len: usize = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("{HEADER_LENGTH} {raw:?} is not a byte count"))?;
+    if len > body.len() {
+        return Err(format!(
+            "{HEADER_LENGTH} is {len} but the body has only {} bytes",
+            body.len()
+        ));
+    }
+    Ok(body.split_at(len))
+}
+
+/// Parses and checks a request against the model's inputs and outputs.
+///
+/// `max_rows` bounds the batch axis (the server's `--max-batch-size` when
+/// batching is on).
+///
+/// # Errors
+/// Every client mistake, as a message fit for a 400 answer.
+pub fn decode_request(
+    json: &[u8],
+    binary: &[u8],
+    model_inputs: &[TensorSpec],
+    model_outputs: &[TensorSpec],
+    batchable: bool,
+    max_rows: Option<usize>,
+) -> Result<DecodedRequest, String> {
+    let request: InferRequest =
+        serde_json::from_slice(json).map_err(|e| format!("malformed request JSON: {e}"))?;
+    let mut slots: Vec<Option<Tensor>> = vec![None; model_inputs.len()];
+    let mut binary_offset = 0usize;
+    for input in &request.inputs {
+        let index = model_inputs
+            .iter()
+            .position(|s| s.name == input.name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown input {:?}; the model takes {}",
+                    input.name,
+                    names(model_inputs.iter().map(|s| &s.name))
+                )
+            })?;
+        if slots[index].is_some() {
+            return Err(format!("input {:?} is given twice", input.name));
+        }
+        let spec = &model_inputs[index];
+        let datatype = DataType::from_v2_name(&input.datatype)
+            .map_err(|e| format!("input {:?}: {e}", input.name))?;
+        if datatype != spec.datatype {
+            return Err(format!(
+                "input {:?} has datatype {datatype}, the model expects {}",
+                input.name, spec.datatype
+            ));
+        }
+        let shape = input
+            .shape
+            .iter()
+            .map(|d| usize::try_from(*d))
+            .collect::<Result<Vec<usize>, _>>()
+            .map_err(|_| {
+                format!(
+                    "input {:?} has a negative dimension in {:?}",
+                    input.name, input.shape
+                )
+            })?;
+        spec.check_shape(&shape)?;
+        let count = element_count(&shape)
+            .ok_or_else(|| format!("input {:?} shape {shape:?} is too large", input.name))?;
+        let binary_size = binary_data_size(input)?;
+        let data = match (binary_size, &input.data) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "input {:?} has both \"data\" and binary_data_size",
+                    input.name
+                ));
+            }
+            (Some(size), None) => {
+                let end = binary_offset
+                    .checked_add(size)
+                    .filter(|end| *end <= binary.len())
+                    .ok_or_else(|| {
+                        format!(
+                            "input {:?} declares {size} binary bytes but only {} remain",
+                            input.name,
+                            binary.len() - binary_offset
+                        )
+                    })?;
+                let bytes = &binary[binary_offset..end];
+                binary_offset = end;
+                TensorData::from_le_bytes(datatype, bytes)
+                    .map_err(|e| format!("input {:?}: {e}", input.name))?
+            }
+            (None, Some(value)) => json_data(datatype, value, count)
+                .map_err(|e| format!("input {:?}: {e}", input.name))?,
+            (None, None) => {
+                return Err(format!("input {:?} has no \"data\"", input.name));
+            }
+        };
+        let tensor =
+            Tensor::new(shape, data).map_err(|e| format!("input {:?}: {e}", input.name))?;
+        slots[index] = Some(tensor);
+    }
+    if binary_offset != binary.len() {
+        return Err(format!(
+            "{} bytes of binary data follow the header but the inputs use {binary_offset}",
+            binary.len()
+        ));
+    }
+    let inputs = slots
+        .into_iter()
+        .zip(model_inputs)
+        .map(|(slot, spec)| slot.ok_or_else(|| format!("missing input {:?}", spec.name)))
+        .collect::<Result<Vec<Tensor>, String>>()?;
+    let rows = if batchable {
+        batch_rows(&inputs, model_inputs)?
+    } else {
+        1
+    };
+    if let Some(max) = max_rows
+        && rows > max
+    {
+        return Err(format!(
+            "batch of {rows} rows exceeds the server's maximum batch size {max}"
+        ));
+    }
+    let binary_default = request
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("binary_data_output"))
+        .map(|v| flag(v, "binary_data_output"))
+        .transpose()?
+        .unwrap_or(false);
+    let outputs = select_outputs(request.outputs.as_deref(), model_outputs, binary_default)?;
+    Ok(DecodedRequest {
+        id: request.id,
+        parameters: request.parameters,
+        inputs,
+        rows,
+        outputs,
+    })
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    it.map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+}
+
+fn flag(value: &Value, name: &str) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| format!("parameter {name} must be true or false"))
+}
+
+fn binary_data_size(input: &RequestInput) -> Result<Option<usize>, String> {
+    let Some(value) = input
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("binary_data_size"))
+    else {
+        return Ok(None);
+    };
+    value
+        .as_u64()
+        .and_then(|v| usize::try_from(v).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "input {:?}: binary_data_size must be a non-negative integer",
+                input.name
+            )
+        })
+}
+
+fn batch_rows(inputs: &[Tensor], specs: &[TensorSpec]) -> Result<usize, String> {
+    let mut rows = None;
+    for (tensor, spec) in inputs.iter().zip(specs) {
+        let r = tensor.shape[0];
+        match rows {
+            None => rows = Some(r),
+            Some(prev) if prev != r => {
+                return Err(format!(
+                    "inputs disagree on the batch size: {} has {prev} rows, {:?} has {r}",
+                    specs[0].name, spec.name
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(rows.unwrap_or(1))
+}
+
+fn select_outputs(
+    requested: Option<&[RequestOutput]>,
+    model_outputs: &[TensorSpec],
+    binary_default: bool,
+) -> Result<Vec<OutputSelection>, String> {
+    let Some(requested) = requested else {
+        return Ok((0..model_outputs.len())
+            .map(|index| OutputSelection {
+                index,
+                binary: binary_default,
+            })
+            .collect());
+    };
+    let mut selected: Vec<OutputSelection> = Vec::with_capacity(requested.len());
+    for out in requested {
+        let index = model_outputs
+            .iter()
+            .position(|s| s.name == out.name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown output {:?}; the model gives {}",
+                    out.name,
+                    names(model_outputs.iter().map(|s| &s.name))
+                )
+            })?;
+        if selected.iter().any(|s| s.index == index) {
+            return Err(format!("output {:?} is requested twice", out.name));
+        }
+        let params = out.parameters.as_ref();
+        if params
+            .and_then(|p| p.get("classification"))
+            .is_some_and(|v| !v.is_null())
+        {
+            return Err(format!(
+                "output {:?}: the classification extension is not supported; \
+                 use output processing (top_k) instead",
+                out.name
+            ));
+        }
+        let binary = params
+            .and_then(|p| p.get("binary_data"))
+            .map(|v| flag(v, "binary_data"))
+            .transpose()?
+            .unwrap_or(binary_default);
+        selected.push(OutputSelection { index, binary });
+    }
+    Ok(selected)
+}
+
+/// Converts JSON `data` (flat or nested arrays) to `count` elements of `datatype`.
+fn json_data(datatype: DataType, value: &Value, count: usize) -> Result<TensorData, String> {
+    let mut flat: Vec<&Value> = Vec::with_capacity(count);
+    flatten(value, &mut flat, 0)?;
+    if flat.len() != count {
+        return Err(format!(
+            "the shape needs {count} elements, \"data\" has {}",
+            flat.len()
+        ));
+    }
+    fn each<T>(
+        flat: &[&Value],
+        what: &str,
+        f: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Vec<T>, String> {
+        flat.iter()
+            .enumerate()
+            .map(|(i, v)| f(v).ok_or_else(|| format!("element {i} ({v}) is not {what}")))
+            .collect()
+    }
+    fn int<T: TryFrom<i64>>(v: &Value) -> Option<T> {
+        v.as_i64().and_then(|i| T::try_from(i).ok())
+    }
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(each(&flat, "a boolean", Value::as_bool)?),
+        DataType::U8 => TensorData::U8(each(&flat, "an integer in 0..=255", int)?),
+        DataType::I8 => TensorData::I8(each(&flat, "an integer in -128..=127", int)?),
+        DataType::I32 => TensorData::I32(each(&flat, "a 32-bit integer", int)?),
+        DataType::I64 => TensorData::I64(each(&flat, "a 64-bit integer", Value::as_i64)?),
+        DataType::F16 => TensorData::F16(each(&flat, "a number", |v| {
+            v.as_f64().map(half::f16::from_f64)
+        })?),
+        DataType::F32 => {
+            TensorData::F32(each(&flat, "a number", |v| v.as_f64().map(|x| x as f32))?)
+        }
+        DataType::F64 => TensorData::F64(each(&flat, "a number", Value::as_f64)?),
+    })
+}
+
+/// Deep enough for any real tensor, shallow enough that a hostile body of
+/// nested brackets cannot exhaust the stack (serde_json already stops at 128).
+const MAX_NESTING: usize = 64;
+
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(), String> {
+    match value {
+        Value::Array(items) => {
+            if depth >= MAX_NESTING {
+                return Err(format!(
+                    "\"data\" is nested deeper than {MAX_NESTING} levels"
+                ));
+            }
+            for item in items {
+                flatten(item, out, depth + 1)?;
+            }
+        }
+        scalar => out.push(scalar),
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct InferResponse<'a> {
+    pub model_name: &'a str,
+    pub model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<&'a Map<String, Value>>,
+    pub outputs: Vec<ResponseOutput<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResponseOutput<'a> {
+    pub name: &'a str,
+    pub datatype: &'static str,
+    pub shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<JsonData<'a>>,
+}
+
+/// Serializes tensor elements as a flat JSON array (FP16 as numbers).
+#[derive(Debug)]
+pub struct JsonData<'a>(pub &'a TensorData);
+
+impl Serialize for JsonData<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        match self.0 {
+            TensorData::F16(v) => {
+                let mut seq = serializer.serialize_seq(Some(v.len()))?;
+                for x in v {
+                    seq.serialize_element(&x.to_f32())?;
+                }
+                seq.end()
+            }
+            TensorData::Bool(v) => v.serialize(serializer),
+            TensorData::U8(v) => v.serialize(serializer),
+            TensorData::I8(v) => v.serialize(serializer),
+            TensorData::I32(v) => v.serialize(serializer),
+            TensorData::I64(v) => v.serialize(serializer),
+            TensorData::F32(v) => v.serialize(serializer),
+            TensorData::F64(v) => v.serialize(serializer),
+        }
+    }
+}
+
+/// An encoded response body and, for binary responses, the JSON header length.
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub header_length: Option<usize>,
+}
+
+/// Encodes the selected outputs, JSON or binary as each asks.
+///
+/// # Errors
+/// Only JSON serialization failures, which cannot happen for these types.
+pub fn encode_response(
+    model_name: &str,
+    model_version: &str,
+    request: &DecodedRequest,
+    model_outputs: &[TensorSpec],
+    outputs: &[Tensor],
+) -> Result<EncodedResponse, serde_json::Error> {
+    let mut binary_tail: Vec<u8> = Vec::new();
+    let mut encoded = Vec::with_capacity(request.outputs.len());
+    for selection in &request.outputs {
+        let tensor = &outputs[selection.index];
+        let spec = &model_outputs[selection.index];
+        let (parameters, data) = if selection.binary {
+            let bytes = tensor.data.to_le_bytes();
+            let params = serde_json::json!({ "binary_data_size": bytes.len() });
+            binary_tail.extend_from_slice(&bytes);
+            (Some(params), None)
+        } else {
+            (None, Some(JsonData(&tensor.data)))
+        };
+        encoded.push(ResponseOutput {
+            name: &spec.name,
+            datatype: tensor.datatype().v2_name(),
+            shape: &tensor.shape,
+            parameters,
+            data,
+        });
+    }
+    let response = InferResponse {
+        model_name,
+        model_version,
+        id: request.id.as_ref(),
+        parameters: request.parameters.as_ref(),
+        outputs: encoded,
+    };
+    let mut body = serde_json::to_vec(&response)?;
+    let header_length =
+        (!binary_tail.is_empty() || request.outputs.iter().any(|o| o.binary)).then_some(body.len());
+    body.extend_from_slice(&binary_tail);
+    Ok(EncodedResponse {
+        body,
+        header_length,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Dim;
+
+    fn spec(name: &str, datatype: DataType, shape: Vec<Dim>) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype,
+            shape,
+        }
+    }
+
+    fn mlp_io() -> (Vec<TensorSpec>, Vec<TensorSpec>) {
+        (
+            vec![spec("x", DataType::F32, vec![Dim::Batch, Dim::Fixed(2)])],
+            vec![
+                spec("y", DataType::F32, vec![Dim::Batch, Dim::Fixed(3)]),
+                spec("label", DataType::I64, vec![Dim::Batch]),
+            ],
+        )
+    }
+
+    fn decode(json: &str, binary: &[u8]) -> Result<DecodedRequest, String> {
+        let (ins, outs) = mlp_io();
+        decode_request(json.as_bytes(), binary, &ins, &outs, true, Some(4))
+    }
+
+    #[test]
+    fn nested_and_flat_data_decode_alike() {
+        let flat = decode(
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#,
+            &[],
+        )
+        .unwrap();
+        let nested = decode(
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(flat.inputs, nested.inputs);
+        assert_eq!(flat.rows, 2);
+        assert_eq!(flat.outputs.len(), 2);
+    }
+
+    #[test]
+    fn binary_inputs_take_their_bytes_in_order() {
+        let bytes: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let json = r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}}],
+                      "outputs":[{"name":"label","parameters":{"binary_data":true}}]}"#;
+        let req = decode(json, &bytes).unwrap();
+        assert_eq!(req.inputs[0].data, TensorData::F32(vec![1.0, 2.0]));
+        assert_eq!(
+            req.outputs,
+            vec![OutputSelection {
+                index: 1,
+                binary: true
+            }]
+        );
+        let short = decode(json, &bytes[..4]).unwrap_err();
+        assert!(short.contains("declares 8 binary bytes"), "{short}");
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(decode(json, &long).unwrap_err().contains("binary data"));
+    }
+
+    #[test]
+    fn client_mistakes_are_named() {
+        let cases = [
+            (
+                r#"{"inputs":[{"name":"z","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#,
+                "unknown input \"z\"",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP64","data":[1,2]}]}"#,
+                "model expects FP32",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"BYTES","data":[1,2]}]}"#,
+                "unsupported datatype",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}"#,
+                "axis 1 must be 2",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2,3]}]}"#,
+                "needs 2 elements",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,"a"]}]}"#,
+                "is not a number",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[-1,2],"datatype":"FP32","data":[1,2]}]}"#,
+                "negative dimension",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[5,2],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,0]}]}"#,
+                "maximum batch size 4",
+            ),
+            (r#"{"inputs":[]}"#, "missing input \"x\""),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}],"outputs":[{"name":"q"}]}"#,
+                "unknown output",
+            ),
+            (r#"{"inputs":"#, "malformed request JSON"),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32"}]}"#,
+                "has no \"data\"",
+            ),
+        ];
+        for (json, expected) in cases {
+            let err = decode(json, &[]).unwrap_err();
+            assert!(err.contains(expected), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn integers_are_range_checked() {
+        let ins = vec![spec("i", DataType::U8, vec![Dim::Fixed(2)])];
+        let json = r#"{"inputs":[{"name":"i","shape":[2],"datatype":"UINT8","data":[1,256]}]}"#;
+        let err = decode_request(json.as_bytes(), &[], &ins, &[], false, None).unwrap_err();
+        assert!(err.contains("element 1 (256)"), "{err}");
+    }
+
+    #[test]
+    fn responses_mix_json_and_binary_outputs() {
+        let (ins, outs) = mlp_io();
+        let json = r#"{"id":"42","inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}],
+                       "outputs":[{"name":"y"},{"name":"label","parameters":{"binary_data":true}}]}"#;
+        let req = decode_request(json.as_bytes(), &[], &ins, &outs, true, None).unwrap();
+        let outputs = vec![
+            Tensor::new(vec![1, 3], TensorData::F32(vec![0.5, 1.5, 2.5])).unwrap(),
+            Tensor::new(vec![1], TensorData::I64(vec![7])).unwrap(),
+        ];
+        let encoded = encode_response("m", "2", &req, &outs, &outputs).unwrap();
+        let header_len = encoded.header_length.unwrap();
+        let header: Value = serde_json::from_slice(&encoded.body[..header_len]).unwrap();
+        assert_eq!(header["model_name"], "m");
+        assert_eq!(header["model_version"], "2");
+        assert_eq!(header["id"], "42");
+        assert_eq!(
+            header["outputs"][0]["data"],
+            serde_json::json!([0.5, 1.5, 2.5])
+        );
+        assert_eq!(header["outputs"][1]["parameters"]["binary_data_size"], 8);
+        assert_eq!(&encoded.body[header_len..], &7i64.to_le_bytes());
+    }
+}

@@ -1,0 +1,188 @@
+//! Artifact I/O through `object_store`: plain paths, `file://`, `http(s)://`
+//! and `s3://`, with sha256 digests.
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+/// Errors of fetching and verifying artifacts.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid artifact location {uri:?}: {reason}")]
+    InvalidUri { uri: String, reason: String },
+    #[error("fetching {uri}: {source}")]
+    FetchArtifact {
+        uri: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("sha256 mismatch for {uri}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        uri: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("invalid sha256 {0:?}: expected 64 hexadecimal characters")]
+    InvalidDigest(String),
+}
+
+/// Bytes of an artifact, with where they came from.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub uri: String,
+    /// The last path segment, used to guess the format and name the model.
+    pub file_name: String,
+    pub bytes: bytes::Bytes,
+    pub sha256: String,
+}
+
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Checks the shape of a user-given digest and normalizes it to lowercase.
+///
+/// # Errors
+/// Anything but 64 hexadecimal characters (an optional `sha256:` prefix is accepted).
+pub fn normalize_digest(digest: &str) -> Result<String, StoreError> {
+    let trimmed = digest.trim();
+    let hex_part = trimmed.strip_prefix("sha256:").unwrap_or(trimmed);
+    if hex_part.len() == 64 && hex_part.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(hex_part.to_ascii_lowercase())
+    } else {
+        Err(StoreError::InvalidDigest(digest.to_string()))
+    }
+}
+
+/// Turns a user-given location into a URL: plain paths become `file://` URLs
+/// (relative ones against the working directory).
+///
+/// # Errors
+/// An unparsable URL or a path that cannot be made absolute.
+pub fn location_url(location: &str) -> Result<Url, StoreError> {
+    let invalid = |reason: String| StoreError::InvalidUri {
+        uri: location.to_string(),
+        reason,
+    };
+    if location.contains("://") {
+        return Url::parse(location).map_err(|e| invalid(e.to_string()));
+    }
+    let path = std::path::absolute(location).map_err(|e| invalid(e.to_string()))?;
+    Url::from_file_path(&path).map_err(|()| invalid("not an absolute path".into()))
+}
+
+/// Fetches an artifact and, when `expected_sha256` is given, refuses it
+/// unless its digest matches.
+///
+/// `s3://` reads credentials and region from the usual `AWS_*` variables;
+/// `http(s)://` issues plain GETs.
+///
+/// # Errors
+/// An unsupported scheme, a failed read, or a digest mismatch.
+pub async fn fetch(location: &str, expected_sha256: Option<&str>) -> Result<Artifact, StoreError> {
+    let expected = expected_sha256.map(normalize_digest).transpose()?;
+    let url = location_url(location)?;
+    let (store, path) = open(&url)?;
+    let fetch_err = |source| StoreError::FetchArtifact {
+        uri: url.to_string(),
+        source,
+    };
+    let bytes = store
+        .get(&path)
+        .await
+        .map_err(fetch_err)?
+        .bytes()
+        .await
+        .map_err(fetch_err)?;
+    let sha256 = sha256_hex(&bytes);
+    if let Some(expected) = expected
+        && expected != sha256
+    {
+        return Err(StoreError::DigestMismatch {
+            uri: url.to_string(),
+            expected,
+            actual: sha256,
+        });
+    }
+    let file_name = url
+        .path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .unwrap_or_default()
+        .to_string();
+    Ok(Artifact {
+        uri: url.to_string(),
+        file_name,
+        bytes,
+        sha256,
+    })
+}
+
+fn open(url: &Url) -> Result<(Box<dyn ObjectStore>, StorePath), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidUri {
+        uri: url.to_string(),
+        reason,
+    };
+    match url.scheme() {
+        "s3" => {
+            let store = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .build()
+                .map_err(|e| invalid(e.to_string()))?;
+            let path = StorePath::from_url_path(url.path()).map_err(|e| invalid(e.to_string()))?;
+            Ok((Box::new(store), path))
+        }
+        "file" | "http" | "https" => {
+            object_store::parse_url(url).map_err(|e| invalid(e.to_string()))
+        }
+        other => Err(invalid(format!(
+            "unsupported scheme {other:?}; use a path, file://, http(s):// or s3://"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_normalized_and_checked() {
+        let d = "AB".repeat(32);
+        assert_eq!(normalize_digest(&d).unwrap(), "ab".repeat(32));
+        assert_eq!(
+            normalize_digest(&format!("sha256:{d}")).unwrap(),
+            "ab".repeat(32)
+        );
+        assert!(normalize_digest("abc").is_err());
+        assert!(normalize_digest(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn plain_paths_become_file_urls() {
+        let url = location_url("/tmp/model.onnx").unwrap();
+        assert_eq!(url.as_str(), "file:///tmp/model.onnx");
+        assert_eq!(location_url("s3://bucket/m.onnx").unwrap().scheme(), "s3");
+    }
+
+    #[tokio::test]
+    async fn fetch_verifies_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        std::fs::write(&path, b"hello").unwrap();
+        let location = path.to_str().unwrap();
+        let good = sha256_hex(b"hello");
+        let artifact = fetch(location, Some(&good)).await.unwrap();
+        assert_eq!(&artifact.bytes[..], b"hello");
+        assert_eq!(artifact.file_name, "m.onnx");
+        let err = fetch(location, Some(&"0".repeat(64))).await.unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+        let missing = fetch(dir.path().join("nope.onnx").to_str().unwrap(), None).await;
+        assert!(matches!(missing, Err(StoreError::FetchArtifact { .. })));
+        let scheme = fetch("ftp://host/m.onnx", None).await.unwrap_err();
+        assert!(
+            scheme.to_string().contains("unsupported scheme"),
+            "{scheme}"
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tractor::engine::{EngineOptions, Model, Threads};
+use tractor::serve::{AppState, ServeConfig};
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo_path("tests/fixtures").join(name)
+}
+
+pub fn real_model(name: &str) -> PathBuf {
+    repo_path("tests/models").join(name)
+}
+
+pub fn load(path: &PathBuf) -> Model {
+    Model::load_path(
+        path,
+        &EngineOptions {
+            threads: Threads::Count(1),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn config(path: &PathBuf, name: &str) -> ServeConfig {
+    ServeConfig {
+        model_location: path.display().to_string(),
+        name: name.to_string(),
+        version: "7".to_string(),
+        sha256: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_batch_size: 16,
+        max_batch_delay: Duration::from_millis(2),
+        max_inflight: 64,
+        max_body_bytes: 1 << 20,
+        request_timeout: Duration::from_secs(10),
+        threads: Threads::Count(1),
+        workers: 1,
+    }
+}
+
+/// A ready server state for `path`, served as `name` version "7".
+pub fn ready_state(path: &PathBuf, name: &str, tweak: impl FnOnce(&mut ServeConfig)) -> AppState {
+    let mut cfg = config(path, name);
+    tweak(&mut cfg);
+    let state = AppState::new(&cfg);
+    state.install(load(path));
+    state
+}
