@@ -12,17 +12,11 @@ mod onnx_builder;
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bench = args.iter().any(|a| a == "--bench");
-    let dir = args
-        .iter()
-        .find(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .unwrap_or("tests/fixtures");
+    let dir =
+        args.iter().find(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("tests/fixtures");
     std::fs::create_dir_all(dir)?;
     let models = if bench {
-        vec![(
-            "mlp-4x1024.onnx",
-            onnx_builder::mlp("mlp_4x1024", &[1024, 1024, 1024, 1024, 1024]),
-        )]
+        vec![("mlp-4x1024.onnx", onnx_builder::mlp("mlp_4x1024", &[1024, 1024, 1024, 1024, 1024]))]
     } else {
         onnx_builder::fixtures()
     };

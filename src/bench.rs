@@ -21,16 +21,9 @@ pub enum StopAfter {
 #[derive(Debug, Clone)]
 pub enum Target {
     /// A running V2 server.
-    Http {
-        url: String,
-        model: String,
-        input: Option<PathBuf>,
-    },
+    Http { url: String, model: String, input: Option<PathBuf> },
     /// The engine in this process, no HTTP at all.
-    InProcess {
-        model_path: PathBuf,
-        threads: Threads,
-    },
+    InProcess { model_path: PathBuf, threads: Threads },
 }
 
 #[derive(Debug, Clone)]
@@ -104,13 +97,7 @@ impl Report {
 /// Nearest-rank percentiles of `samples` (sorted in place).
 pub fn latency_summary(samples: &mut [Duration]) -> Latency {
     if samples.is_empty() {
-        return Latency {
-            mean: 0.0,
-            p50: 0.0,
-            p90: 0.0,
-            p99: 0.0,
-            max: 0.0,
-        };
+        return Latency { mean: 0.0, p50: 0.0, p90: 0.0, p99: 0.0, max: 0.0 };
     }
     samples.sort_unstable();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -142,30 +129,17 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         }
         let result = run_level(&runner, concurrency.max(1), config.stop).await;
         if result.requests > 0 && result.errors == result.requests {
-            return Err(BenchError::AllFailed(
-                result.first_error.unwrap_or_default(),
-            ));
+            return Err(BenchError::AllFailed(result.first_error.unwrap_or_default()));
         }
         results.push(result);
     }
-    Ok(Report {
-        target: label,
-        batch: config.batch,
-        results,
-    })
+    Ok(Report { target: label, batch: config.batch, results })
 }
 
 #[derive(Clone)]
 enum Runner {
-    Http {
-        http: reqwest::Client,
-        url: String,
-        body: bytes::Bytes,
-    },
-    Engine {
-        model: Arc<Model>,
-        inputs: Arc<Vec<crate::engine::Tensor>>,
-    },
+    Http { http: reqwest::Client, url: String, body: bytes::Bytes },
+    Engine { model: Arc<Model>, inputs: Arc<Vec<crate::engine::Tensor>> },
 }
 
 impl Runner {
@@ -204,10 +178,7 @@ async fn prepare(config: &BenchConfig) -> Result<(String, Runner), BenchError> {
             let http = reqwest::Client::builder()
                 .pool_max_idle_per_host(1024)
                 .build()
-                .map_err(|source| ClientError::Http {
-                    url: url.clone(),
-                    source,
-                })?;
+                .map_err(|source| ClientError::Http { url: url.clone(), source })?;
             let endpoint = Endpoint::new(url, model, None);
             let body = match input {
                 Some(path) => std::fs::read(path).map_err(|e| ClientError::Input {
@@ -221,28 +192,15 @@ async fn prepare(config: &BenchConfig) -> Result<(String, Runner), BenchError> {
                         .expect("JSON values always serialize")
                 }
             };
-            let runner = Runner::Http {
-                http,
-                url: endpoint.infer_url(),
-                body: body.into(),
-            };
+            let runner = Runner::Http { http, url: endpoint.infer_url(), body: body.into() };
             Ok((endpoint.infer_url(), runner))
         }
-        Target::InProcess {
-            model_path,
-            threads,
-        } => {
+        Target::InProcess { model_path, threads } => {
             let options = EngineOptions { threads: *threads };
             let model = Model::load_path(model_path, &options)?;
             let inputs = client::synthetic_inputs(model.inputs(), config.batch, 1);
             let label = format!("in-process engine {}", model_path.display());
-            Ok((
-                label,
-                Runner::Engine {
-                    model: Arc::new(model),
-                    inputs: Arc::new(inputs),
-                },
-            ))
+            Ok((label, Runner::Engine { model: Arc::new(model), inputs: Arc::new(inputs) }))
         }
     }
 }
@@ -310,11 +268,7 @@ async fn run_level(runner: &Runner, concurrency: usize, stop: StopAfter) -> Leve
         requests: ok + errors,
         errors,
         duration_s: elapsed,
-        throughput_rps: if elapsed > 0.0 {
-            ok as f64 / elapsed
-        } else {
-            0.0
-        },
+        throughput_rps: if elapsed > 0.0 { ok as f64 / elapsed } else { 0.0 },
         latency_ms: latency_summary(&mut latencies),
         first_error,
     }

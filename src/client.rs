@@ -14,11 +14,7 @@ pub enum ClientError {
         source: reqwest::Error,
     },
     #[error("{url} answered {status}: {body}")]
-    Status {
-        url: String,
-        status: u16,
-        body: String,
-    },
+    Status { url: String, status: u16, body: String },
     #[error("unexpected answer from {url}: {reason}")]
     Protocol { url: String, reason: String },
     #[error("reading {path}: {reason}")]
@@ -68,19 +64,15 @@ pub async fn fetch_input_specs(
 ) -> Result<Vec<TensorSpec>, ClientError> {
     let url = endpoint.metadata_url();
     let metadata = get_json(http, &url).await?;
-    let protocol = |reason: String| ClientError::Protocol {
-        url: url.clone(),
-        reason,
-    };
+    let protocol = |reason: String| ClientError::Protocol { url: url.clone(), reason };
     let inputs = metadata["inputs"]
         .as_array()
         .ok_or_else(|| protocol("no \"inputs\" in the metadata".into()))?;
     inputs
         .iter()
         .map(|input| {
-            let name = input["name"]
-                .as_str()
-                .ok_or_else(|| protocol("an input has no name".into()))?;
+            let name =
+                input["name"].as_str().ok_or_else(|| protocol("an input has no name".into()))?;
             let datatype = DataType::from_v2_name(input["datatype"].as_str().unwrap_or_default())
                 .map_err(protocol)?;
             let shape = input["shape"]
@@ -94,11 +86,7 @@ pub async fn fetch_input_specs(
                     _ => Dim::Dynamic(format!("{name}_{axis}")),
                 })
                 .collect();
-            Ok(TensorSpec {
-                name: name.to_string(),
-                datatype,
-                shape,
-            })
+            Ok(TensorSpec { name: name.to_string(), datatype, shape })
         })
         .collect()
 }
@@ -112,10 +100,7 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, Client
         .get(url)
         .send()
         .await
-        .map_err(|source| ClientError::Http {
-            url: url.to_string(),
-            source,
-        })?;
+        .map_err(|source| ClientError::Http { url: url.to_string(), source })?;
     json_answer(url, response).await
 }
 
@@ -134,19 +119,16 @@ pub async fn post_json(
         .body(body)
         .send()
         .await
-        .map_err(|source| ClientError::Http {
-            url: url.to_string(),
-            source,
-        })?;
+        .map_err(|source| ClientError::Http { url: url.to_string(), source })?;
     json_answer(url, response).await
 }
 
 async fn json_answer(url: &str, response: reqwest::Response) -> Result<Value, ClientError> {
     let status = response.status();
-    let body = response.bytes().await.map_err(|source| ClientError::Http {
-        url: url.to_string(),
-        source,
-    })?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Http { url: url.to_string(), source })?;
     if !status.is_success() {
         return Err(ClientError::Status {
             url: url.to_string(),

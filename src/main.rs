@@ -14,11 +14,7 @@ use tractor::engine::Threads;
 use tractor::serve::{self, ServeConfig};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "tractor",
-    version,
-    about = "Optimize, serve and roll out ML models on tract"
-)]
+#[command(name = "tractor", version, about = "Optimize, serve and roll out ML models on tract")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -128,10 +124,7 @@ struct InferArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tractor::telemetry::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -157,9 +150,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
-        name: args
-            .name
-            .unwrap_or_else(|| serve::default_model_name(&args.model)),
+        name: args.name.unwrap_or_else(|| serve::default_model_name(&args.model)),
         model_location: args.model,
         version: args.model_version,
         sha256: args.sha256,
@@ -178,15 +169,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     let target = match (args.in_process, args.url, args.model) {
-        (Some(model_path), _, _) => Target::InProcess {
-            model_path,
-            threads: args.engine_threads,
-        },
-        (None, Some(url), Some(model)) => Target::Http {
-            url,
-            model,
-            input: args.input,
-        },
+        (Some(model_path), _, _) => Target::InProcess { model_path, threads: args.engine_threads },
+        (None, Some(url), Some(model)) => Target::Http { url, model, input: args.input },
         _ => bail!("give --url and --model, or --in-process MODEL_FILE"),
     };
     let stop = match (args.duration, args.requests) {
@@ -251,9 +235,7 @@ mod tests {
             "2",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve")
-        };
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
         assert_eq!(args.max_batch_size, 1);
         assert_eq!(args.engine_threads, Threads::Count(2));
         assert!(

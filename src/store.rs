@@ -18,11 +18,7 @@ pub enum StoreError {
         source: object_store::Error,
     },
     #[error("sha256 mismatch for {uri}: expected {expected}, got {actual}")]
-    DigestMismatch {
-        uri: String,
-        expected: String,
-        actual: String,
-    },
+    DigestMismatch { uri: String, expected: String, actual: String },
     #[error("invalid sha256 {0:?}: expected 64 hexadecimal characters")]
     InvalidDigest(String),
 }
@@ -62,10 +58,7 @@ pub fn normalize_digest(digest: &str) -> Result<String, StoreError> {
 /// # Errors
 /// An unparsable URL or a path that cannot be made absolute.
 pub fn location_url(location: &str) -> Result<Url, StoreError> {
-    let invalid = |reason: String| StoreError::InvalidUri {
-        uri: location.to_string(),
-        reason,
-    };
+    let invalid = |reason: String| StoreError::InvalidUri { uri: location.to_string(), reason };
     if location.contains("://") {
         return Url::parse(location).map_err(|e| invalid(e.to_string()));
     }
@@ -85,45 +78,24 @@ pub async fn fetch(location: &str, expected_sha256: Option<&str>) -> Result<Arti
     let expected = expected_sha256.map(normalize_digest).transpose()?;
     let url = location_url(location)?;
     let (store, path) = open(&url)?;
-    let fetch_err = |source| StoreError::FetchArtifact {
-        uri: url.to_string(),
-        source,
-    };
-    let bytes = store
-        .get(&path)
-        .await
-        .map_err(fetch_err)?
-        .bytes()
-        .await
-        .map_err(fetch_err)?;
+    let fetch_err = |source| StoreError::FetchArtifact { uri: url.to_string(), source };
+    let bytes = store.get(&path).await.map_err(fetch_err)?.bytes().await.map_err(fetch_err)?;
     let sha256 = sha256_hex(&bytes);
     if let Some(expected) = expected
         && expected != sha256
     {
-        return Err(StoreError::DigestMismatch {
-            uri: url.to_string(),
-            expected,
-            actual: sha256,
-        });
+        return Err(StoreError::DigestMismatch { uri: url.to_string(), expected, actual: sha256 });
     }
     let file_name = url
         .path_segments()
         .and_then(|mut segments| segments.next_back())
         .unwrap_or_default()
         .to_string();
-    Ok(Artifact {
-        uri: url.to_string(),
-        file_name,
-        bytes,
-        sha256,
-    })
+    Ok(Artifact { uri: url.to_string(), file_name, bytes, sha256 })
 }
 
 fn open(url: &Url) -> Result<(Box<dyn ObjectStore>, StorePath), StoreError> {
-    let invalid = |reason: String| StoreError::InvalidUri {
-        uri: url.to_string(),
-        reason,
-    };
+    let invalid = |reason: String| StoreError::InvalidUri { uri: url.to_string(), reason };
     match url.scheme() {
         "s3" => {
             let store = object_store::aws::AmazonS3Builder::from_env()
@@ -150,10 +122,7 @@ mod tests {
     fn digests_are_normalized_and_checked() {
         let d = "AB".repeat(32);
         assert_eq!(normalize_digest(&d).unwrap(), "ab".repeat(32));
-        assert_eq!(
-            normalize_digest(&format!("sha256:{d}")).unwrap(),
-            "ab".repeat(32)
-        );
+        assert_eq!(normalize_digest(&format!("sha256:{d}")).unwrap(), "ab".repeat(32));
         assert!(normalize_digest("abc").is_err());
         assert!(normalize_digest(&"g".repeat(64)).is_err());
     }
@@ -180,9 +149,6 @@ mod tests {
         let missing = fetch(dir.path().join("nope.onnx").to_str().unwrap(), None).await;
         assert!(matches!(missing, Err(StoreError::FetchArtifact { .. })));
         let scheme = fetch("ftp://host/m.onnx", None).await.unwrap_err();
-        assert!(
-            scheme.to_string().contains("unsupported scheme"),
-            "{scheme}"
-        );
+        assert!(scheme.to_string().contains("unsupported scheme"), "{scheme}");
     }
 }

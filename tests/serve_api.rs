@@ -27,10 +27,7 @@ impl Answer {
     }
 
     fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .expect("an error message")
-            .to_string()
+        self.json()["error"].as_str().expect("an error message").to_string()
     }
 }
 
@@ -38,18 +35,8 @@ async fn send(state: &AppState, request: Request<Body>) -> Answer {
     let response = app(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Answer { status, headers, body }
 }
 
 async fn get(state: &AppState, uri: &str) -> Answer {
@@ -58,13 +45,7 @@ async fn get(state: &AppState, uri: &str) -> Answer {
 
 /// POSTs JSON without a Content-Type, as Triton's Python client does.
 async fn post(state: &AppState, uri: &str, body: Value) -> Answer {
-    send(
-        state,
-        Request::post(uri)
-            .body(Body::from(body.to_string()))
-            .unwrap(),
-    )
-    .await
+    send(state, Request::post(uri).body(Body::from(body.to_string())).unwrap()).await
 }
 
 fn mlp_state() -> AppState {
@@ -86,11 +67,7 @@ fn expected_mlp(rows: &[[f32; 4]]) -> Vec<f32> {
 }
 
 fn as_f32s(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 #[tokio::test]
@@ -100,39 +77,19 @@ async fn health_and_server_metadata() {
     assert_eq!(get(&state, "/v2/health/live").await.status, StatusCode::OK);
     let not_ready = get(&state, "/v2/health/ready").await;
     assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        get(&state, "/v2/models/mlp/ready").await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(get(&state, "/v2/models/mlp/ready").await.status, StatusCode::SERVICE_UNAVAILABLE);
     let early = post(&state, "/v2/models/mlp/infer", mlp_request(&[[0.0; 4]])).await;
     assert_eq!(early.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(early.headers["retry-after"], "1");
 
     state.install(load(&fixture("mlp-batch.onnx")));
-    assert_eq!(
-        get(&state, "/v2/health/ready").await.json(),
-        json!({ "ready": true })
-    );
+    assert_eq!(get(&state, "/v2/health/ready").await.json(), json!({ "ready": true }));
     let server = get(&state, "/v2").await.json();
     assert_eq!(server["name"], "tractor");
-    assert!(
-        server["extensions"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("binary_tensor_data"))
-    );
-    assert_eq!(
-        get(&state, "/v2/models/mlp/ready").await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        get(&state, "/v2/models/mlp/versions/7/ready").await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        get(&state, "/v2/models/mlp/versions/8/ready").await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert!(server["extensions"].as_array().unwrap().contains(&json!("binary_tensor_data")));
+    assert_eq!(get(&state, "/v2/models/mlp/ready").await.status, StatusCode::OK);
+    assert_eq!(get(&state, "/v2/models/mlp/versions/7/ready").await.status, StatusCode::OK);
+    assert_eq!(get(&state, "/v2/models/mlp/versions/8/ready").await.status, StatusCode::NOT_FOUND);
     assert_eq!(get(&state, "/nope").await.status, StatusCode::NOT_FOUND);
 }
 
@@ -147,10 +104,7 @@ async fn model_metadata_and_config() {
         "outputs": [{ "name": "output", "datatype": "FP32", "shape": [-1, 3] }],
     });
     assert_eq!(get(&state, "/v2/models/mlp").await.json(), expected);
-    assert_eq!(
-        get(&state, "/v2/models/mlp/versions/7").await.json(),
-        expected
-    );
+    assert_eq!(get(&state, "/v2/models/mlp/versions/7").await.json(), expected);
     let wrong_version = get(&state, "/v2/models/mlp/versions/3").await;
     assert_eq!(wrong_version.status, StatusCode::NOT_FOUND);
     assert!(wrong_version.error().contains("version \"3\""));
@@ -162,10 +116,7 @@ async fn model_metadata_and_config() {
     assert_eq!(config["max_batch_size"], 16);
     assert_eq!(config["input"][0]["dims"], json!([4]));
     assert_eq!(config["input"][0]["data_type"], "TYPE_FP32");
-    assert_eq!(
-        config["dynamic_batching"]["max_queue_delay_microseconds"],
-        2000
-    );
+    assert_eq!(config["dynamic_batching"]["max_queue_delay_microseconds"], 2000);
 }
 
 #[tokio::test]
@@ -176,12 +127,7 @@ async fn json_inference_matches_the_engine() {
     request["id"] = json!("req-1");
     request["parameters"] = json!({ "trace": "abc" });
     let answer = post(&state, "/v2/models/mlp/infer", request).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
     assert_eq!(answer.headers["content-type"], "application/json");
     let body = answer.json();
     assert_eq!(body["model_name"], "mlp");
@@ -193,19 +139,9 @@ async fn json_inference_matches_the_engine() {
     assert_eq!(body["outputs"][0]["shape"], json!([2, 3]));
     assert_eq!(as_f32s(&body["outputs"][0]["data"]), expected_mlp(&rows));
 
-    let versioned = post(
-        &state,
-        "/v2/models/mlp/versions/7/infer",
-        mlp_request(&rows),
-    )
-    .await;
+    let versioned = post(&state, "/v2/models/mlp/versions/7/infer", mlp_request(&rows)).await;
     assert_eq!(versioned.status, StatusCode::OK);
-    let unknown = post(
-        &state,
-        "/v2/models/mlp/versions/9/infer",
-        mlp_request(&rows),
-    )
-    .await;
+    let unknown = post(&state, "/v2/models/mlp/versions/9/infer", mlp_request(&rows)).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
 
@@ -226,17 +162,9 @@ async fn binary_tensor_data_both_ways() {
         .body(Body::from(body))
         .unwrap();
     let answer = send(&state, request).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    let json_len: usize = answer.headers["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
+    let json_len: usize =
+        answer.headers["inference-header-content-length"].to_str().unwrap().parse().unwrap();
     let head: Value = serde_json::from_slice(&answer.body[..json_len]).unwrap();
     assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 12);
     assert!(head["outputs"][0].get("data").is_none());
@@ -285,19 +213,11 @@ async fn bad_requests_are_400_with_a_reason() {
     for (request, expected) in cases {
         let answer = post(&state, "/v2/models/mlp/infer", request.clone()).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{request}");
-        assert!(
-            answer.error().contains(expected),
-            "{request}: {}",
-            answer.error()
-        );
+        assert!(answer.error().contains(expected), "{request}: {}", answer.error());
     }
-    let garbage = send(
-        &state,
-        Request::post("/v2/models/mlp/infer")
-            .body(Body::from("{not json"))
-            .unwrap(),
-    )
-    .await;
+    let garbage =
+        send(&state, Request::post("/v2/models/mlp/infer").body(Body::from("{not json")).unwrap())
+            .await;
     assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
     assert!(garbage.error().contains("malformed request JSON"));
     let gzip = send(
@@ -326,19 +246,14 @@ async fn bad_requests_are_400_with_a_reason() {
 
 #[tokio::test]
 async fn oversized_bodies_are_413() {
-    let state = ready_state(&fixture("mlp-batch.onnx"), "mlp", |c| {
-        c.max_body_bytes = 100
-    });
+    let state = ready_state(&fixture("mlp-batch.onnx"), "mlp", |c| c.max_body_bytes = 100);
     let answer = post(&state, "/v2/models/mlp/infer", mlp_request(&[[0.0; 4]; 8])).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(answer.error().contains("100 bytes"));
 }
 
 /// A body that never finishes keeps its request in flight.
-fn stalled_body() -> (
-    futures::channel::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
-    Body,
-) {
+fn stalled_body() -> (futures::channel::mpsc::Sender<Result<Vec<u8>, std::io::Error>>, Body) {
     let (tx, rx) = futures::channel::mpsc::channel(1);
     (tx, Body::from_stream(rx))
 }
@@ -352,13 +267,7 @@ async fn inflight_limit_sheds_with_retry_after_and_timeouts_are_504() {
     let (_keep_open, body) = stalled_body();
     let held = tokio::spawn({
         let state = state.clone();
-        async move {
-            send(
-                &state,
-                Request::post("/v2/models/mlp/infer").body(body).unwrap(),
-            )
-            .await
-        }
+        async move { send(&state, Request::post("/v2/models/mlp/infer").body(body).unwrap()).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let shed = post(&state, "/v2/models/mlp/infer", mlp_request(&[[0.0; 4]])).await;
@@ -399,18 +308,12 @@ async fn two_inputs_two_outputs_and_output_selection() {
 async fn int64_inputs_and_unnamed_batch_axes() {
     let state = ready_state(&fixture("int64-input.onnx"), "ids", |_| {});
     let meta = get(&state, "/v2/models/ids").await.json();
-    assert_eq!(
-        meta["inputs"][0],
-        json!({ "name": "ids", "datatype": "INT64", "shape": [-1, 4] })
-    );
+    assert_eq!(meta["inputs"][0], json!({ "name": "ids", "datatype": "INT64", "shape": [-1, 4] }));
     let request = json!({ "inputs": [{ "name": "ids", "shape": [2, 4], "datatype": "INT64",
         "data": [[1, 2, 3, 9007199254740993i64], [-5, 0, 7, 8]] }] });
     let body = post(&state, "/v2/models/ids/infer", request).await.json();
     assert_eq!(body["outputs"][0]["datatype"], "INT64");
-    assert_eq!(
-        body["outputs"][0]["data"],
-        json!([2, 4, 6, 18014398509481986i64, -10, 0, 14, 16])
-    );
+    assert_eq!(body["outputs"][0]["data"], json!([2, 4, 6, 18014398509481986i64, -10, 0, 14, 16]));
     assert_eq!(body["outputs"][1]["datatype"], "FP32");
     let float = json!({ "inputs": [{ "name": "ids", "shape": [1, 4], "datatype": "INT64", "data": [1.5, 2, 3, 4] }] });
     let answer = post(&state, "/v2/models/ids/infer", float).await;
@@ -435,18 +338,8 @@ async fn every_served_datatype_round_trips_in_json_and_binary() {
         .iter()
         .map(|(n, dt, data)| json!({ "name": format!("in_{n}"), "shape": [2, 2], "datatype": dt, "data": data }))
         .collect();
-    let answer = post(
-        &state,
-        "/v2/models/dtypes/infer",
-        json!({ "inputs": inputs }),
-    )
-    .await;
-    assert_eq!(
-        answer.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    let answer = post(&state, "/v2/models/dtypes/infer", json!({ "inputs": inputs })).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
     let body = answer.json();
     for (i, (n, dt, data)) in samples.iter().enumerate() {
         let out = &body["outputs"][i];
@@ -477,22 +370,10 @@ async fn every_served_datatype_round_trips_in_json_and_binary() {
         .body(Body::from(body))
         .unwrap();
     let answer = send(&state, request).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    let json_len: usize = answer.headers["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(
-        &answer.body[json_len..],
-        &binary[..],
-        "outputs are the inputs, byte for byte"
-    );
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
+    let json_len: usize =
+        answer.headers["inference-header-content-length"].to_str().unwrap().parse().unwrap();
+    assert_eq!(&answer.body[json_len..], &binary[..], "outputs are the inputs, byte for byte");
 }
 
 #[tokio::test]
@@ -501,10 +382,7 @@ async fn fixed_batch_models_serve_one_row() {
     let config = get(&state, "/v2/models/fixed/config").await.json();
     assert_eq!(config["max_batch_size"], 0);
     let ok = post(&state, "/v2/models/fixed/infer", json!({ "inputs": [{ "name": "x", "shape": [1, 3], "datatype": "FP32", "data": [0, 1, 2] }] })).await;
-    assert_eq!(
-        as_f32s(&ok.json()["outputs"][0]["data"]),
-        vec![1.0, 3.0, 5.0]
-    );
+    assert_eq!(as_f32s(&ok.json()["outputs"][0]["data"]), vec![1.0, 3.0, 5.0]);
     let two = post(&state, "/v2/models/fixed/infer", json!({ "inputs": [{ "name": "x", "shape": [2, 3], "datatype": "FP32", "data": [0, 1, 2, 3, 4, 5] }] })).await;
     assert_eq!(two.status, StatusCode::BAD_REQUEST);
     assert!(two.error().contains("axis 0 must be 1"), "{}", two.error());
@@ -531,11 +409,8 @@ async fn nan_and_infinity_in_binary_data_pass_through() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
-    let json_len: usize = answer.headers["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let json_len: usize =
+        answer.headers["inference-header-content-length"].to_str().unwrap().parse().unwrap();
     let sum: Vec<f32> = answer.body[json_len..]
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -596,20 +471,14 @@ async fn batching_under_concurrency_returns_each_caller_its_rows() {
         let want = expected_mlp(&rows);
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
-            assert!(
-                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
-                "{rows:?}: {got:?} vs {want:?}"
-            );
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{rows:?}: {got:?} vs {want:?}");
         }
     }
     let metrics = String::from_utf8(get(&state, "/metrics").await.body).unwrap();
     let batches = metric_value(&metrics, "tractor_batch_size_count");
     let rows = metric_value(&metrics, "tractor_batch_size_sum");
     assert_eq!(rows, 96.0, "48 callers sent 1..3 rows each");
-    assert!(
-        batches < 48.0,
-        "requests were batched: {batches} batches for 48 requests"
-    );
+    assert!(batches < 48.0, "requests were batched: {batches} batches for 48 requests");
     assert!(metrics.contains("tractor_requests_total{model=\"mlp\",outcome=\"success\",protocol=\"v2\",version=\"7\"} 48"), "{metrics}");
     for name in [
         "tractor_queue_duration_seconds",

@@ -13,11 +13,7 @@ use common::{fixture, real_model};
 const TRACTOR: &str = env!("CARGO_BIN_EXE_tractor");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A `tractor serve` child, killed when dropped.
@@ -37,13 +33,7 @@ impl Server {
     fn start(args: &[&str]) -> Server {
         let port = free_port();
         let child = Command::new(TRACTOR)
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                &port.to_string(),
-            ])
+            .args(["serve", "--host", "127.0.0.1", "--http-port", &port.to_string()])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -61,12 +51,7 @@ impl Server {
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let mut err = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
+                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
                 panic!("server exited early ({status}): {err}");
             }
             if http_get(self.port, "/v2/health/ready")
@@ -85,27 +70,17 @@ impl Server {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let mut err = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
+                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
                 return (status, err);
             }
-            assert!(
-                Instant::now() < deadline,
-                "server still running after {within:?}"
-            );
+            assert!(Instant::now() < deadline, "server still running after {within:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 }
@@ -113,32 +88,20 @@ impl Server {
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
     let mut out = String::new();
     stream.read_to_string(&mut out).ok()?;
     Some(out)
 }
 
 fn tractor(args: &[&str]) -> Output {
-    Command::new(TRACTOR)
-        .args(args)
-        .output()
-        .expect("run tractor")
+    Command::new(TRACTOR).args(args).output().expect("run tractor")
 }
 
 #[test]
 fn refuses_to_start_on_a_sha256_mismatch() {
     let model = real_model("digits-mlp-v2.onnx");
-    let server = Server::start(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--sha256",
-        &"0".repeat(64),
-    ]);
+    let server = Server::start(&["--model", model.to_str().unwrap(), "--sha256", &"0".repeat(64)]);
     let (status, stderr) = server.wait_exit(Duration::from_secs(30));
     assert!(!status.success());
     assert!(stderr.contains("sha256 mismatch"), "{stderr}");
@@ -148,12 +111,8 @@ fn refuses_to_start_on_a_sha256_mismatch() {
 fn starts_when_the_sha256_matches() {
     let model = real_model("digits-mlp-v2.onnx");
     let digest = tractor::store::sha256_hex(&std::fs::read(&model).unwrap());
-    let mut server = Server::start(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--sha256",
-        &digest.to_uppercase(),
-    ]);
+    let mut server =
+        Server::start(&["--model", model.to_str().unwrap(), "--sha256", &digest.to_uppercase()]);
     server.wait_ready();
 }
 
@@ -165,10 +124,7 @@ fn a_bad_model_file_is_an_error_message() {
     let (status, stderr) =
         Server::start(&["--model", bad.to_str().unwrap()]).wait_exit(Duration::from_secs(30));
     assert!(!status.success());
-    assert!(
-        stderr.contains("cannot parse the model as ONNX"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot parse the model as ONNX"), "{stderr}");
 
     let unsupported = fixture("uint16-input.onnx");
     let (status, stderr) = Server::start(&["--model", unsupported.to_str().unwrap()])
@@ -192,9 +148,7 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     server.wait_ready();
     let body = r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         stream,
         "POST /v2/models/mlp/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{}",
@@ -213,11 +167,7 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     // until the server shuts it down.
     while !String::from_utf8_lossy(&response).contains("\"outputs\"") {
         let n = stream.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "connection closed early: {}",
-            String::from_utf8_lossy(&response)
-        );
+        assert!(n > 0, "connection closed early: {}", String::from_utf8_lossy(&response));
         response.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&response);
@@ -247,14 +197,33 @@ fn infer_and_bench_talk_to_a_running_server() {
         "--input",
         input.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["model_version"], "2");
     assert_eq!(answer["outputs"][0]["shape"], serde_json::json!([1, 10]));
+
+    // The README's example request is a handwritten 3.
+    let example = common::repo_path("examples/requests/digits-mlp.json");
+    let out = tractor(&[
+        "infer",
+        "--url",
+        &server.url(),
+        "--model",
+        "digits-mlp-v2",
+        "--input",
+        example.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["id"], "digit-3");
+    let logits: Vec<f64> = answer["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let best = (0..logits.len()).max_by(|a, b| logits[*a].total_cmp(&logits[*b])).unwrap();
+    assert_eq!(best, 3, "{logits:?}");
 
     let wrong = tractor(&[
         "infer",
@@ -280,11 +249,7 @@ fn infer_and_bench_talk_to_a_running_server() {
         "40",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
@@ -296,17 +261,7 @@ fn infer_and_bench_talk_to_a_running_server() {
         );
     }
 
-    let out = tractor(&[
-        "bench",
-        "--in-process",
-        model.to_str().unwrap(),
-        "--requests",
-        "20",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tractor(&["bench", "--in-process", model.to_str().unwrap(), "--requests", "20"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("concurrency   1"));
 }

@@ -35,11 +35,7 @@ pub enum EngineError {
     #[error("cannot parse the model as {format}: {reason}")]
     ParseModel { format: ModelFormat, reason: String },
     #[error("model {what} {name:?}: {reason}")]
-    UnsupportedModel {
-        what: &'static str,
-        name: String,
-        reason: String,
-    },
+    UnsupportedModel { what: &'static str, name: String, reason: String },
     #[error("cannot prepare the model for running: {0}")]
     Prepare(String),
     #[error("the model failed to run: {0}")]
@@ -79,11 +75,7 @@ impl ModelFormat {
         }
         let gzip = bytes.starts_with(&[0x1f, 0x8b]);
         let tar = bytes.get(257..262) == Some(b"ustar");
-        if name.contains(".nnef") || gzip || tar {
-            ModelFormat::Nnef
-        } else {
-            ModelFormat::Onnx
-        }
+        if name.contains(".nnef") || gzip || tar { ModelFormat::Nnef } else { ModelFormat::Onnx }
     }
 }
 
@@ -104,9 +96,7 @@ impl std::str::FromStr for Threads {
         }
         match s.parse::<usize>() {
             Ok(n) if n >= 1 => Ok(Threads::Count(n)),
-            _ => Err(format!(
-                "expected \"auto\" or a thread count >= 1, got {s:?}"
-            )),
+            _ => Err(format!("expected \"auto\" or a thread count >= 1, got {s:?}")),
         }
     }
 }
@@ -188,6 +178,7 @@ pub struct Model {
     outputs: Vec<TensorSpec>,
     threads: usize,
     format: ModelFormat,
+    weight_bytes: usize,
 }
 
 impl Model {
@@ -196,10 +187,8 @@ impl Model {
     /// # Errors
     /// See [`Model::load`]; also an unreadable file.
     pub fn load_path(path: &Path, options: &EngineOptions) -> Result<Model, EngineError> {
-        let bytes = std::fs::read(path).map_err(|source| EngineError::ReadFile {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| EngineError::ReadFile { path: path.display().to_string(), source })?;
         let format = ModelFormat::detect(&path.to_string_lossy(), &bytes);
         Model::load(&bytes, format, options)
     }
@@ -215,31 +204,15 @@ impl Model {
         format: ModelFormat,
         options: &EngineOptions,
     ) -> Result<Model, EngineError> {
-        let parse_err = |e: tract_onnx::prelude::TractError| EngineError::ParseModel {
-            format,
-            reason: format!("{e:#}"),
-        };
         let (typed, batch, (input_names, output_names)) = match format {
             ModelFormat::Onnx => {
-                let mut inference = tract_onnx::onnx()
-                    .model_for_read(&mut Cursor::new(bytes))
-                    .map_err(parse_err)?;
-                let batch = declare_input_symbols(&mut inference)?;
-                // Names are read before decluttering: once an Identity is
-                // folded away, an input and an output share one outlet.
-                let names = io_names(&inference);
-                let mut typed = inference
-                    .into_typed()
-                    .and_then(|m| m.into_decluttered())
-                    .map_err(|e| EngineError::Prepare(format!("{e:#}")))?;
-                cast_symbolic_outputs(&mut typed)
-                    .map_err(|e| EngineError::Prepare(format!("{e:#}")))?;
-                (typed, Some(batch), names)
+                let onnx = onnx_to_typed(bytes)?;
+                (onnx.model, Some(onnx.batch), onnx.names)
             }
             ModelFormat::Nnef => {
                 let typed = nnef_framework()
                     .model_for_read(&mut Cursor::new(bytes))
-                    .map_err(parse_err)?;
+                    .map_err(|e| EngineError::ParseModel { format, reason: format!("{e:#}") })?;
                 let batch = typed
                     .input_fact(0)
                     .ok()
@@ -250,19 +223,12 @@ impl Model {
             }
         };
         let inputs = describe(&typed, &typed.inputs, &input_names, batch.as_ref(), "input")?;
-        let outputs = describe(
-            &typed,
-            &typed.outputs,
-            &output_names,
-            batch.as_ref(),
-            "output",
-        )?;
+        let outputs = describe(&typed, &typed.outputs, &output_names, batch.as_ref(), "output")?;
+        let weight_bytes = weight_bytes(&typed);
         let threads = match options.threads {
             Threads::Count(n) => n,
-            Threads::Auto if bytes.len() >= AUTO_MULTITHREAD_MIN_BYTES => {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
+            Threads::Auto if weight_bytes >= AUTO_MULTITHREAD_MIN_BYTES => {
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
             }
             Threads::Auto => 1,
         };
@@ -274,13 +240,7 @@ impl Model {
             .into_optimized()
             .and_then(|m| m.into_runnable_with_options(&run_options))
             .map_err(|e| EngineError::Prepare(format!("{e:#}")))?;
-        Ok(Model {
-            plan,
-            inputs,
-            outputs,
-            threads,
-            format,
-        })
+        Ok(Model { plan, inputs, outputs, threads, format, weight_bytes })
     }
 
     pub fn inputs(&self) -> &[TensorSpec] {
@@ -295,6 +255,11 @@ impl Model {
         self.format
     }
 
+    /// Bytes of the model's constant tensors (weights, biases, tables).
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
     /// Threads tract's matrix products use for this model.
     pub fn threads(&self) -> usize {
         self.threads
@@ -303,10 +268,7 @@ impl Model {
     /// True when every input and output has the batch axis first, so that
     /// requests can be joined along it and the results split back.
     pub fn is_batchable(&self) -> bool {
-        self.inputs
-            .iter()
-            .chain(&self.outputs)
-            .all(|t| t.shape.first() == Some(&Dim::Batch))
+        self.inputs.iter().chain(&self.outputs).all(|t| t.shape.first() == Some(&Dim::Batch))
     }
 
     /// Runs the model on inputs given in the model's input order.
@@ -335,12 +297,56 @@ impl Model {
             spec.check_shape(&tensor.shape).map_err(EngineError::Run)?;
             values.push(to_tract(tensor)?.into_tvalue());
         }
-        let outputs = self
-            .plan
-            .run(values)
-            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let outputs = self.plan.run(values).map_err(|e| EngineError::Run(format!("{e:#}")))?;
         outputs.iter().map(|v| from_tract(v)).collect()
     }
+}
+
+/// Converts an ONNX model to tract's NNEF archive (a gzip-compressed tar),
+/// which loads faster than ONNX. The batch axis stays symbolic.
+///
+/// # Errors
+/// As [`Model::load`] for ONNX, and serialization failures.
+pub fn onnx_to_nnef(onnx: &[u8]) -> Result<Vec<u8>, EngineError> {
+    let typed = onnx_to_typed(onnx)?.model;
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let gz = nnef_framework()
+        .write_to_tar_with_config(&typed, gz, false, true)
+        .map_err(|e| EngineError::Prepare(format!("writing NNEF: {e:#}")))?;
+    gz.finish().map_err(|e| EngineError::Prepare(format!("compressing NNEF: {e}")))
+}
+
+struct TypedOnnx {
+    model: TypedModel,
+    batch: Symbol,
+    names: (Vec<String>, Vec<String>),
+}
+
+/// Parses ONNX and types it with the batch axis symbolic, decluttered.
+fn onnx_to_typed(bytes: &[u8]) -> Result<TypedOnnx, EngineError> {
+    let mut inference =
+        tract_onnx::onnx().model_for_read(&mut Cursor::new(bytes)).map_err(|e| {
+            EngineError::ParseModel { format: ModelFormat::Onnx, reason: format!("{e:#}") }
+        })?;
+    let batch = declare_input_symbols(&mut inference)?;
+    // Names are read before decluttering: once an Identity is folded away,
+    // an input and an output share one outlet.
+    let names = io_names(&inference);
+    let mut model = inference
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .map_err(|e| EngineError::Prepare(format!("{e:#}")))?;
+    cast_symbolic_outputs(&mut model).map_err(|e| EngineError::Prepare(format!("{e:#}")))?;
+    Ok(TypedOnnx { model, batch, names })
+}
+
+fn weight_bytes(model: &TypedModel) -> usize {
+    model
+        .nodes()
+        .iter()
+        .filter_map(|n| n.op_as::<tract_onnx::tract_core::ops::konst::Const>())
+        .map(|c| c.val().len() * c.val().datum_type().size_of())
+        .sum()
 }
 
 fn nnef_framework() -> tract_nnef::internal::Nnef {
@@ -374,9 +380,7 @@ fn declare_input_symbols(
     let batch = declared_batch.unwrap_or_else(|| model.symbols.sym("batch"));
     for i in 0..model.inputs.len() {
         let name = model.node(model.inputs[i].node).name.clone();
-        let fact = model
-            .input_fact(i)
-            .map_err(|e| unsupported("input", &name, e.to_string()))?;
+        let fact = model.input_fact(i).map_err(|e| unsupported("input", &name, e.to_string()))?;
         let dt = fact
             .datum_type
             .concretize()
@@ -399,10 +403,7 @@ fn declare_input_symbols(
             })
             .collect();
         model
-            .set_input_fact(
-                i,
-                InferenceFact::dt_shape(dt, ShapeFactoid::closed(dims.into())),
-            )
+            .set_input_fact(i, InferenceFact::dt_shape(dt, ShapeFactoid::closed(dims.into())))
             .map_err(|e| unsupported("input", &name, format!("{e:#}")))?;
     }
     Ok(batch)
@@ -420,11 +421,7 @@ where
         + Clone
         + 'static,
 {
-    let inputs = model
-        .inputs
-        .iter()
-        .map(|o| model.node(o.node).name.clone())
-        .collect();
+    let inputs = model.inputs.iter().map(|o| model.node(o.node).name.clone()).collect();
     let outputs = model
         .outputs
         .iter()
@@ -471,9 +468,8 @@ fn describe(
         .zip(names)
         .map(|(outlet, name)| {
             let name = name.clone();
-            let fact: &TypedFact = model
-                .outlet_fact(*outlet)
-                .map_err(|e| EngineError::Prepare(format!("{e:#}")))?;
+            let fact: &TypedFact =
+                model.outlet_fact(*outlet).map_err(|e| EngineError::Prepare(format!("{e:#}")))?;
             let datatype =
                 datatype_of(fact.datum_type).ok_or_else(|| EngineError::UnsupportedModel {
                     what,
@@ -496,11 +492,7 @@ fn describe(
                     Err(_) => Dim::Dynamic(d.to_string()),
                 })
                 .collect();
-            Ok(TensorSpec {
-                name,
-                datatype,
-                shape,
-            })
+            Ok(TensorSpec { name, datatype, shape })
         })
         .collect()
 }
@@ -546,9 +538,7 @@ fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<Tensor, EngineError> {
         DatumType::F32 => TensorData::F32(take(t)?),
         DatumType::F64 => TensorData::F64(take(t)?),
         other => {
-            return Err(EngineError::Run(format!(
-                "the model produced unsupported type {other:?}"
-            )));
+            return Err(EngineError::Run(format!("the model produced unsupported type {other:?}")));
         }
     };
     Tensor::new(t.shape().to_vec(), data).map_err(EngineError::Run)

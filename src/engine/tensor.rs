@@ -52,15 +52,9 @@ impl DataType {
     /// Names the protocol knows but tractor does not serve (`UINT16`, `BYTES`,
     /// ...) and unknown names both return a message listing what is accepted.
     pub fn from_v2_name(name: &str) -> Result<DataType, String> {
-        DataType::ALL
-            .into_iter()
-            .find(|dt| dt.v2_name() == name)
-            .ok_or_else(|| {
-                format!(
-                    "unsupported datatype {name:?}; tractor serves {}",
-                    DataType::supported_list()
-                )
-            })
+        DataType::ALL.into_iter().find(|dt| dt.v2_name() == name).ok_or_else(|| {
+            format!("unsupported datatype {name:?}; tractor serves {}", DataType::supported_list())
+        })
     }
 
     pub fn supported_list() -> String {
@@ -203,21 +197,11 @@ impl TensorData {
             TensorData::Bool(v) => out.extend(v.iter().map(|b| *b as u8)),
             TensorData::U8(v) => out.extend_from_slice(v),
             TensorData::I8(v) => out.extend(v.iter().map(|x| *x as u8)),
-            TensorData::I32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::F16(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::F32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::F64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         }
         out
     }
@@ -295,14 +279,8 @@ impl Tensor {
     /// Mismatched datatypes or trailing dimensions, or no tensor at all.
     pub fn concat_rows(parts: &[&Tensor]) -> Result<Tensor, String> {
         let first = parts.first().ok_or("nothing to concatenate")?;
-        let trailing = first
-            .shape
-            .get(1..)
-            .ok_or("a scalar has no rows to concatenate")?;
-        let total_rows: usize = parts
-            .iter()
-            .map(|p| p.shape.first().copied().unwrap_or(0))
-            .sum();
+        let trailing = first.shape.get(1..).ok_or("a scalar has no rows to concatenate")?;
+        let total_rows: usize = parts.iter().map(|p| p.shape.first().copied().unwrap_or(0)).sum();
         let total_len: usize = parts.iter().map(|p| p.data.len()).sum();
         let mut data = TensorData::empty(first.datatype(), total_len);
         for part in parts {
@@ -331,10 +309,7 @@ impl Tensor {
         let row_len = element_count(&self.shape[1..]).unwrap_or(0);
         let mut shape = self.shape.clone();
         shape[0] = count;
-        Ok(Tensor {
-            shape,
-            data: self.data.slice(start * row_len..(start + count) * row_len),
-        })
+        Ok(Tensor { shape, data: self.data.slice(start * row_len..(start + count) * row_len) })
     }
 }
 
@@ -366,11 +341,7 @@ mod tests {
     fn concat_refuses_mismatched_trailing_dims() {
         let a = f32s(&[1, 2], &[1., 2.]);
         let b = f32s(&[1, 3], &[1., 2., 3.]);
-        assert!(
-            Tensor::concat_rows(&[&a, &b])
-                .unwrap_err()
-                .contains("cannot concatenate")
-        );
+        assert!(Tensor::concat_rows(&[&a, &b]).unwrap_err().contains("cannot concatenate"));
     }
 
     #[test]

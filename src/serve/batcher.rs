@@ -84,10 +84,8 @@ impl Scheduler {
         policy.slots = policy.slots.max(1);
         let (queue, receiver) = mpsc::channel(policy.queue_capacity.max(1));
         tokio::spawn(
-            run_queue(model, policy, receiver, observe).instrument(tracing::info_span!(
-                "batcher",
-                max_rows = policy.max_batch_rows
-            )),
+            run_queue(model, policy, receiver, observe)
+                .instrument(tracing::info_span!("batcher", max_rows = policy.max_batch_rows)),
         );
         Scheduler { queue, policy }
     }
@@ -102,12 +100,7 @@ impl Scheduler {
     /// The engine's error for the batch, or the scheduler having stopped.
     pub async fn submit(&self, inputs: Vec<Tensor>, rows: usize) -> Result<Completed, BatchError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            inputs,
-            rows,
-            submitted: Instant::now(),
-            reply,
-        };
+        let job = Job { inputs, rows, submitted: Instant::now(), reply };
         self.queue.send(job).await.map_err(|_| BatchError::Closed)?;
         answer.await.map_err(|_| BatchError::Closed)?
     }
@@ -170,33 +163,25 @@ async fn run_queue(
 }
 
 fn same_trailing_shapes(a: &Job, b: &Job) -> bool {
-    a.inputs
-        .iter()
-        .zip(&b.inputs)
-        .all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
+    a.inputs.iter().zip(&b.inputs).all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
 }
 
 fn run_batch(model: &Model, mut batch: Vec<Job>) {
     let started = Instant::now();
     if batch.len() == 1 {
         let job = batch.pop().expect("one job");
-        let result = model
-            .run(&job.inputs)
-            .map_err(BatchError::from)
-            .map(|outputs| Completed {
-                outputs,
-                queued: started - job.submitted,
-                compute: started.elapsed(),
-            });
+        let result = model.run(&job.inputs).map_err(BatchError::from).map(|outputs| Completed {
+            outputs,
+            queued: started - job.submitted,
+            compute: started.elapsed(),
+        });
         let _ = job.reply.send(result);
         return;
     }
     let joined: Result<Vec<Tensor>, String> = (0..model.inputs().len())
         .map(|i| Tensor::concat_rows(&batch.iter().map(|j| &j.inputs[i]).collect::<Vec<_>>()))
         .collect();
-    let outputs = joined
-        .map_err(BatchError::Join)
-        .and_then(|inputs| Ok(model.run(&inputs)?));
+    let outputs = joined.map_err(BatchError::Join).and_then(|inputs| Ok(model.run(&inputs)?));
     let compute = started.elapsed();
     let mut offset = 0;
     for job in batch {
@@ -206,11 +191,7 @@ fn run_batch(model: &Model, mut batch: Vec<Job>) {
                 .map(|o| o.rows(offset, job.rows))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(BatchError::Join)
-                .map(|outputs| Completed {
-                    outputs,
-                    queued: started - job.submitted,
-                    compute,
-                }),
+                .map(|outputs| Completed { outputs, queued: started - job.submitted, compute }),
             Err(e) => Err(BatchError::Join(e.to_string())),
         };
         offset += job.rows;

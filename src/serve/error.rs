@@ -60,16 +60,12 @@ impl IntoResponse for ApiError {
             ApiError::Internal(_) => "inference failed; see the server log".to_string(),
             other => other.to_string(),
         };
-        let mut response = (
-            self.status(),
-            axum::Json(serde_json::json!({ "error": message })),
-        )
-            .into_response();
+        let mut response =
+            (self.status(), axum::Json(serde_json::json!({ "error": message }))).into_response();
         if matches!(self, ApiError::Overloaded | ApiError::NotReady) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
         response
     }

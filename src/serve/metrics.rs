@@ -59,32 +59,22 @@ impl Metrics {
     /// duplicate names, which a fresh registry cannot have.
     pub fn new(model: &str, version: &str) -> Metrics {
         let registry = Registry::new();
-        let labels = |opts: Opts| {
-            opts.const_label("model", model)
-                .const_label("version", version)
-        };
+        let labels = |opts: Opts| opts.const_label("model", model).const_label("version", version);
         let hist = |name: &str, help: &str, buckets: Vec<f64>| {
             let opts = HistogramOpts::new(name, help)
                 .const_label("model", model)
                 .const_label("version", version)
                 .buckets(buckets);
             let h = Histogram::with_opts(opts).expect("valid histogram");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
             h
         };
         let requests = IntCounterVec::new(
-            labels(Opts::new(
-                "tractor_requests_total",
-                "Inference requests by outcome",
-            )),
+            labels(Opts::new("tractor_requests_total", "Inference requests by outcome")),
             &["protocol", "outcome"],
         )
         .expect("valid counter");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("unique metric");
+        registry.register(Box::new(requests.clone())).expect("unique metric");
         let request_seconds = hist(
             "tractor_request_duration_seconds",
             "Time from receiving an inference request to its answer",
@@ -107,27 +97,17 @@ impl Metrics {
         );
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::with_opts(labels(Opts::new(name, help))).expect("valid gauge");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
-        let inflight = gauge(
-            "tractor_inflight_requests",
-            "Inference requests being served",
-        );
-        let model_ready = gauge(
-            "tractor_model_ready",
-            "1 once the model is loaded and serving",
-        );
+        let inflight = gauge("tractor_inflight_requests", "Inference requests being served");
+        let model_ready = gauge("tractor_model_ready", "1 once the model is loaded and serving");
         let model_load_seconds = Gauge::with_opts(labels(Opts::new(
             "tractor_model_load_seconds",
             "Time to fetch, verify and prepare the model",
         )))
         .expect("valid gauge");
-        registry
-            .register(Box::new(model_load_seconds.clone()))
-            .expect("unique metric");
+        registry.register(Box::new(model_load_seconds.clone())).expect("unique metric");
         Metrics {
             registry,
             requests,
@@ -142,9 +122,7 @@ impl Metrics {
     }
 
     pub fn count_request(&self, protocol: &'static str, outcome: Outcome) {
-        self.requests
-            .with_label_values(&[protocol, outcome.label()])
-            .inc();
+        self.requests.with_label_values(&[protocol, outcome.label()]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -124,9 +124,7 @@ impl AppState {
         let model = Arc::new(model);
         let mut policy = self.inner.policy;
         if policy.slots == 0 {
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             policy.slots = (cores / model.threads().max(1)).max(1);
         }
         let batch_size = self.inner.metrics.batch_size.clone();
@@ -184,25 +182,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(model_metadata))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(model_metadata_versioned),
-        )
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata_versioned))
         .route("/v2/models/{name}/ready", get(model_ready))
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(model_ready_versioned),
-        )
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_versioned))
         .route("/v2/models/{name}/config", get(model_config))
-        .route(
-            "/v2/models/{name}/versions/{version}/config",
-            get(model_config_versioned),
-        )
+        .route("/v2/models/{name}/versions/{version}/config", get(model_config_versioned))
         .route("/v2/models/{name}/infer", post(infer))
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(infer_versioned),
-        )
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_versioned))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         // Bodies are read with our own limit so that an oversized one gets a
@@ -226,11 +212,7 @@ async fn live() -> Response {
 
 async fn ready(State(state): State<AppState>) -> Response {
     let ready = state.loaded().is_ok();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(json!({ "ready": ready }))).into_response()
 }
 
@@ -292,11 +274,7 @@ async fn model_ready_versioned(
 fn readiness(state: &AppState, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
     state.check_model(name, version)?;
     let ready = state.loaded().is_ok();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok((status, axum::Json(json!({ "name": name, "ready": ready }))).into_response())
 }
 
@@ -350,10 +328,7 @@ fn config(state: &AppState, name: &str, version: Option<&str>) -> Result<Respons
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.inner.metrics.render(),
     )
         .into_response()
@@ -390,15 +365,15 @@ async fn infer_counted(
     let result = match state.inner.inflight.clone().try_acquire_owned() {
         Err(_) => Err(ApiError::Overloaded),
         Ok(_permit) => {
-            metrics.inflight.inc();
+            // A guard, so that a client hanging up (which drops this future)
+            // still decrements the gauge.
+            let _inflight = GaugeGuard::inc(&metrics.inflight);
             let timeout = state.inner.request_timeout;
             let work = infer_one(&state, &name, version.as_deref(), &headers, body);
-            let result = match tokio::time::timeout(timeout, work).await {
+            match tokio::time::timeout(timeout, work).await {
                 Ok(result) => result,
                 Err(_) => Err(ApiError::Timeout(timeout)),
-            };
-            metrics.inflight.dec();
-            result
+            }
         }
     };
     let outcome = match &result {
@@ -407,14 +382,27 @@ async fn infer_counted(
     };
     metrics.count_request("v2", outcome);
     if outcome == Outcome::Success {
-        metrics
-            .request_seconds
-            .observe(started.elapsed().as_secs_f64());
+        metrics.request_seconds.observe(started.elapsed().as_secs_f64());
     }
     if let Err(ApiError::Internal(reason)) = &result {
         tracing::error!(model = %name, %reason, "inference failed");
     }
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+struct GaugeGuard(prometheus::IntGauge);
+
+impl GaugeGuard {
+    fn inc(gauge: &prometheus::IntGauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn infer_one(
@@ -435,9 +423,8 @@ async fn infer_one(
         )));
     }
     let limit = state.inner.max_body_bytes;
-    let body: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let body: Bytes =
+        axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
     let header_length = headers
         .get(v2::HEADER_LENGTH)
         .map(|v| {
@@ -459,21 +446,15 @@ async fn infer_one(
         max_rows,
     )
     .map_err(ApiError::BadRequest)?;
-    let completed = loaded
-        .scheduler
-        .submit(request.inputs.clone(), request.rows)
-        .await
-        .map_err(|e| match e {
+    let completed = loaded.scheduler.submit(request.inputs.clone(), request.rows).await.map_err(
+        |e| match e {
             BatchError::Closed => ApiError::NotReady,
             other => ApiError::Internal(other.to_string()),
-        })?;
+        },
+    )?;
     let metrics = &state.inner.metrics;
-    metrics
-        .queue_seconds
-        .observe(completed.queued.as_secs_f64());
-    metrics
-        .compute_seconds
-        .observe(completed.compute.as_secs_f64());
+    metrics.queue_seconds.observe(completed.queued.as_secs_f64());
+    metrics.compute_seconds.observe(completed.compute.as_secs_f64());
     let encoded = v2::encode_response(
         &state.inner.name,
         &state.inner.version,
@@ -486,17 +467,12 @@ async fn infer_one(
     let headers = response.headers_mut();
     match encoded.header_length {
         Some(len) => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
+            headers
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             headers.insert(v2::HEADER_LENGTH, HeaderValue::from(len));
         }
         None => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
     }
     Ok(response)
@@ -504,29 +480,19 @@ async fn infer_one(
 
 /// The model name a location implies: its file name without the model extensions.
 pub fn default_model_name(location: &str) -> String {
-    let file = location
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(location);
+    let file = location.trim_end_matches('/').rsplit('/').next().unwrap_or(location);
     let mut stem = file;
     for ext in [".onnx", ".tgz", ".tar.gz", ".tar", ".nnef"] {
         stem = stem.strip_suffix(ext).unwrap_or(stem);
     }
-    if stem.is_empty() {
-        "model".to_string()
-    } else {
-        stem.to_string()
-    }
+    if stem.is_empty() { "model".to_string() } else { stem.to_string() }
 }
 
 /// Fetches, verifies and loads the model; the slow part of start-up.
 pub async fn load_model(config: &ServeConfig) -> Result<Model, ServeError> {
     let artifact = store::fetch(&config.model_location, config.sha256.as_deref()).await?;
     tracing::info!(uri = %artifact.uri, sha256 = %artifact.sha256, bytes = artifact.bytes.len(), "artifact fetched");
-    let options = EngineOptions {
-        threads: config.threads,
-    };
+    let options = EngineOptions { threads: config.threads };
     let location = config.model_location.clone();
     tokio::task::spawn_blocking(move || {
         let format = ModelFormat::detect(&artifact.file_name, &artifact.bytes);
@@ -552,15 +518,11 @@ pub async fn run(
     let state = AppState::new(&config);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(addr = %local, model = %config.name, version = %config.version, "listening");
-    let server = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .into_future();
+    let server =
+        axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).into_future();
     tokio::pin!(server);
     let started = Instant::now();
     let loading = load_model(&config);
@@ -609,10 +571,7 @@ mod tests {
 
     #[test]
     fn model_names_come_from_file_stems() {
-        assert_eq!(
-            default_model_name("/a/b/digits-mlp-v1.onnx"),
-            "digits-mlp-v1"
-        );
+        assert_eq!(default_model_name("/a/b/digits-mlp-v1.onnx"), "digits-mlp-v1");
         assert_eq!(default_model_name("s3://bucket/m.nnef.tgz"), "m");
         assert_eq!(default_model_name("https://h/x/model"), "model");
         assert_eq!(default_model_name(".onnx"), "model");

@@ -73,15 +73,10 @@ pub fn split_body<'a>(
     let Some(raw) = header_length else {
         return Ok((body, &[]));
     };
-    let len: usize = raw
-        .trim()
-        .parse()
-        .map_err(|_| format!("{HEADER_LENGTH} {raw:?} is not a byte count"))?;
+    let len: usize =
+        raw.trim().parse().map_err(|_| format!("{HEADER_LENGTH} {raw:?} is not a byte count"))?;
     if len > body.len() {
-        return Err(format!(
-            "{HEADER_LENGTH} is {len} but the body has only {} bytes",
-            body.len()
-        ));
+        return Err(format!("{HEADER_LENGTH} is {len} but the body has only {} bytes", body.len()));
     }
     Ok(body.split_at(len))
 }
@@ -106,16 +101,13 @@ pub fn decode_request(
     let mut slots: Vec<Option<Tensor>> = vec![None; model_inputs.len()];
     let mut binary_offset = 0usize;
     for input in &request.inputs {
-        let index = model_inputs
-            .iter()
-            .position(|s| s.name == input.name)
-            .ok_or_else(|| {
-                format!(
-                    "unknown input {:?}; the model takes {}",
-                    input.name,
-                    names(model_inputs.iter().map(|s| &s.name))
-                )
-            })?;
+        let index = model_inputs.iter().position(|s| s.name == input.name).ok_or_else(|| {
+            format!(
+                "unknown input {:?}; the model takes {}",
+                input.name,
+                names(model_inputs.iter().map(|s| &s.name))
+            )
+        })?;
         if slots[index].is_some() {
             return Err(format!("input {:?} is given twice", input.name));
         }
@@ -134,10 +126,7 @@ pub fn decode_request(
             .map(|d| usize::try_from(*d))
             .collect::<Result<Vec<usize>, _>>()
             .map_err(|_| {
-                format!(
-                    "input {:?} has a negative dimension in {:?}",
-                    input.name, input.shape
-                )
+                format!("input {:?} has a negative dimension in {:?}", input.name, input.shape)
             })?;
         spec.check_shape(&shape)?;
         let count = element_count(&shape)
@@ -187,17 +176,11 @@ pub fn decode_request(
         .zip(model_inputs)
         .map(|(slot, spec)| slot.ok_or_else(|| format!("missing input {:?}", spec.name)))
         .collect::<Result<Vec<Tensor>, String>>()?;
-    let rows = if batchable {
-        batch_rows(&inputs, model_inputs)?
-    } else {
-        1
-    };
+    let rows = if batchable { batch_rows(&inputs, model_inputs)? } else { 1 };
     if let Some(max) = max_rows
         && rows > max
     {
-        return Err(format!(
-            "batch of {rows} rows exceeds the server's maximum batch size {max}"
-        ));
+        return Err(format!("batch of {rows} rows exceeds the server's maximum batch size {max}"));
     }
     let binary_default = request
         .parameters
@@ -207,13 +190,7 @@ pub fn decode_request(
         .transpose()?
         .unwrap_or(false);
     let outputs = select_outputs(request.outputs.as_deref(), model_outputs, binary_default)?;
-    Ok(DecodedRequest {
-        id: request.id,
-        parameters: request.parameters,
-        inputs,
-        rows,
-        outputs,
-    })
+    Ok(DecodedRequest { id: request.id, parameters: request.parameters, inputs, rows, outputs })
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
@@ -221,29 +198,16 @@ fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
 }
 
 fn flag(value: &Value, name: &str) -> Result<bool, String> {
-    value
-        .as_bool()
-        .ok_or_else(|| format!("parameter {name} must be true or false"))
+    value.as_bool().ok_or_else(|| format!("parameter {name} must be true or false"))
 }
 
 fn binary_data_size(input: &RequestInput) -> Result<Option<usize>, String> {
-    let Some(value) = input
-        .parameters
-        .as_ref()
-        .and_then(|p| p.get("binary_data_size"))
-    else {
+    let Some(value) = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) else {
         return Ok(None);
     };
-    value
-        .as_u64()
-        .and_then(|v| usize::try_from(v).ok())
-        .map(Some)
-        .ok_or_else(|| {
-            format!(
-                "input {:?}: binary_data_size must be a non-negative integer",
-                input.name
-            )
-        })
+    value.as_u64().and_then(|v| usize::try_from(v).ok()).map(Some).ok_or_else(|| {
+        format!("input {:?}: binary_data_size must be a non-negative integer", input.name)
+    })
 }
 
 fn batch_rows(inputs: &[Tensor], specs: &[TensorSpec]) -> Result<usize, String> {
@@ -271,32 +235,23 @@ fn select_outputs(
 ) -> Result<Vec<OutputSelection>, String> {
     let Some(requested) = requested else {
         return Ok((0..model_outputs.len())
-            .map(|index| OutputSelection {
-                index,
-                binary: binary_default,
-            })
+            .map(|index| OutputSelection { index, binary: binary_default })
             .collect());
     };
     let mut selected: Vec<OutputSelection> = Vec::with_capacity(requested.len());
     for out in requested {
-        let index = model_outputs
-            .iter()
-            .position(|s| s.name == out.name)
-            .ok_or_else(|| {
-                format!(
-                    "unknown output {:?}; the model gives {}",
-                    out.name,
-                    names(model_outputs.iter().map(|s| &s.name))
-                )
-            })?;
+        let index = model_outputs.iter().position(|s| s.name == out.name).ok_or_else(|| {
+            format!(
+                "unknown output {:?}; the model gives {}",
+                out.name,
+                names(model_outputs.iter().map(|s| &s.name))
+            )
+        })?;
         if selected.iter().any(|s| s.index == index) {
             return Err(format!("output {:?} is requested twice", out.name));
         }
         let params = out.parameters.as_ref();
-        if params
-            .and_then(|p| p.get("classification"))
-            .is_some_and(|v| !v.is_null())
-        {
+        if params.and_then(|p| p.get("classification")).is_some_and(|v| !v.is_null()) {
             return Err(format!(
                 "output {:?}: the classification extension is not supported; \
                  use output processing (top_k) instead",
@@ -318,10 +273,7 @@ fn json_data(datatype: DataType, value: &Value, count: usize) -> Result<TensorDa
     let mut flat: Vec<&Value> = Vec::with_capacity(count);
     flatten(value, &mut flat, 0)?;
     if flat.len() != count {
-        return Err(format!(
-            "the shape needs {count} elements, \"data\" has {}",
-            flat.len()
-        ));
+        return Err(format!("the shape needs {count} elements, \"data\" has {}", flat.len()));
     }
     fn each<T>(
         flat: &[&Value],
@@ -342,9 +294,9 @@ fn json_data(datatype: DataType, value: &Value, count: usize) -> Result<TensorDa
         DataType::I8 => TensorData::I8(each(&flat, "an integer in -128..=127", int)?),
         DataType::I32 => TensorData::I32(each(&flat, "a 32-bit integer", int)?),
         DataType::I64 => TensorData::I64(each(&flat, "a 64-bit integer", Value::as_i64)?),
-        DataType::F16 => TensorData::F16(each(&flat, "a number", |v| {
-            v.as_f64().map(half::f16::from_f64)
-        })?),
+        DataType::F16 => {
+            TensorData::F16(each(&flat, "a number", |v| v.as_f64().map(half::f16::from_f64))?)
+        }
         DataType::F32 => {
             TensorData::F32(each(&flat, "a number", |v| v.as_f64().map(|x| x as f32))?)
         }
@@ -360,9 +312,7 @@ fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Resu
     match value {
         Value::Array(items) => {
             if depth >= MAX_NESTING {
-                return Err(format!(
-                    "\"data\" is nested deeper than {MAX_NESTING} levels"
-                ));
+                return Err(format!("\"data\" is nested deeper than {MAX_NESTING} levels"));
             }
             for item in items {
                 flatten(item, out, depth + 1)?;
@@ -470,10 +420,7 @@ pub fn encode_response(
     let header_length =
         (!binary_tail.is_empty() || request.outputs.iter().any(|o| o.binary)).then_some(body.len());
     body.extend_from_slice(&binary_tail);
-    Ok(EncodedResponse {
-        body,
-        header_length,
-    })
+    Ok(EncodedResponse { body, header_length })
 }
 
 #[cfg(test)]
@@ -482,11 +429,7 @@ mod tests {
     use crate::engine::Dim;
 
     fn spec(name: &str, datatype: DataType, shape: Vec<Dim>) -> TensorSpec {
-        TensorSpec {
-            name: name.into(),
-            datatype,
-            shape,
-        }
+        TensorSpec { name: name.into(), datatype, shape }
     }
 
     fn mlp_io() -> (Vec<TensorSpec>, Vec<TensorSpec>) {
@@ -528,13 +471,7 @@ mod tests {
                       "outputs":[{"name":"label","parameters":{"binary_data":true}}]}"#;
         let req = decode(json, &bytes).unwrap();
         assert_eq!(req.inputs[0].data, TensorData::F32(vec![1.0, 2.0]));
-        assert_eq!(
-            req.outputs,
-            vec![OutputSelection {
-                index: 1,
-                binary: true
-            }]
-        );
+        assert_eq!(req.outputs, vec![OutputSelection { index: 1, binary: true }]);
         let short = decode(json, &bytes[..4]).unwrap_err();
         assert!(short.contains("declares 8 binary bytes"), "{short}");
         let mut long = bytes.clone();
@@ -583,10 +520,7 @@ mod tests {
                 "unknown output",
             ),
             (r#"{"inputs":"#, "malformed request JSON"),
-            (
-                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32"}]}"#,
-                "has no \"data\"",
-            ),
+            (r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32"}]}"#, "has no \"data\""),
         ];
         for (json, expected) in cases {
             let err = decode(json, &[]).unwrap_err();
@@ -618,10 +552,7 @@ mod tests {
         assert_eq!(header["model_name"], "m");
         assert_eq!(header["model_version"], "2");
         assert_eq!(header["id"], "42");
-        assert_eq!(
-            header["outputs"][0]["data"],
-            serde_json::json!([0.5, 1.5, 2.5])
-        );
+        assert_eq!(header["outputs"][0]["data"], serde_json::json!([0.5, 1.5, 2.5]));
         assert_eq!(header["outputs"][1]["parameters"]["binary_data_size"], 8);
         assert_eq!(&encoded.body[header_len..], &7i64.to_le_bytes());
     }

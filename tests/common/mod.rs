@@ -21,13 +21,8 @@ pub fn real_model(name: &str) -> PathBuf {
 }
 
 pub fn load(path: &PathBuf) -> Model {
-    Model::load_path(
-        path,
-        &EngineOptions {
-            threads: Threads::Count(1),
-        },
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    Model::load_path(path, &EngineOptions { threads: Threads::Count(1) })
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 pub fn config(path: &PathBuf, name: &str) -> ServeConfig {

@@ -104,10 +104,7 @@ pub fn model(
     let model = pb::ModelProto {
         ir_version: 8,
         producer_name: "tractor-fixtures".into(),
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
+        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
         graph: Some(graph),
         ..Default::default()
     };
@@ -117,9 +114,7 @@ pub fn model(
 /// Deterministic weights in [-scale, scale]: the tests need reproducible
 /// files, not trained ones.
 pub fn weights(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i as f32 * 0.618 + seed as f32 * 1.7).sin()) * scale)
-        .collect()
+    (0..n).map(|i| ((i as f32 * 0.618 + seed as f32 * 1.7).sin()) * scale).collect()
 }
 
 /// A dense ReLU network: `input` [N, sizes[0]] -> `output` [N, sizes.last()].
@@ -137,18 +132,10 @@ pub fn mlp(name: &str, sizes: &[usize]) -> Vec<u8> {
             &[fan_in as i64, fan_out as i64],
             weights(fan_in * fan_out, layer as u32, scale),
         ));
-        inits.push(f32_tensor(
-            &b,
-            &[fan_out as i64],
-            weights(fan_out, 100 + layer as u32, 0.1),
-        ));
+        inits.push(f32_tensor(&b, &[fan_out as i64], weights(fan_out, 100 + layer as u32, 0.1)));
         let mm = format!("mm{layer}");
         let last = layer + 2 == sizes.len();
-        let added = if last {
-            "output".to_string()
-        } else {
-            format!("add{layer}")
-        };
+        let added = if last { "output".to_string() } else { format!("add{layer}") };
         nodes.push(node("MatMul", &[&current, &w], &[&mm]));
         nodes.push(node("Add", &[&mm, &b], &[&added]));
         if last {
@@ -164,11 +151,7 @@ pub fn mlp(name: &str, sizes: &[usize]) -> Vec<u8> {
     model(
         name,
         vec![value_info("input", FLOAT, &[D::Named("N"), D::Fixed(n_in)])],
-        vec![value_info(
-            &current,
-            FLOAT,
-            &[D::Named("N"), D::Fixed(n_out)],
-        )],
+        vec![value_info(&current, FLOAT, &[D::Named("N"), D::Fixed(n_out)])],
         nodes,
         inits,
     )
@@ -185,14 +168,8 @@ pub fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
             "fixed_batch1",
             vec![value_info("x", FLOAT, &[D::Fixed(1), D::Fixed(3)])],
             vec![value_info("y", FLOAT, &[D::Fixed(1), D::Fixed(3)])],
-            vec![
-                node("Mul", &["x", "two"], &["twice"]),
-                node("Add", &["twice", "one"], &["y"]),
-            ],
-            vec![
-                f32_tensor("two", &[], vec![2.0]),
-                f32_tensor("one", &[], vec![1.0]),
-            ],
+            vec![node("Mul", &["x", "two"], &["twice"]), node("Add", &["twice", "one"], &["y"])],
+            vec![f32_tensor("two", &[], vec![2.0]), f32_tensor("one", &[], vec![1.0])],
         ),
     ));
 
@@ -209,10 +186,7 @@ pub fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
                 value_info("sum", FLOAT, &[D::Named("batch"), D::Fixed(3)]),
                 value_info("product", FLOAT, &[D::Named("batch"), D::Fixed(3)]),
             ],
-            vec![
-                node("Add", &["a", "b"], &["sum"]),
-                node("Mul", &["a", "b"], &["product"]),
-            ],
+            vec![node("Add", &["a", "b"], &["sum"]), node("Mul", &["a", "b"], &["product"])],
             vec![],
         ),
     ));
