@@ -213,7 +213,7 @@ impl TensorData {
     /// other than 0 or 1.
     pub fn from_le_bytes(datatype: DataType, bytes: &[u8]) -> Result<TensorData, String> {
         let size = datatype.size_of();
-        if bytes.len() % size != 0 {
+        if !bytes.len().is_multiple_of(size) {
             return Err(format!(
                 "{} bytes is not a whole number of {datatype} elements ({size} bytes each)",
                 bytes.len()

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tractor::engine::{EngineOptions, Model, Threads};
@@ -20,12 +20,12 @@ pub fn real_model(name: &str) -> PathBuf {
     repo_path("tests/models").join(name)
 }
 
-pub fn load(path: &PathBuf) -> Model {
+pub fn load(path: &Path) -> Model {
     Model::load_path(path, &EngineOptions { threads: Threads::Count(1) })
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-pub fn config(path: &PathBuf, name: &str) -> ServeConfig {
+pub fn config(path: &Path, name: &str) -> ServeConfig {
     ServeConfig {
         model_location: path.display().to_string(),
         name: name.to_string(),
@@ -43,7 +43,7 @@ pub fn config(path: &PathBuf, name: &str) -> ServeConfig {
 }
 
 /// A ready server state for `path`, served as `name` version "7".
-pub fn ready_state(path: &PathBuf, name: &str, tweak: impl FnOnce(&mut ServeConfig)) -> AppState {
+pub fn ready_state(path: &Path, name: &str, tweak: impl FnOnce(&mut ServeConfig)) -> AppState {
     let mut cfg = config(path, name);
     tweak(&mut cfg);
     let state = AppState::new(&cfg);
