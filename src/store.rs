@@ -105,9 +105,11 @@ fn open(url: &Url) -> Result<(Box<dyn ObjectStore>, StorePath), StoreError> {
             let path = StorePath::from_url_path(url.path()).map_err(|e| invalid(e.to_string()))?;
             Ok((Box::new(store), path))
         }
-        "file" | "http" | "https" => {
-            object_store::parse_url(url).map_err(|e| invalid(e.to_string()))
-        }
+        "file" | "https" => object_store::parse_url(url).map_err(|e| invalid(e.to_string())),
+        // object_store refuses plain HTTP unless told; the user asked for it
+        // by writing http://, as for an in-cluster artifact server.
+        "http" => object_store::parse_url_opts(url, [("allow_http", "true")])
+            .map_err(|e| invalid(e.to_string())),
         other => Err(invalid(format!(
             "unsupported scheme {other:?}; use a path, file://, http(s):// or s3://"
         ))),
@@ -150,5 +152,21 @@ mod tests {
         assert!(matches!(missing, Err(StoreError::FetchArtifact { .. })));
         let scheme = fetch("ftp://host/m.onnx", None).await.unwrap_err();
         assert!(scheme.to_string().contains("unsupported scheme"), "{scheme}");
+    }
+
+    #[tokio::test]
+    async fn fetch_reads_http_urls() {
+        use axum::routing::get;
+        let app = axum::Router::new().route("/models/m.onnx", get(|| async { "model bytes" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("http://{addr}/models/m.onnx");
+        let artifact = fetch(&url, Some(&sha256_hex(b"model bytes"))).await.unwrap();
+        assert_eq!(&artifact.bytes[..], b"model bytes");
+        assert_eq!(artifact.file_name, "m.onnx");
+        let missing = fetch(&format!("http://{addr}/models/other.onnx"), None).await;
+        assert!(matches!(missing, Err(StoreError::FetchArtifact { .. })), "{missing:?}");
+        server.abort();
     }
 }
