@@ -205,72 +205,112 @@ async fn prepare(config: &BenchConfig) -> Result<(String, Runner), BenchError> {
     }
 }
 
+/// When a worker should stop: after a deadline, or once a shared request
+/// budget is spent.
+#[derive(Clone)]
+struct Quota {
+    deadline: Option<Instant>,
+    budget: Option<Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+impl Quota {
+    fn take(&self) -> bool {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        match &self.budget {
+            Some(b) => b
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// What one worker saw.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn record(&mut self, started: Instant, result: Result<(), String>) {
+        match result {
+            Ok(()) => self.latencies.push(started.elapsed()),
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+}
+
 async fn run_level(runner: &Runner, concurrency: usize, stop: StopAfter) -> LevelResult {
     let started = Instant::now();
-    let deadline = match stop {
-        StopAfter::Duration(d) => Some(started + d),
-        StopAfter::Requests(_) => None,
-    };
-    let budget = match stop {
-        StopAfter::Requests(n) => Some(Arc::new(std::sync::atomic::AtomicUsize::new(n))),
-        StopAfter::Duration(_) => None,
+    let quota = Quota {
+        deadline: match stop {
+            StopAfter::Duration(d) => Some(started + d),
+            StopAfter::Requests(_) => None,
+        },
+        budget: match stop {
+            StopAfter::Requests(n) => Some(Arc::new(std::sync::atomic::AtomicUsize::new(n))),
+            StopAfter::Duration(_) => None,
+        },
     };
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let runner = runner.clone();
-        let budget = budget.clone();
-        workers.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            let mut first_error = None;
-            loop {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                if let Some(b) = &budget {
-                    let take = b.fetch_update(
-                        std::sync::atomic::Ordering::SeqCst,
-                        std::sync::atomic::Ordering::SeqCst,
-                        |n| n.checked_sub(1),
-                    );
-                    if take.is_err() {
-                        break;
+        let quota = quota.clone();
+        match runner.clone() {
+            // The engine baseline runs on its own thread with no hand-off per
+            // request, so that it measures the engine and nothing else.
+            Runner::Engine { model, inputs } => {
+                workers.spawn_blocking(move || {
+                    let mut tally = Tally::default();
+                    while quota.take() {
+                        let t0 = Instant::now();
+                        tally.record(t0, model.run(&inputs).map(|_| ()).map_err(|e| e.to_string()));
                     }
-                }
-                let t0 = Instant::now();
-                match runner.once().await {
-                    Ok(()) => latencies.push(t0.elapsed()),
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert(e);
-                    }
-                }
+                    tally
+                });
             }
-            (latencies, errors, first_error)
-        });
+            http => {
+                workers.spawn(async move {
+                    let mut tally = Tally::default();
+                    while quota.take() {
+                        let t0 = Instant::now();
+                        tally.record(t0, http.once().await);
+                    }
+                    tally
+                });
+            }
+        }
     }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
+    let mut total = Tally::default();
     while let Some(joined) = workers.join_next().await {
-        if let Ok((l, e, f)) = joined {
-            latencies.extend(l);
-            errors += e;
-            if first_error.is_none() {
-                first_error = f;
+        if let Ok(tally) = joined {
+            total.latencies.extend(tally.latencies);
+            total.errors += tally.errors;
+            if total.first_error.is_none() {
+                total.first_error = tally.first_error;
             }
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let ok = latencies.len();
+    let ok = total.latencies.len();
     LevelResult {
         concurrency,
-        requests: ok + errors,
-        errors,
+        requests: ok + total.errors,
+        errors: total.errors,
         duration_s: elapsed,
         throughput_rps: if elapsed > 0.0 { ok as f64 / elapsed } else { 0.0 },
-        latency_ms: latency_summary(&mut latencies),
-        first_error,
+        latency_ms: latency_summary(&mut total.latencies),
+        first_error: total.first_error,
     }
 }
 

@@ -82,7 +82,7 @@ async fn health_and_server_metadata() {
     assert_eq!(early.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(early.headers["retry-after"], "1");
 
-    state.install(load(&fixture("mlp-batch.onnx")));
+    state.install(load(&fixture("mlp-batch.onnx"))).unwrap();
     assert_eq!(get(&state, "/v2/health/ready").await.json(), json!({ "ready": true }));
     let server = get(&state, "/v2").await.json();
     assert_eq!(server["name"], "tractor");
@@ -228,7 +228,8 @@ async fn bad_requests_are_400_with_a_reason() {
             .unwrap(),
     )
     .await;
-    assert_eq!(gzip.status, StatusCode::BAD_REQUEST);
+    assert_eq!(gzip.status, StatusCode::BAD_REQUEST, "a corrupt gzip body");
+    assert!(gzip.error().contains("cannot read the request body"), "{}", gzip.error());
     let bad_header = send(
         &state,
         Request::post("/v2/models/mlp/infer")
@@ -242,6 +243,46 @@ async fn bad_requests_are_400_with_a_reason() {
     // The server still answers after all of that.
     let ok = post(&state, "/v2/models/mlp/infer", mlp_request(&[[0.0; 4]])).await;
     assert_eq!(ok.status, StatusCode::OK);
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn compressed_requests_and_answers() {
+    let state = mlp_state();
+    let rows = [[0.1, 0.2, 0.3, 0.4]];
+    let request = Request::post("/v2/models/mlp/infer")
+        .header("content-encoding", "gzip")
+        .header("accept-encoding", "gzip")
+        .body(Body::from(gzip(mlp_request(&rows).to_string().as_bytes())))
+        .unwrap();
+    let answer = send(&state, request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.headers["content-encoding"], "gzip");
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&answer.body[..]), &mut plain)
+        .unwrap();
+    let body: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(as_f32s(&body["outputs"][0]["data"]), expected_mlp(&rows));
+}
+
+/// The body limit applies after decompression: a tiny gzip bomb is refused.
+#[tokio::test]
+async fn oversized_bodies_are_413_even_compressed() {
+    let state = ready_state(&fixture("mlp-batch.onnx"), "mlp", |c| c.max_body_bytes = 10_000);
+    let bomb = gzip(&vec![b' '; 1_000_000]);
+    assert!(bomb.len() < 10_000);
+    let request = Request::post("/v2/models/mlp/infer")
+        .header("content-encoding", "gzip")
+        .body(Body::from(bomb))
+        .unwrap();
+    let answer = send(&state, request).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]

@@ -1,21 +1,26 @@
 //! Dynamic batching: requests that arrive together run as one batch.
 //!
-//! One scheduler task owns the queue. It waits for a free engine slot, takes
-//! the first request, then gathers more until the batch holds
-//! `max_batch_rows` rows or `max_delay` has passed since the first one; the
-//! batch runs on a blocking thread and every caller gets exactly its own rows
-//! back. While all slots are busy, requests pile up in the queue, so that
-//! under load batches fill without waiting at all: the delay only costs
-//! latency when the server is idle.
+//! `slots` worker threads share one queue. A free worker takes the first
+//! request, then gathers more until the batch holds `max_batch_rows` rows or
+//! `max_delay` has passed since the first one, runs the batch, and hands
+//! every caller exactly its own rows. Only one worker gathers at a time, so
+//! while the others compute, requests pile up in the queue and the next batch
+//! fills from it without waiting: under load the delay costs nothing, and it
+//! only adds latency when the server is idle.
+//!
+//! The workers are plain threads waiting with `recv_timeout`, not tokio
+//! tasks: tokio's timer rounds every wait up to the next millisecond, which
+//! turned a 100 µs batching window into a 1 ms one (measured: p50 at
+//! concurrency 1 went from 0.2 ms to 1.3 ms).
 //!
 //! With `max_batch_rows <= 1` every request runs alone, through the same
-//! queue and slots, so both modes share one code path and one set of metrics.
+//! queue and workers, so both modes share one code path and one set of metrics.
 
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tracing::Instrument;
+use tokio::sync::oneshot;
 
 use crate::engine::{EngineError, Model, Tensor};
 
@@ -26,10 +31,8 @@ pub struct BatchPolicy {
     pub max_batch_rows: usize,
     /// Longest wait for more requests after the first.
     pub max_delay: Duration,
-    /// Batches running at once (engine slots).
+    /// Batches running at once (engine worker threads).
     pub slots: usize,
-    /// Requests that may wait in the queue.
-    pub queue_capacity: usize,
 }
 
 impl BatchPolicy {
@@ -65,10 +68,11 @@ struct Job {
     reply: oneshot::Sender<Result<Completed, BatchError>>,
 }
 
-/// Handle to submit requests; cheap to clone.
+/// Handle to submit requests; cheap to clone. The workers stop once every
+/// handle is dropped.
 #[derive(Clone)]
 pub struct Scheduler {
-    queue: mpsc::Sender<Job>,
+    queue: Sender<Job>,
     policy: BatchPolicy,
 }
 
@@ -76,90 +80,114 @@ pub struct Scheduler {
 pub type BatchObserver = Arc<dyn Fn(usize) + Send + Sync>;
 
 impl Scheduler {
-    /// Starts the scheduler task on the current tokio runtime.
-    pub fn start(model: Arc<Model>, mut policy: BatchPolicy, observe: BatchObserver) -> Scheduler {
+    /// Starts `policy.slots` worker threads.
+    ///
+    /// # Errors
+    /// The operating system refusing to start a thread.
+    pub fn start(
+        model: Arc<Model>,
+        mut policy: BatchPolicy,
+        observe: BatchObserver,
+    ) -> std::io::Result<Scheduler> {
         if !model.is_batchable() {
             policy.max_batch_rows = 1;
         }
         policy.slots = policy.slots.max(1);
-        let (queue, receiver) = mpsc::channel(policy.queue_capacity.max(1));
-        tokio::spawn(
-            run_queue(model, policy, receiver, observe)
-                .instrument(tracing::info_span!("batcher", max_rows = policy.max_batch_rows)),
-        );
-        Scheduler { queue, policy }
+        let (queue, receiver) = channel();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for slot in 0..policy.slots {
+            let (model, receiver, observe) = (model.clone(), receiver.clone(), observe.clone());
+            std::thread::Builder::new()
+                .name(format!("tractor-engine-{slot}"))
+                .spawn(move || work(&model, policy, &receiver, &observe))?;
+        }
+        Ok(Scheduler { queue, policy })
     }
 
     pub fn policy(&self) -> BatchPolicy {
         self.policy
     }
 
-    /// Queues one request of `rows` rows and waits for its outputs.
+    /// Queues one request of `rows` rows and waits for its outputs. The
+    /// queue is unbounded: the server's in-flight limit bounds it.
     ///
     /// # Errors
-    /// The engine's error for the batch, or the scheduler having stopped.
+    /// The engine's error for the batch, or the workers having stopped.
     pub async fn submit(&self, inputs: Vec<Tensor>, rows: usize) -> Result<Completed, BatchError> {
         let (reply, answer) = oneshot::channel();
         let job = Job { inputs, rows, submitted: Instant::now(), reply };
-        self.queue.send(job).await.map_err(|_| BatchError::Closed)?;
+        self.queue.send(job).map_err(|_| BatchError::Closed)?;
         answer.await.map_err(|_| BatchError::Closed)?
     }
 }
 
-async fn run_queue(
-    model: Arc<Model>,
+/// One worker: gather a batch (holding the queue), then run it (not holding it).
+fn work(
+    model: &Model,
     policy: BatchPolicy,
-    mut receiver: mpsc::Receiver<Job>,
-    observe: BatchObserver,
+    receiver: &Mutex<Receiver<Job>>,
+    observe: &BatchObserver,
 ) {
-    let slots = Arc::new(Semaphore::new(policy.slots));
     let mut carried: Option<Job> = None;
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let first = match carried.take() {
-            Some(job) => job,
-            None => match receiver.recv().await {
-                Some(job) => job,
+        let batch = {
+            let Ok(queue) = receiver.lock() else { return };
+            match gather(&queue, policy, &mut carried) {
+                Some(batch) => batch,
                 None => return,
-            },
+            }
         };
-        if first.reply.is_closed() {
-            continue; // its caller timed out or went away
-        }
-        let mut rows = first.rows;
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + policy.max_delay;
-        while rows < policy.max_batch_rows {
-            let next = match receiver.try_recv() {
-                Ok(job) => job,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                        Ok(Some(job)) => job,
-                        _ => break,
-                    }
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            };
-            if next.reply.is_closed() {
-                continue;
-            }
-            if rows + next.rows > policy.max_batch_rows || !same_trailing_shapes(&batch[0], &next) {
-                carried = Some(next);
-                break;
-            }
-            rows += next.rows;
-            batch.push(next);
-        }
-        let model = model.clone();
-        let observe = observe.clone();
-        tokio::task::spawn_blocking(move || {
-            observe(rows);
-            run_batch(&model, batch);
-            drop(permit);
-        });
+        observe(batch.iter().map(|j| j.rows).sum());
+        run_batch(model, batch);
     }
+}
+
+/// Takes the first live request, then more until the batch is full, the
+/// window closes, or a request does not fit (it is carried to the next batch).
+/// `None` once the queue is closed and empty.
+fn gather(
+    queue: &Receiver<Job>,
+    policy: BatchPolicy,
+    carried: &mut Option<Job>,
+) -> Option<Vec<Job>> {
+    let first = loop {
+        let job = match carried.take() {
+            Some(job) => job,
+            None => queue.recv().ok()?,
+        };
+        if !job.reply.is_closed() {
+            break job; // otherwise its caller timed out or went away
+        }
+    };
+    let deadline = Instant::now() + policy.max_delay;
+    let mut rows = first.rows;
+    let mut batch = vec![first];
+    while rows < policy.max_batch_rows {
+        let next = match queue.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match queue.recv_timeout(left) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
+        if next.reply.is_closed() {
+            continue;
+        }
+        if rows + next.rows > policy.max_batch_rows || !same_trailing_shapes(&batch[0], &next) {
+            *carried = Some(next);
+            break;
+        }
+        rows += next.rows;
+        batch.push(next);
+    }
+    Some(batch)
 }
 
 fn same_trailing_shapes(a: &Job, b: &Job) -> bool {

@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::Semaphore;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
 
 pub use batcher::BatchPolicy;
 use batcher::{BatchError, Scheduler};
@@ -69,6 +71,8 @@ pub enum ServeError {
         #[source]
         source: crate::engine::EngineError,
     },
+    #[error("cannot start the engine workers: {0}")]
+    StartWorkers(#[source] std::io::Error),
     #[error("the HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }
@@ -112,15 +116,20 @@ impl AppState {
                     max_batch_rows: config.max_batch_size,
                     max_delay: config.max_batch_delay,
                     slots: config.workers,
-                    queue_capacity: config.max_inflight.max(1),
                 },
             }),
         }
     }
 
-    /// Installs a loaded model, starts its scheduler and turns readiness on.
-    /// Must run inside a tokio runtime. A second call is ignored.
-    pub fn install(&self, model: Model) {
+    /// Installs a loaded model, starts its engine workers and turns
+    /// readiness on. A second call is ignored.
+    ///
+    /// # Errors
+    /// The operating system refusing to start the worker threads.
+    pub fn install(&self, model: Model) -> Result<(), ServeError> {
+        if self.inner.loaded.get().is_some() {
+            return Ok(());
+        }
         let model = Arc::new(model);
         let mut policy = self.inner.policy;
         if policy.slots == 0 {
@@ -132,7 +141,8 @@ impl AppState {
             model.clone(),
             policy,
             Arc::new(move |rows| batch_size.observe(rows as f64)),
-        );
+        )
+        .map_err(ServeError::StartWorkers)?;
         tracing::info!(
             inputs = ?model.inputs().iter().map(|s| (&s.name, s.datatype.v2_name(), s.v2_shape())).collect::<Vec<_>>(),
             outputs = ?model.outputs().iter().map(|s| (&s.name, s.datatype.v2_name(), s.v2_shape())).collect::<Vec<_>>(),
@@ -144,6 +154,7 @@ impl AppState {
         if self.inner.loaded.set(Loaded { model, scheduler }).is_ok() {
             self.inner.metrics.model_ready.set(1);
         }
+        Ok(())
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -176,7 +187,6 @@ impl AppState {
 
 /// The HTTP routes, without a port: tests drive it with `oneshot`.
 pub fn app(state: AppState) -> Router {
-    let limit = state.inner.max_body_bytes;
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
@@ -191,9 +201,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_versioned))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        // Bodies are read with our own limit so that an oversized one gets a
-        // JSON error; axum's default 2 MiB limit would cut that short.
-        .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
+        // Triton's clients can gzip or deflate requests and ask for
+        // compressed answers. The infer handler reads bodies with its own
+        // limit, applied after decompression, so a small compressed body
+        // cannot expand past --max-body-bytes.
+        .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new())
         .with_state(state)
 }
 
@@ -414,17 +427,16 @@ async fn infer_one(
 ) -> Result<Response, ApiError> {
     state.check_model(name, version)?;
     let loaded = state.loaded()?;
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
-        && encoding.as_bytes() != b"identity"
-    {
-        return Err(ApiError::BadRequest(format!(
-            "Content-Encoding {:?} is not supported; send the body uncompressed",
-            encoding.to_str().unwrap_or("?")
-        )));
-    }
     let limit = state.inner.max_body_bytes;
-    let body: Bytes =
-        axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadRequest(format!("cannot read the request body: {e}"))
+        }
+    })?;
     let header_length = headers
         .get(v2::HEADER_LENGTH)
         .map(|v| {
@@ -530,7 +542,7 @@ pub async fn run(
         loaded = loading => {
             let model = loaded?;
             state.metrics().model_load_seconds.set(started.elapsed().as_secs_f64());
-            state.install(model);
+            state.install(model)?;
         }
         served = &mut server => {
             // Shut down before the model finished loading.

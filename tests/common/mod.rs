@@ -47,6 +47,6 @@ pub fn ready_state(path: &Path, name: &str, tweak: impl FnOnce(&mut ServeConfig)
     let mut cfg = config(path, name);
     tweak(&mut cfg);
     let state = AppState::new(&cfg);
-    state.install(load(path));
+    state.install(load(path)).unwrap();
     state
 }
