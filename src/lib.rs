@@ -4,7 +4,13 @@
 
 pub mod bench;
 pub mod client;
+pub mod controller;
+pub mod crd;
 pub mod engine;
+pub mod optimize;
+pub mod plan;
+pub mod process;
+pub mod route;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

@@ -13,6 +13,8 @@ use tractor::client::{self, Endpoint};
 use tractor::engine::Threads;
 use tractor::serve::{self, ServeConfig};
 
+mod operator_cli;
+
 #[derive(Debug, Parser)]
 #[command(name = "tractor", version, about = "Optimize, serve and roll out ML models on tract")]
 struct Cli {
@@ -28,6 +30,18 @@ enum Command {
     Bench(BenchArgs),
     /// Send one V2 inference request from a JSON file and print the answer.
     Infer(InferArgs),
+    /// Apply a recipe of passes (fold, prune, quantize, convert) with an accuracy gate.
+    Optimize(OptimizeArgs),
+    /// Merge models: chain two (compose) or average N of one architecture.
+    Merge(MergeArgs),
+    /// Print the ModelDeployment and ModelVersion CustomResourceDefinitions.
+    Crd,
+    /// Run the Kubernetes operator: reconcile ModelDeployments.
+    Controller(operator_cli::ControllerArgs),
+    /// Promote, abort or show a rollout in a cluster.
+    Rollout(operator_cli::RolloutArgs),
+    /// Split traffic between a model's versions by weight, and measure each.
+    Route(operator_cli::RouteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +85,11 @@ struct ServeArgs {
     /// Batches the engine runs at once; 0 = cores divided by engine threads.
     #[arg(long, env = "TRACTOR_WORKERS", default_value_t = 0)]
     workers: usize,
+    /// Input and output processing spec (YAML or JSON): images, named
+    /// features, labels. Applied on the KServe V1 endpoint, and on V2
+    /// requests that set `"parameters": {"processing": true}`.
+    #[arg(long, env = "TRACTOR_PROCESSING")]
+    processing: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +130,62 @@ struct BenchArgs {
 }
 
 #[derive(Debug, Args)]
+struct OptimizeArgs {
+    /// Model to optimize (ONNX): a path or object-store URI.
+    #[arg(long)]
+    input: String,
+    /// Where to write the result: a path or object-store URI.
+    #[arg(long)]
+    output: String,
+    /// Recipe file (YAML or JSON), the CRD's `spec.optimize` type.
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    #[arg(long)]
+    fold: bool,
+    /// `magnitude:SPARSITY` or `structured:SPARSITY`.
+    #[arg(long)]
+    prune: Option<String>,
+    /// dynamic-int8, static-int8, weight-int8 or weight-int4.
+    #[arg(long)]
+    quantize: Option<tractor::optimize::recipe::QuantizeMode>,
+    /// Calibration data for static-int8 (.npz, .npy or CSV).
+    #[arg(long)]
+    calibration: Option<String>,
+    /// Convert to this format at the end (nnef: an uncompressed tar).
+    #[arg(long, value_parser = ["nnef"])]
+    convert: Option<String>,
+    /// Validation data (.npz or CSV) for the accuracy gate.
+    #[arg(long)]
+    validate: Option<String>,
+    /// accuracy, mse or cross-entropy.
+    #[arg(long)]
+    metric: Option<tractor::optimize::recipe::Metric>,
+    /// Largest allowed drop: accuracy points, or MSE / cross-entropy increase.
+    #[arg(long)]
+    max_drop: Option<f64>,
+    /// Where to write the JSON report; printed when absent.
+    #[arg(long)]
+    report: Option<String>,
+    /// Skip latency measurements and the per-layer speed fallback.
+    #[arg(long)]
+    no_measure: bool,
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// compose (FIRST SECOND) or average (MODEL...).
+    #[arg(value_parser = ["compose", "average"])]
+    mode: String,
+    #[arg(required = true, num_args = 2..)]
+    models: Vec<String>,
+    /// compose: OUT=IN wires output OUT of the first to input IN of the second.
+    #[arg(long)]
+    map: Vec<String>,
+    #[arg(long)]
+    output: String,
+}
+
+#[derive(Debug, Args)]
 struct InferArgs {
     #[arg(long, env = "TRACTOR_URL")]
     url: String,
@@ -147,6 +222,48 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => run_serve(args).await,
         Command::Bench(args) => run_bench(args).await,
         Command::Infer(args) => run_infer(args).await,
+        Command::Optimize(args) => {
+            use tractor::optimize::{cli, recipe::ConvertFormat};
+            let options = cli::OptimizeOptions {
+                input: args.input,
+                output: args.output,
+                recipe: args.recipe,
+                fold: args.fold,
+                prune: args.prune,
+                quantize: args.quantize,
+                calibration: args.calibration,
+                convert: args.convert.map(|_| ConvertFormat::Nnef),
+                validate: args.validate,
+                metric: args.metric,
+                max_drop: args.max_drop,
+                report: args.report,
+                no_measure: args.no_measure,
+            };
+            let finished = cli::optimize(&options).await?;
+            match finished.written {
+                Some(location) => {
+                    eprintln!("wrote {location}: {}", finished.report.summary);
+                    Ok(())
+                }
+                None => bail!(
+                    "the accuracy gate refused the model, nothing written: {}",
+                    finished.report.reason.unwrap_or_default()
+                ),
+            }
+        }
+        Command::Merge(args) => {
+            use tractor::optimize::{cli, recipe::MergeMode};
+            let mode = if args.mode == "compose" { MergeMode::Compose } else { MergeMode::Average };
+            let options =
+                cli::MergeOptions { mode, models: args.models, map: args.map, output: args.output };
+            let report = tractor::optimize::cli::merge(&options).await?;
+            eprintln!("wrote {}: {}", options.output, report.summary);
+            Ok(())
+        }
+        Command::Crd => operator_cli::print_crds(),
+        Command::Controller(args) => operator_cli::run_controller(args).await,
+        Command::Rollout(args) => operator_cli::run_rollout(args).await,
+        Command::Route(args) => operator_cli::run_route(args).await,
     }
 }
 
@@ -164,6 +281,11 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         threads: args.engine_threads,
         workers: args.workers,
+        processing: args
+            .processing
+            .as_deref()
+            .map(tractor::process::ProcessingConfig::from_file)
+            .transpose()?,
     };
     serve::run(config, serve::shutdown_signal()).await?;
     Ok(())

@@ -94,6 +94,51 @@ pub async fn fetch(location: &str, expected_sha256: Option<&str>) -> Result<Arti
     Ok(Artifact { uri: url.to_string(), file_name, bytes, sha256 })
 }
 
+/// Writes an artifact. Local files are written to a temporary name in the
+/// same directory and renamed, so a reader (the controller, `serve`) never
+/// sees a partial file; object stores make a put visible at once.
+///
+/// # Errors
+/// An unsupported scheme or a failed write.
+pub async fn put(location: &str, bytes: bytes::Bytes) -> Result<String, StoreError> {
+    let url = location_url(location)?;
+    let write_err = |source| StoreError::FetchArtifact { uri: url.to_string(), source };
+    if url.scheme() == "file" {
+        let path = url.to_file_path().map_err(|()| StoreError::InvalidUri {
+            uri: url.to_string(),
+            reason: "not a file path".into(),
+        })?;
+        let io_err = |e: std::io::Error| StoreError::FetchArtifact {
+            uri: url.to_string(),
+            source: object_store::Error::Generic { store: "file", source: Box::new(e) },
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("artifact");
+        let tmp = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(io_err)?;
+        std::fs::rename(&tmp, &path).map_err(io_err)?;
+        return Ok(url.to_string());
+    }
+    let (store, path) = open(&url)?;
+    store.put(&path, bytes.into()).await.map_err(write_err)?;
+    Ok(url.to_string())
+}
+
+/// Deletes an artifact if it exists.
+///
+/// # Errors
+/// An unsupported scheme or a failed delete (a missing object is not one).
+pub async fn delete(location: &str) -> Result<(), StoreError> {
+    let url = location_url(location)?;
+    let (store, path) = open(&url)?;
+    match store.delete(&path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(source) => Err(StoreError::FetchArtifact { uri: url.to_string(), source }),
+    }
+}
+
 fn open(url: &Url) -> Result<(Box<dyn ObjectStore>, StorePath), StoreError> {
     let invalid = |reason: String| StoreError::InvalidUri { uri: url.to_string(), reason };
     match url.scheme() {
@@ -152,6 +197,20 @@ mod tests {
         assert!(matches!(missing, Err(StoreError::FetchArtifact { .. })));
         let scheme = fetch("ftp://host/m.onnx", None).await.unwrap_err();
         assert!(scheme.to_string().contains("unsupported scheme"), "{scheme}");
+    }
+
+    #[tokio::test]
+    async fn put_writes_atomically_and_delete_tolerates_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/out.onnx");
+        let location = path.to_str().unwrap();
+        put(location, bytes::Bytes::from_static(b"abc")).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left");
+        delete(location).await.unwrap();
+        assert!(!path.exists());
+        delete(location).await.unwrap();
     }
 
     #[tokio::test]

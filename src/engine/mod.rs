@@ -316,6 +316,40 @@ pub fn onnx_to_nnef(onnx: &[u8]) -> Result<Vec<u8>, EngineError> {
     gz.finish().map_err(|e| EngineError::Prepare(format!("compressing NNEF: {e}")))
 }
 
+/// Converts an ONNX model to tract's NNEF archive, as a plain tar when
+/// `compress` is false (the issue measured an uncompressed tar loading
+/// MiniLM in 51 ms against 375 ms gzipped), with the batch axis fixed to
+/// `batch` when given, symbolic otherwise.
+///
+/// # Errors
+/// As [`onnx_to_nnef`]; also a batch size the graph cannot take.
+pub fn onnx_to_nnef_with(
+    onnx: &[u8],
+    compress: bool,
+    batch: Option<usize>,
+) -> Result<Vec<u8>, EngineError> {
+    let typed_onnx = onnx_to_typed(onnx)?;
+    let mut typed = typed_onnx.model;
+    if let Some(n) = batch {
+        let subs = std::collections::HashMap::from([(typed_onnx.batch, TDim::Val(n as i64))]);
+        typed = typed
+            .set_symbols(&subs)
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| EngineError::Prepare(format!("fixing the batch to {n}: {e:#}")))?;
+    }
+    if compress {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let gz = nnef_framework()
+            .write_to_tar_with_config(&typed, gz, false, true)
+            .map_err(|e| EngineError::Prepare(format!("writing NNEF: {e:#}")))?;
+        gz.finish().map_err(|e| EngineError::Prepare(format!("compressing NNEF: {e}")))
+    } else {
+        nnef_framework()
+            .write_to_tar_with_config(&typed, Vec::new(), false, true)
+            .map_err(|e| EngineError::Prepare(format!("writing NNEF: {e:#}")))
+    }
+}
+
 struct TypedOnnx {
     model: TypedModel,
     batch: Symbol,

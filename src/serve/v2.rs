@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::engine::{DataType, Tensor, TensorData, TensorSpec, element_count};
+use crate::process::{InputValue, Processor};
+
+use super::ApiError;
 
 /// The HTTP header that splits a binary request or response into its JSON
 /// header and the raw tensor bytes that follow.
@@ -421,6 +424,132 @@ pub fn encode_response(
         (!binary_tail.is_empty() || request.outputs.iter().any(|o| o.binary)).then_some(body.len());
     body.extend_from_slice(&binary_tail);
     Ok(EncodedResponse { body, header_length })
+}
+
+/// Whether the JSON holds the word `"processing"` at all: a byte search,
+/// much cheaper than the parse [`wants_processing`] does.
+pub fn mentions_processing(json: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"\"processing\"";
+    json.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+}
+
+/// Whether a request asks for processing: `"parameters": {"processing": true}`.
+///
+/// # Errors
+/// Malformed JSON, or a `processing` parameter that is not a boolean.
+pub fn wants_processing(json: &[u8]) -> Result<bool, ApiError> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        parameters: Option<Map<String, Value>>,
+    }
+    let peek: Peek = serde_json::from_slice(json)
+        .map_err(|e| ApiError::BadRequest(format!("malformed request JSON: {e}")))?;
+    peek.parameters
+        .as_ref()
+        .and_then(|p| p.get("processing"))
+        .map(|v| flag(v, "processing").map_err(ApiError::BadRequest))
+        .transpose()
+        .map(|f| f.unwrap_or(false))
+}
+
+/// A V2 request with processing: each input's `data` holds one
+/// application-level value per instance. `shape` and `datatype` (`BYTES`
+/// by convention) are accepted and not checked: the processing defines
+/// what the values are.
+#[derive(Debug, Deserialize)]
+pub struct ProcessedRequest {
+    #[serde(default)]
+    pub id: Option<Value>,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    pub inputs: Vec<ProcessedInput>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProcessedInput {
+    pub name: String,
+    pub data: Vec<Value>,
+}
+
+/// What a processed answer echoes.
+#[derive(Debug)]
+pub struct ProcessedHeader {
+    pub id: Option<Value>,
+    pub parameters: Option<Map<String, Value>>,
+}
+
+/// Parses a processed V2 request.
+///
+/// # Errors
+/// Malformed JSON or an input without a `data` array.
+pub fn decode_processed(json: &[u8]) -> Result<ProcessedRequest, String> {
+    serde_json::from_slice(json).map_err(|e| {
+        format!(
+            "malformed processed request (each input needs a \"data\" array of one value per instance): {e}"
+        )
+    })
+}
+
+impl ProcessedRequest {
+    /// One column of values per model input, in the processor's (the
+    /// model's) input order.
+    ///
+    /// # Errors
+    /// An unknown, repeated or missing input.
+    pub fn columns<'a>(
+        &'a self,
+        processor: &Processor,
+    ) -> Result<Vec<Vec<InputValue<'a>>>, String> {
+        let names: Vec<&str> = processor.input_steps().map(|(n, _)| n).collect();
+        let mut columns: Vec<Option<Vec<InputValue<'a>>>> = vec![None; names.len()];
+        for input in &self.inputs {
+            let index = names.iter().position(|n| *n == input.name).ok_or_else(|| {
+                format!("unknown input {:?}; the model takes {}", input.name, names.join(", "))
+            })?;
+            if columns[index].is_some() {
+                return Err(format!("input {:?} is given twice", input.name));
+            }
+            columns[index] = Some(input.data.iter().map(InputValue::Json).collect());
+        }
+        columns
+            .into_iter()
+            .zip(&names)
+            .map(|(c, name)| c.ok_or_else(|| format!("missing input {name:?}")))
+            .collect()
+    }
+
+    pub fn header(self) -> ProcessedHeader {
+        ProcessedHeader { id: self.id, parameters: self.parameters }
+    }
+}
+
+/// A processed V2 answer: each output a `BYTES` tensor of `rows` JSON answers.
+pub fn encode_processed(
+    model_name: &str,
+    model_version: &str,
+    request: &ProcessedHeader,
+    answers: Vec<(String, Vec<Value>)>,
+    rows: usize,
+) -> Value {
+    let outputs: Vec<Value> = answers
+        .into_iter()
+        .map(|(name, data)| {
+            serde_json::json!({ "name": name, "datatype": "BYTES", "shape": [rows], "data": data })
+        })
+        .collect();
+    let mut body = serde_json::json!({
+        "model_name": model_name,
+        "model_version": model_version,
+        "outputs": outputs,
+    });
+    if let Some(id) = &request.id {
+        body["id"] = id.clone();
+    }
+    if let Some(parameters) = &request.parameters {
+        body["parameters"] = Value::Object(parameters.clone());
+    }
+    body
 }
 
 #[cfg(test)]

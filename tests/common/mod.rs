@@ -39,6 +39,7 @@ pub fn config(path: &Path, name: &str) -> ServeConfig {
         request_timeout: Duration::from_secs(10),
         threads: Threads::Count(1),
         workers: 1,
+        processing: None,
     }
 }
 

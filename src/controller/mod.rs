@@ -1,0 +1,430 @@
+//! `tractor controller`: reconciles `ModelDeployment`s on
+//! `kube::runtime::Controller`. It observes, asks [`crate::plan::plan`] what
+//! should be, and applies that with server-side apply; it decides nothing.
+
+pub mod leader;
+pub mod objects;
+mod observe;
+pub mod router_stats;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource, ResourceExt};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::crd::{ModelDeployment, ModelVersion};
+use crate::plan::{EventKind, Plan};
+pub use objects::OperatorConfig;
+pub use observe::Observation;
+pub use router_stats::{HttpRouterStats, RouterStats};
+
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "tractor";
+/// A spec that cannot be used is looked at again after this long (or when edited).
+const INVALID_SPEC_RETRY: Duration = Duration::from_secs(300);
+/// Back-off after a failed reconcile; kube-rs also requeues on every watch event.
+const ERROR_RETRY: Duration = Duration::from_secs(15);
+
+/// Errors of one reconcile, named after the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {what}: {source}")]
+    Observe {
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {name}: {source}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("patching the status: {0}")]
+    PatchStatus(#[source] kube::Error),
+    #[error("the ModelDeployment has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// The `error` label of the error metric: a fixed word, never the message.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Observe { .. } => "observe",
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::PatchStatus(_) => "patch_status",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+/// The controller's own metrics.
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    pub registry: Registry,
+    pub reconciles: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub duration: HistogramVec,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new("tractor_reconciles_total", "Reconciles of ModelDeployments by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "tractor_reconcile_errors_total",
+                "Failed reconciles by the step that failed",
+            ),
+            &["error"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new("tractor_reconcile_duration_seconds", "Time of one reconcile")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(duration.clone()),
+        ] {
+            registry.register(m).expect("unique metric");
+        }
+        ControllerMetrics { registry, reconciles, errors, duration }
+    }
+}
+
+/// What every reconcile shares. The HTTP side (metrics, health) gets only
+/// the metrics, never the client.
+pub struct Context {
+    pub client: Client,
+    pub config: OperatorConfig,
+    pub metrics: ControllerMetrics,
+    pub router: Arc<dyn RouterStats>,
+    pub reporter: Reporter,
+    /// The clock, passed to the planner; tests pin it.
+    pub now: Box<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+/// Reconciles one `ModelDeployment`: a span, a timer, and the hand-off.
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let span = tracing::info_span!("reconcile", namespace = md.namespace().unwrap_or_default(), name = %md.name_any());
+    let result = tracing::Instrument::instrument(reconcile_inner(&md, &ctx), span).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciles.with_label_values(&[outcome]).inc();
+    ctx.metrics.duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Logs, counts, requeues.
+pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %md.name_any(), %error, "reconcile failed; retrying");
+    ctx.metrics.errors.with_label_values(&[error.metric_label()]).inc();
+    Action::requeue(ERROR_RETRY)
+}
+
+async fn reconcile_inner(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
+    let namespace = md.namespace().ok_or(Error::NoNamespace)?;
+    let now = (ctx.now)();
+    let spec = match crate::crd::validate(&md.spec) {
+        Ok(spec) => spec,
+        Err(invalid) => {
+            tracing::warn!(field = %invalid.field, reason = %invalid.reason, "invalid spec");
+            let previous = md.status.clone().unwrap_or_default();
+            let status =
+                crate::plan::invalid_spec_status(&previous, &invalid, md.metadata.generation, now);
+            patch_status(ctx, &namespace, md, &status).await?;
+            publish(
+                ctx,
+                md,
+                EventKind::Warning,
+                "InvalidSpec",
+                &format!("invalid spec: {invalid}"),
+            )
+            .await;
+            return Ok(Action::requeue(INVALID_SPEC_RETRY));
+        }
+    };
+    let observation = observe::observe(ctx, md, &namespace, &spec).await?;
+    let plan = crate::plan::plan(&spec, &observation.observed, now);
+    apply(ctx, md, &namespace, &spec, &observation, &plan).await?;
+    Ok(Action::requeue(plan.requeue_after))
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn ssa<K>(api: &Api<K>, object: &K, kind: &'static str) -> Result<(), Error>
+where
+    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &apply_params(), &Patch::Apply(object))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Apply { kind, name, source })
+}
+
+async fn delete<K>(api: &Api<K>, name: &str, kind: &'static str) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Delete { kind, name: name.to_string(), source }),
+    }
+}
+
+/// Carries a plan out, in an order that never leaves traffic without a
+/// backend: versions first, then routes, then removals, then the status.
+async fn apply(
+    ctx: &Context,
+    md: &ModelDeployment,
+    namespace: &str,
+    spec: &crate::crd::ValidSpec,
+    observation: &Observation,
+    plan: &Plan,
+) -> Result<(), Error> {
+    let client = ctx.client.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+
+    for desired in &plan.versions {
+        if let Some(cm) = objects::processing_configmap(md, &desired.version) {
+            ssa(&configmaps, &cm, "ConfigMap").await?;
+        }
+        ssa(
+            &deployments,
+            &objects::version_deployment(md, spec, desired, &ctx.config),
+            "Deployment",
+        )
+        .await?;
+        ssa(&services, &objects::version_service(md, &desired.version), "Service").await?;
+    }
+    if let Some(job) = &plan.job {
+        ssa(&configmaps, &objects::recipe_configmap(md, job), "ConfigMap").await?;
+        ssa(&jobs, &objects::optimize_job(md, job, &ctx.config), "Job").await?;
+    }
+    if let Some(spec) = &plan.register {
+        let mv = objects::model_version(md, spec.clone());
+        let api: Api<ModelVersion> = Api::namespaced(client.clone(), namespace);
+        match api
+            .create(
+                &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() },
+                &mv,
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Registered by an earlier reconcile: a registry entry never changes.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(source) => {
+                return Err(Error::Apply { kind: "ModelVersion", name: mv.name_any(), source });
+            }
+        }
+    }
+    if !plan.weights.is_empty() {
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+        let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
+        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
+        ssa(&accounts, &objects::router_service_account(md), "ServiceAccount").await?;
+        ssa(&roles, &objects::router_role(md), "Role").await?;
+        ssa(&bindings, &objects::router_role_binding(md), "RoleBinding").await?;
+        ssa(
+            &configmaps,
+            &objects::routes_configmap(md, &plan.weights, plan.shadow.as_deref()),
+            "ConfigMap",
+        )
+        .await?;
+        ssa(&deployments, &objects::router_deployment(md, &ctx.config), "Deployment").await?;
+        ssa(&services, &objects::router_service(md), "Service").await?;
+    }
+    for version in observation.serving_versions.iter() {
+        if !plan.versions.iter().any(|d| &d.version == version) {
+            let name = objects::version_object_name(md, version);
+            delete(&services, &name, "Service").await?;
+            delete(&deployments, &name, "Deployment").await?;
+            if md.spec.serving.processing.is_some() {
+                let cm = objects::object_name(&[&name, "processing"]);
+                delete(&configmaps, &cm, "ConfigMap").await?;
+            }
+        }
+    }
+    if let Some(version) = &observation.job_version
+        && plan.job.as_ref().map(|j| &j.version) != Some(version)
+    {
+        let name = objects::job_name(md, version);
+        delete(&jobs, &name, "Job").await?;
+        delete(&configmaps, &name, "ConfigMap").await?;
+    }
+    if plan.status != md.status.clone().unwrap_or_default() {
+        patch_status(ctx, namespace, md, &plan.status).await?;
+    }
+    for event in &plan.events {
+        tracing::info!(reason = event.reason, message = %event.message, "rollout event");
+        publish(ctx, md, event.kind, event.reason, &event.message).await;
+    }
+    if plan.clear_requests {
+        let api: Api<ModelDeployment> = Api::namespaced(client.clone(), namespace);
+        let patch = json!({ "metadata": { "annotations": {
+            crate::crd::PROMOTE_ANNOTATION: null, crate::crd::ABORT_ANNOTATION: null } } });
+        api.patch(&md.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(
+            |source| Error::Apply { kind: "ModelDeployment", name: md.name_any(), source },
+        )?;
+    }
+    if plan.reset_figures
+        && let Err(e) = ctx.router.reset(md).await
+    {
+        // The next window then also holds older requests: judged a little
+        // late, never wrongly skipped, so this is not worth a retry.
+        tracing::warn!(error = %e, "could not reset the router's statistics");
+    }
+    Ok(())
+}
+
+async fn patch_status(
+    ctx: &Context,
+    namespace: &str,
+    md: &ModelDeployment,
+    status: &crate::crd::ModelDeploymentStatus,
+) -> Result<(), Error> {
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let old = serde_json::to_value(md.status.clone().unwrap_or_default()).unwrap_or_default();
+    let new = serde_json::to_value(status).unwrap_or_default();
+    let patch = json!({ "status": merge_patch(&old, &new) });
+    api.patch_status(&md.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(Error::PatchStatus)
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`. Optional
+/// fields are left out when empty, and in a merge patch a missing key means
+/// "keep it": a field that went away must be sent as `null`, or a finished
+/// canary would stay in the status forever.
+pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in new {
+                match old.get(key) {
+                    Some(previous) if previous == value => {}
+                    Some(previous) => {
+                        patch.insert(key.clone(), merge_patch(previous, value));
+                    }
+                    None => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in old.keys() {
+                if !new.contains_key(key) {
+                    patch.insert(key.clone(), Value::Null);
+                }
+            }
+            Value::Object(patch)
+        }
+        (_, new) => new.clone(),
+    }
+}
+
+/// Records a Kubernetes Event; a failure to record is logged, never fatal.
+async fn publish(
+    ctx: &Context,
+    md: &ModelDeployment,
+    kind: EventKind,
+    reason: &str,
+    message: &str,
+) {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let event = KubeEvent {
+        type_: match kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        },
+        reason: reason.to_string(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &md.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "could not record an event");
+    }
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// Only failures to start; reconcile errors are retried.
+pub async fn run(ctx: Arc<Context>) -> Result<(), kube::Error> {
+    let client = ctx.client.clone();
+    let mds: Api<ModelDeployment> = Api::all(client.clone());
+    // Fail early with a clear message when the CRD is not installed.
+    mds.list(&kube::api::ListParams::default().limit(1)).await?;
+    let selector = watcher::Config::default().labels(&format!("{}=tractor", objects::MANAGED_BY));
+    Controller::new(mds, watcher::Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), selector.clone())
+        .owns(Api::<Service>::all(client.clone()), selector.clone())
+        .owns(Api::<Job>::all(client.clone()), selector.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), selector)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller stream error");
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patches_null_what_went_away_and_skip_what_did_not_change() {
+        let old = json!({ "phase": "Progressing", "canary": { "version": "2", "analysis": { "verdict": "Fail" } },
+                          "stable": { "version": "1" } });
+        let new = json!({ "phase": "RolledBack", "stable": { "version": "1" } });
+        assert_eq!(merge_patch(&old, &new), json!({ "phase": "RolledBack", "canary": null }));
+        let new = json!({ "phase": "Progressing", "canary": { "version": "2" }, "stable": { "version": "1" } });
+        assert_eq!(merge_patch(&old, &new), json!({ "canary": { "analysis": null } }));
+    }
+}

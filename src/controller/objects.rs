@@ -1,0 +1,596 @@
+//! The Kubernetes objects a `ModelDeployment` owns, rendered from a plan.
+//! Pure functions: the reconciler applies what these return, and tests check
+//! them against the Kubernetes types without a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource,
+    EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{ModelDeployment, ModelVersion, ModelVersionSpec, ValidSpec};
+use crate::plan::{DesiredVersion, OptimizeJob};
+
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const COMPONENT: &str = "app.kubernetes.io/component";
+pub const DEPLOYMENT_LABEL: &str = "tractor.dev/deployment";
+pub const VERSION_LABEL: &str = "tractor.dev/version";
+/// The port `tractor serve` listens on in its pods.
+pub const SERVE_PORT: i32 = 8000;
+/// The router's traffic and admin ports.
+pub const ROUTE_PORT: i32 = 8080;
+pub const ROUTE_ADMIN_PORT: i32 = 9090;
+/// UID of the image's unprivileged user (distroless `nonroot`).
+const NON_ROOT_UID: i64 = 65532;
+
+/// Settings of the operator itself, from its command line.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Image every role runs unless a spec overrides it.
+    pub image: String,
+    /// Where optimization jobs write artifacts (`s3://bucket/prefix`).
+    pub artifact_store: String,
+    /// A Secret whose keys become environment variables of jobs and serving
+    /// pods (`AWS_ACCESS_KEY_ID`, ...), for the artifact store.
+    pub store_credentials: Option<String>,
+    pub log_format: String,
+}
+
+/// A Kubernetes object name from parts: lowercase, `[a-z0-9-]`, at most 63
+/// characters, stable across reconciles (a digest suffix when it must be cut).
+pub fn object_name(parts: &[&str]) -> String {
+    let joined = parts.join("-");
+    let mut name: String = joined
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    while name.contains("--") {
+        name = name.replace("--", "-");
+    }
+    let name = name.trim_matches('-').to_string();
+    if name.len() <= 63 {
+        return name;
+    }
+    let digest = &crate::store::sha256_hex(joined.as_bytes())[..8];
+    format!("{}-{digest}", name[..54].trim_end_matches('-'))
+}
+
+pub fn version_object_name(md: &ModelDeployment, version: &str) -> String {
+    object_name(&[&md.name_any(), &format!("v{version}")])
+}
+
+pub fn job_name(md: &ModelDeployment, version: &str) -> String {
+    object_name(&[&md.name_any(), "optimize", &format!("v{version}")])
+}
+
+pub fn routes_configmap_name(md: &ModelDeployment) -> String {
+    object_name(&[&md.name_any(), "routes"])
+}
+
+/// The router's Service and Deployment carry the `ModelDeployment`'s name.
+pub fn router_name(md: &ModelDeployment) -> String {
+    object_name(&[&md.name_any()])
+}
+
+fn owner(md: &ModelDeployment) -> OwnerReference {
+    md.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
+        api_version: "tractor.dev/v1alpha1".into(),
+        kind: "ModelDeployment".into(),
+        name: md.name_any(),
+        uid: md.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    })
+}
+
+pub fn labels(
+    md: &ModelDeployment,
+    component: &str,
+    version: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.to_string(), "tractor".to_string()),
+        ("app.kubernetes.io/name".to_string(), "tractor".to_string()),
+        (COMPONENT.to_string(), component.to_string()),
+        (DEPLOYMENT_LABEL.to_string(), object_name(&[&md.name_any()])),
+    ]);
+    if let Some(v) = version {
+        labels.insert(VERSION_LABEL.to_string(), object_name(&[v]));
+    }
+    labels
+}
+
+fn meta(md: &ModelDeployment, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: md.namespace(),
+        labels: Some(labels),
+        owner_references: Some(vec![owner(md)]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn env_var(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        ..SecurityContext::default()
+    }
+}
+
+fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NON_ROOT_UID),
+        run_as_group: Some(NON_ROOT_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn store_env_from(config: &OperatorConfig) -> Option<Vec<EnvFromSource>> {
+    config.store_credentials.as_ref().map(|secret| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource { name: secret.clone(), optional: Some(true) }),
+            ..EnvFromSource::default()
+        }]
+    })
+}
+
+fn http_probe(path: &str, port: i32, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    }
+}
+
+fn processing_configmap_name(md: &ModelDeployment, version: &str) -> String {
+    object_name(&[&md.name_any(), &format!("v{version}"), "processing"])
+}
+
+/// The ConfigMap carrying `spec.serving.processing` for a version's pods.
+pub fn processing_configmap(md: &ModelDeployment, version: &str) -> Option<ConfigMap> {
+    let processing = md.spec.serving.processing.as_ref()?;
+    let json = serde_json::to_string_pretty(processing).ok()?;
+    Some(ConfigMap {
+        metadata: meta(
+            md,
+            processing_configmap_name(md, version),
+            labels(md, "serve", Some(version)),
+        ),
+        data: Some(BTreeMap::from([("processing.json".to_string(), json)])),
+        ..ConfigMap::default()
+    })
+}
+
+/// The Deployment running `tractor serve` for one version.
+pub fn version_deployment(
+    md: &ModelDeployment,
+    spec: &ValidSpec,
+    desired: &DesiredVersion,
+    config: &OperatorConfig,
+) -> Deployment {
+    let labels = labels(md, "serve", Some(&desired.version));
+    let mut env = vec![
+        env_var("TRACTOR_MODEL", desired.artifact.uri.clone()),
+        env_var("TRACTOR_MODEL_NAME", spec.model_name.clone()),
+        env_var("TRACTOR_MODEL_VERSION", desired.version.clone()),
+        env_var("TRACTOR_HTTP_PORT", SERVE_PORT.to_string()),
+        env_var("TRACTOR_MAX_BATCH_SIZE", spec.max_batch_size.to_string()),
+        env_var("TRACTOR_MAX_BATCH_DELAY_US", spec.max_batch_delay.as_micros().to_string()),
+        env_var("TRACTOR_LOG_FORMAT", config.log_format.clone()),
+    ];
+    if let Some(sha) = &desired.artifact.sha256 {
+        env.push(env_var("TRACTOR_SHA256", sha.clone()));
+    }
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if md.spec.serving.processing.is_some() {
+        env.push(env_var("TRACTOR_PROCESSING", "/etc/tractor/processing/processing.json"));
+        volumes.push(Volume {
+            name: "processing".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: processing_configmap_name(md, &desired.version),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "processing".into(),
+            mount_path: "/etc/tractor/processing".into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let container = Container {
+        name: "serve".into(),
+        image: Some(md.spec.serving.image.clone().unwrap_or_else(|| config.image.clone())),
+        args: Some(vec!["serve".into()]),
+        env: Some(env),
+        env_from: store_env_from(config),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: SERVE_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(http_probe("/v2/health/ready", SERVE_PORT, 2)),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(5),
+            ..http_probe("/v2/health/live", SERVE_PORT, 10)
+        }),
+        resources: md.spec.serving.resources.clone(),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: meta(md, version_object_name(md, &desired.version), labels.clone()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(desired.replicas),
+            selector: LabelSelector { match_labels: Some(labels.clone()), match_expressions: None },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    node_selector: (!md.spec.serving.node_selector.is_empty())
+                        .then(|| md.spec.serving.node_selector.clone()),
+                    tolerations: (!md.spec.serving.tolerations.is_empty())
+                        .then(|| md.spec.serving.tolerations.clone()),
+                    security_context: Some(restricted_pod_security()),
+                    automount_service_account_token: Some(false),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn service(
+    md: &ModelDeployment,
+    name: String,
+    labels: BTreeMap<String, String>,
+    ports: Vec<ServicePort>,
+) -> Service {
+    Service {
+        metadata: meta(md, name, labels.clone()),
+        spec: Some(ServiceSpec {
+            selector: Some(labels),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        ..ServicePort::default()
+    }
+}
+
+pub fn version_service(md: &ModelDeployment, version: &str) -> Service {
+    service(
+        md,
+        version_object_name(md, version),
+        labels(md, "serve", Some(version)),
+        vec![port("http", SERVE_PORT)],
+    )
+}
+
+/// In-cluster URL of a version's Service.
+pub fn version_url(md: &ModelDeployment, version: &str) -> String {
+    format!(
+        "http://{}.{}.svc:{SERVE_PORT}",
+        version_object_name(md, version),
+        md.namespace().unwrap_or_else(|| "default".into())
+    )
+}
+
+/// In-cluster URL of the router's admin API (statistics).
+pub fn router_admin_url(md: &ModelDeployment) -> String {
+    format!(
+        "http://{}.{}.svc:{ROUTE_ADMIN_PORT}",
+        router_name(md),
+        md.namespace().unwrap_or_else(|| "default".into())
+    )
+}
+
+/// The routing table the router watches: versions, their URLs and weights.
+pub fn routes_configmap(
+    md: &ModelDeployment,
+    weights: &[(String, u32)],
+    shadow: Option<&str>,
+) -> ConfigMap {
+    let table = crate::plan::RouteTable {
+        backends: weights
+            .iter()
+            .map(|(version, weight)| crate::plan::Backend {
+                version: version.clone(),
+                url: version_url(md, version),
+                weight: *weight,
+            })
+            .collect(),
+        shadow: shadow.map(str::to_string),
+    };
+    let json = serde_json::to_string_pretty(&table).unwrap_or_else(|_| "{}".into());
+    ConfigMap {
+        metadata: meta(md, routes_configmap_name(md), labels(md, "route", None)),
+        data: Some(BTreeMap::from([("routes.json".to_string(), json)])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The router Deployment: one per `ModelDeployment`, reading its routing
+/// table from the routes ConfigMap through the API, so weight changes apply
+/// at once and survive restarts without a rollout of the router.
+pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deployment {
+    let labels = labels(md, "route", None);
+    let container = Container {
+        name: "route".into(),
+        image: Some(config.image.clone()),
+        args: Some(vec![
+            "route".into(),
+            "--listen".into(),
+            format!("0.0.0.0:{ROUTE_PORT}"),
+            "--admin-listen".into(),
+            format!("0.0.0.0:{ROUTE_ADMIN_PORT}"),
+            "--routes-configmap".into(),
+            routes_configmap_name(md),
+        ]),
+        env: Some(vec![
+            env_var("TRACTOR_LOG_FORMAT", config.log_format.clone()),
+            EnvVar {
+                name: "POD_NAMESPACE".into(),
+                value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                    field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                        field_path: "metadata.namespace".into(),
+                        api_version: None,
+                    }),
+                    ..Default::default()
+                }),
+                value: None,
+            },
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: ROUTE_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: ROUTE_ADMIN_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 2)),
+        liveness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 10)),
+        security_context: Some(restricted_container_security()),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: meta(md, router_name(md), labels.clone()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector { match_labels: Some(labels.clone()), match_expressions: None },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    service_account_name: Some(router_account_name(md)),
+                    security_context: Some(restricted_pod_security()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+pub fn router_account_name(md: &ModelDeployment) -> String {
+    object_name(&[&md.name_any(), "router"])
+}
+
+/// The router's identity: it may read and watch its routes ConfigMap, and
+/// nothing else.
+pub fn router_service_account(md: &ModelDeployment) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(md, router_account_name(md), labels(md, "route", None)),
+        automount_service_account_token: Some(true),
+        ..ServiceAccount::default()
+    }
+}
+
+pub fn router_role(md: &ModelDeployment) -> Role {
+    Role {
+        metadata: meta(md, router_account_name(md), labels(md, "route", None)),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![routes_configmap_name(md)]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            ..PolicyRule::default()
+        }]),
+    }
+}
+
+pub fn router_role_binding(md: &ModelDeployment) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(md, router_account_name(md), labels(md, "route", None)),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: router_account_name(md),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: router_account_name(md),
+            namespace: md.namespace(),
+            api_group: None,
+        }]),
+    }
+}
+
+pub fn router_service(md: &ModelDeployment) -> Service {
+    service(
+        md,
+        router_name(md),
+        labels(md, "route", None),
+        vec![port("http", ROUTE_PORT), port("admin", ROUTE_ADMIN_PORT)],
+    )
+}
+
+/// Where an optimization job writes its artifact.
+pub fn artifact_uri(md: &ModelDeployment, config: &OperatorConfig, version: &str) -> String {
+    format!(
+        "{}/{}/{}/{}.onnx",
+        config.artifact_store.trim_end_matches('/'),
+        md.namespace().unwrap_or_else(|| "default".into()),
+        md.name_any(),
+        object_name(&[&format!("v{version}")])
+    )
+}
+
+/// The Job running `tractor optimize`. It reports its result through the
+/// termination message (`/dev/termination-log`), which the controller reads
+/// from the Job's pod.
+pub fn optimize_job(md: &ModelDeployment, job: &OptimizeJob, config: &OperatorConfig) -> Job {
+    let labels = labels(md, "optimize", Some(&job.version));
+    let args = vec![
+        "optimize".to_string(),
+        "--input".into(),
+        job.source.uri.clone(),
+        "--output".into(),
+        artifact_uri(md, config, &job.version),
+        "--recipe".into(),
+        "/etc/tractor/recipe/recipe.json".into(),
+        "--termination-message".into(),
+        "/dev/termination-log".into(),
+    ];
+    Job {
+        metadata: meta(md, job_name(md, &job.version), labels.clone()),
+        spec: Some(JobSpec {
+            backoff_limit: Some(1),
+            ttl_seconds_after_finished: None,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![Container {
+                        name: "optimize".into(),
+                        image: Some(config.image.clone()),
+                        args: Some(args),
+                        env: Some(vec![env_var("TRACTOR_LOG_FORMAT", config.log_format.clone())]),
+                        env_from: store_env_from(config),
+                        termination_message_policy: Some("FallbackToLogsOnError".into()),
+                        volume_mounts: Some(vec![
+                            VolumeMount {
+                                name: "recipe".into(),
+                                mount_path: "/etc/tractor/recipe".into(),
+                                read_only: Some(true),
+                                ..VolumeMount::default()
+                            },
+                            VolumeMount {
+                                name: "scratch".into(),
+                                mount_path: "/tmp".into(),
+                                ..VolumeMount::default()
+                            },
+                        ]),
+                        // The optimizer writes scratch files under /tmp, an
+                        // emptyDir, so the root filesystem stays read-only.
+                        security_context: Some(restricted_container_security()),
+                        ..Container::default()
+                    }],
+                    security_context: Some(restricted_pod_security()),
+                    automount_service_account_token: Some(false),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "recipe".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: job_name(md, &job.version),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "scratch".into(),
+                            empty_dir: Some(
+                                k8s_openapi::api::core::v1::EmptyDirVolumeSource::default(),
+                            ),
+                            ..Volume::default()
+                        },
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The recipe an optimization Job reads, named like the Job.
+pub fn recipe_configmap(md: &ModelDeployment, job: &OptimizeJob) -> ConfigMap {
+    let json = serde_json::to_string_pretty(&job.recipe).unwrap_or_else(|_| "{}".into());
+    ConfigMap {
+        metadata: meta(md, job_name(md, &job.version), labels(md, "optimize", Some(&job.version))),
+        data: Some(BTreeMap::from([("recipe.json".to_string(), json)])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The registry entry for an optimization result.
+pub fn model_version(md: &ModelDeployment, spec: ModelVersionSpec) -> ModelVersion {
+    let name = version_object_name(md, &spec.version);
+    let mut mv = ModelVersion::new(&name, spec.clone());
+    mv.metadata.namespace = md.namespace();
+    mv.metadata.labels = Some(labels(md, "registry", Some(&spec.version)));
+    mv.metadata.owner_references = Some(vec![owner(md)]);
+    mv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels_and_stable() {
+        assert_eq!(object_name(&["digits", "v1.2"]), "digits-v1-2");
+        let long = "a".repeat(80);
+        let name = object_name(&[&long, "v", "3"]);
+        assert!(name.len() <= 63, "{name}");
+        assert_eq!(name, object_name(&[&long, "v", "3"]));
+        assert_ne!(name, object_name(&[&long, "v", "4"]));
+        assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+    }
+}

@@ -1,0 +1,230 @@
+//! Reads what the planner needs from the cluster: the versions' pods, the
+//! optimization Job and its result, the registry, the router's figures.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde::Deserialize;
+
+use super::objects::{self, COMPONENT, DEPLOYMENT_LABEL, VERSION_LABEL};
+use super::{Context, Error};
+use crate::crd::{ModelDeployment, ModelVersion, ValidSpec, VersionMetrics};
+use crate::plan::{Artifact, JobState, Observed, Registered};
+
+/// What was observed, plus what the executor itself needs to clean up.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    pub observed: Observed,
+    /// Versions that have a serving Deployment now.
+    pub serving_versions: Vec<String>,
+    /// The version of the optimization Job that exists, if any.
+    pub job_version: Option<String>,
+}
+
+/// The compact result `tractor optimize --termination-message` writes.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResult {
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    #[serde(default)]
+    pub metrics: VersionMetrics,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Every version the status or the spec names, to map sanitized labels back.
+fn known_versions(md: &ModelDeployment, spec: &ValidSpec) -> Vec<String> {
+    let mut known = vec![spec.version.clone()];
+    if let Some(status) = &md.status {
+        known.extend(status.stable.iter().map(|s| s.version.clone()));
+        known.extend(status.canary.iter().map(|c| c.version.clone()));
+        known.extend(status.history.iter().map(|h| h.version.clone()));
+    }
+    known
+}
+
+fn label_selector(md: &ModelDeployment, component: &str) -> ListParams {
+    ListParams::default().labels(&format!(
+        "{DEPLOYMENT_LABEL}={},{COMPONENT}={component}",
+        objects::object_name(&[&md.name_any()])
+    ))
+}
+
+pub async fn observe(
+    ctx: &Context,
+    md: &ModelDeployment,
+    namespace: &str,
+    spec: &ValidSpec,
+) -> Result<Observation, Error> {
+    let client = ctx.client.clone();
+    let known = known_versions(md, spec);
+    let raw = |label: &str| {
+        known
+            .iter()
+            .find(|v| objects::object_name(&[v.as_str()]) == label)
+            .cloned()
+            .unwrap_or_else(|| label.to_string())
+    };
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let list = deployments
+        .list(&label_selector(md, "serve"))
+        .await
+        .map_err(|source| Error::Observe { what: "serving Deployments", source })?;
+    let mut ready = BTreeMap::new();
+    let mut serving_versions = Vec::new();
+    for d in list {
+        let Some(label) = d.labels().get(VERSION_LABEL).cloned() else { continue };
+        let version = raw(&label);
+        let count = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        ready.insert(version.clone(), count);
+        serving_versions.push(version);
+    }
+
+    let mut job = None;
+    let mut job_version = None;
+    if spec.optimize.is_some() {
+        let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+        let name = objects::job_name(md, &spec.version);
+        if let Some(found) = jobs
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::Observe { what: "the optimization Job", source })?
+        {
+            job_version = Some(spec.version.clone());
+            job = Some(job_state(ctx, namespace, &name, &found).await?);
+        }
+    }
+
+    let registry: Api<ModelVersion> = Api::namespaced(client.clone(), namespace);
+    let registered = registry
+        .list(&label_selector(md, "registry"))
+        .await
+        .map_err(|source| Error::Observe { what: "ModelVersions", source })?
+        .into_iter()
+        .map(|mv| Registered {
+            version: mv.spec.version.clone(),
+            artifact: Artifact {
+                uri: mv.spec.artifact.uri.clone(),
+                sha256: Some(mv.spec.artifact.sha256.clone()),
+            },
+            parent: mv.spec.parent.clone(),
+            recipe: mv.spec.recipe.clone(),
+        })
+        .collect();
+
+    let status = md.status.clone().unwrap_or_default();
+    let figures = match &status.canary {
+        Some(canary) if canary.step_started.is_some() => {
+            match ctx.router.read(md, &canary.version).await {
+                Ok(figures) => figures,
+                Err(e) => {
+                    // No figures: the planner judges "no data", which holds the
+                    // canary rather than failing or promoting it on nothing.
+                    tracing::warn!(error = %e, "could not read the router's statistics");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let annotations = md.annotations();
+    Ok(Observation {
+        observed: Observed {
+            generation: md.metadata.generation,
+            status,
+            registered,
+            job,
+            ready,
+            figures,
+            promote_requested: annotations.contains_key(crate::crd::PROMOTE_ANNOTATION),
+            abort_requested: annotations.contains_key(crate::crd::ABORT_ANNOTATION),
+        },
+        serving_versions,
+        job_version,
+    })
+}
+
+async fn job_state(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    job: &Job,
+) -> Result<JobState, Error> {
+    let status = job.status.clone().unwrap_or_default();
+    let finished = status.succeeded.unwrap_or(0) > 0 || status.failed.unwrap_or(0) > 0;
+    if !finished {
+        return Ok(JobState::Running);
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={name}")))
+        .await
+        .map_err(|source| Error::Observe { what: "the optimization Job's pods", source })?;
+    let message = list
+        .items
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+        .next_back();
+    Ok(interpret(status.succeeded.unwrap_or(0) > 0, message.as_deref()))
+}
+
+/// Turns a finished Job's termination message into the planner's view.
+pub fn interpret(succeeded: bool, message: Option<&str>) -> JobState {
+    let parsed = message.and_then(|m| serde_json::from_str::<JobResult>(m).ok());
+    match (succeeded, parsed) {
+        (true, Some(JobResult { uri: Some(uri), sha256, size_bytes, metrics, error: None })) => {
+            JobState::Succeeded { artifact: Artifact { uri, sha256 }, size_bytes, metrics }
+        }
+        (_, Some(JobResult { error: Some(error), .. })) => JobState::Failed { reason: error },
+        (true, _) => JobState::Failed {
+            reason: "the job succeeded but wrote no result to its termination message".into(),
+        },
+        (false, _) => JobState::Failed {
+            reason: message
+                .map(|m| m.lines().last().unwrap_or(m).to_string())
+                .unwrap_or_else(|| "the optimization job failed without a message".into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn termination_messages_become_job_states() {
+        let ok =
+            r#"{"uri":"s3://a/v2.onnx","sha256":"ab","sizeBytes":10,"metrics":{"accuracy":0.97}}"#;
+        match interpret(true, Some(ok)) {
+            JobState::Succeeded { artifact, size_bytes, metrics } => {
+                assert_eq!(artifact.uri, "s3://a/v2.onnx");
+                assert_eq!(size_bytes, Some(10));
+                assert_eq!(metrics.accuracy, Some(0.97));
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused = r#"{"error":"accuracy dropped 3.0 points, more than maxDrop 1.0"}"#;
+        assert_eq!(
+            interpret(false, Some(refused)),
+            JobState::Failed {
+                reason: "accuracy dropped 3.0 points, more than maxDrop 1.0".into()
+            }
+        );
+        assert!(
+            matches!(interpret(false, Some("panic\nout of memory")), JobState::Failed { reason } if reason == "out of memory")
+        );
+        assert!(matches!(interpret(true, None), JobState::Failed { .. }));
+    }
+}

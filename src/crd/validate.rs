@@ -1,0 +1,281 @@
+//! Reads a `ModelDeploymentSpec` into the typed, defaulted form the planner
+//! works on, naming the field when something is wrong. The controller turns
+//! a [`SpecError`] into a Degraded condition; the planner never sees an
+//! invalid spec.
+
+use std::time::Duration;
+
+use super::{ModelDeploymentSpec, OnNoData, SourceFormat};
+use crate::optimize::Recipe;
+
+/// Defaults, with where the numbers come from.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Flagger's default analysis interval is 1m; canaries of model servers
+    /// see many requests a second, so 30s already carries enough of them.
+    pub const ANALYSIS_INTERVAL: Duration = Duration::from_secs(30);
+    /// Below ~20 requests one failure is already a 5% error rate.
+    pub const MIN_REQUESTS: u64 = 20;
+    /// Two bad intervals in a row before rolling back, as Flagger's threshold.
+    pub const FAILURE_LIMIT: u32 = 2;
+    /// Kubernetes' own Deployment default for progressDeadlineSeconds is 600.
+    pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+    pub const KEEP_WARM: Duration = Duration::from_secs(600);
+    /// Deployment's revisionHistoryLimit defaults to 10; model artifacts are
+    /// larger than ReplicaSets, so fewer are kept.
+    pub const HISTORY_LIMIT: usize = 3;
+}
+
+/// A field of the spec that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct SpecError {
+    /// Path in the resource, as `kubectl explain` writes it (`spec.rollout.steps[1].pause`).
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError { field: field.into(), reason: reason.into() }
+}
+
+/// The spec as the planner uses it: parsed and defaulted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidSpec {
+    pub model_name: String,
+    pub version: String,
+    pub source_uri: String,
+    /// Lowercase hex, without a `sha256:` prefix.
+    pub source_sha256: Option<String>,
+    pub source_format: SourceFormat,
+    pub optimize: Option<Recipe>,
+    pub replicas: i32,
+    pub max_batch_size: u32,
+    pub max_batch_delay: Duration,
+    pub rollout: Rollout,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    pub steps: Vec<Step>,
+    pub analysis: Analysis,
+    pub auto_rollback: bool,
+    pub keep_warm: Duration,
+    pub progress_deadline: Duration,
+    pub history_limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    pub weight: u32,
+    /// `None`: wait for a manual promote.
+    pub pause: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub interval: Duration,
+    pub min_requests: u64,
+    pub max_error_rate: Option<f64>,
+    pub max_latency_p99: Option<Duration>,
+    pub min_agreement: Option<f64>,
+    pub failure_limit: u32,
+    pub on_no_data: OnNoData,
+}
+
+fn duration(field: &str, text: &str) -> Result<Duration, SpecError> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| invalid(field, format!("{text:?} is not a duration like 30s or 5m: {e}")))
+}
+
+fn optional_duration(field: &str, text: Option<&String>) -> Result<Option<Duration>, SpecError> {
+    text.map(|t| duration(field, t)).transpose()
+}
+
+fn fraction(field: &str, value: Option<f64>) -> Result<Option<f64>, SpecError> {
+    match value {
+        Some(v) if !(0.0..=1.0).contains(&v) => {
+            Err(invalid(field, format!("{v} is not a fraction between 0 and 1")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Checks and defaults a spec.
+///
+/// # Errors
+/// The first field that cannot be used, by its path.
+pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
+    if spec.model.name.trim().is_empty() {
+        return Err(invalid("spec.model.name", "must not be empty"));
+    }
+    if spec.model.version.trim().is_empty() {
+        return Err(invalid("spec.model.version", "must not be empty"));
+    }
+    if spec.model.source.uri.trim().is_empty() {
+        return Err(invalid("spec.model.source.uri", "must not be empty"));
+    }
+    let source_sha256 = spec
+        .model
+        .source
+        .sha256
+        .as_deref()
+        .map(crate::store::normalize_digest)
+        .transpose()
+        .map_err(|e| invalid("spec.model.source.sha256", e.to_string()))?;
+    // Declared in the API so manifests can be written against it, but not
+    // carried out yet: refusing beats silently serving without protection.
+    if spec.model.encryption.is_some() {
+        return Err(invalid(
+            "spec.model.encryption",
+            "encrypted artifacts are not supported yet by tractor serve",
+        ));
+    }
+    if spec.serving.token_secret.is_some() {
+        return Err(invalid(
+            "spec.serving.tokenSecret",
+            "token authentication is not supported yet by tractor serve",
+        ));
+    }
+    if let Some(recipe) = &spec.optimize {
+        recipe.check().map_err(|e| invalid("spec.optimize", e.to_string()))?;
+    }
+    if spec.serving.replicas < 0 {
+        return Err(invalid("spec.serving.replicas", "must not be negative"));
+    }
+    let (max_batch_size, max_batch_delay) = match &spec.serving.batching {
+        None => (32, Duration::ZERO),
+        Some(b) => {
+            if b.max_batch_size == 0 {
+                return Err(invalid("spec.serving.batching.maxBatchSize", "must be at least 1"));
+            }
+            let delay = optional_duration(
+                "spec.serving.batching.maxBatchDelay",
+                b.max_batch_delay.as_ref(),
+            )?;
+            (b.max_batch_size, delay.unwrap_or(Duration::ZERO))
+        }
+    };
+    let rollout = &spec.rollout;
+    let mut steps = Vec::with_capacity(rollout.steps.len());
+    for (i, step) in rollout.steps.iter().enumerate() {
+        let field = format!("spec.rollout.steps[{i}]");
+        if step.weight > 100 {
+            return Err(invalid(format!("{field}.weight"), format!("{} is over 100", step.weight)));
+        }
+        if let Some(prev) = steps.last().map(|s: &Step| s.weight)
+            && step.weight <= prev
+        {
+            return Err(invalid(
+                format!("{field}.weight"),
+                format!("{} does not increase on the previous step's {prev}", step.weight),
+            ));
+        }
+        let pause = optional_duration(&format!("{field}.pause"), step.pause.as_ref())?;
+        steps.push(Step { weight: step.weight, pause });
+    }
+    let a = &rollout.analysis;
+    let analysis = Analysis {
+        interval: optional_duration("spec.rollout.analysis.interval", a.interval.as_ref())?
+            .unwrap_or(defaults::ANALYSIS_INTERVAL),
+        min_requests: a.min_requests.unwrap_or(defaults::MIN_REQUESTS),
+        max_error_rate: fraction("spec.rollout.analysis.maxErrorRate", a.max_error_rate)?,
+        max_latency_p99: optional_duration(
+            "spec.rollout.analysis.maxLatencyP99",
+            a.max_latency_p99.as_ref(),
+        )?,
+        min_agreement: fraction("spec.rollout.analysis.minAgreement", a.min_agreement)?,
+        failure_limit: a.failure_limit.unwrap_or(defaults::FAILURE_LIMIT).max(1),
+        on_no_data: a.on_no_data.unwrap_or_default(),
+    };
+    if analysis.interval.is_zero() {
+        return Err(invalid("spec.rollout.analysis.interval", "must be longer than zero"));
+    }
+    Ok(ValidSpec {
+        model_name: spec.model.name.clone(),
+        version: spec.model.version.clone(),
+        source_uri: spec.model.source.uri.clone(),
+        source_sha256,
+        source_format: spec.model.source.format,
+        optimize: spec.optimize.clone(),
+        replicas: spec.serving.replicas,
+        max_batch_size,
+        max_batch_delay,
+        rollout: Rollout {
+            steps,
+            analysis,
+            auto_rollback: rollout.auto_rollback.unwrap_or(true),
+            keep_warm: optional_duration("spec.rollout.keepWarm", rollout.keep_warm.as_ref())?
+                .unwrap_or(defaults::KEEP_WARM),
+            progress_deadline: optional_duration(
+                "spec.rollout.progressDeadline",
+                rollout.progress_deadline.as_ref(),
+            )?
+            .unwrap_or(defaults::PROGRESS_DEADLINE),
+            history_limit: rollout
+                .revision_history_limit
+                .map(|n| n as usize)
+                .unwrap_or(defaults::HISTORY_LIMIT),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> ModelDeploymentSpec {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    const BASE: &str = "model: {name: digits, version: '2', source: {uri: 's3://m/d.onnx'}}\n";
+
+    #[test]
+    fn defaults_fill_an_empty_rollout() {
+        let valid = validate(&spec(BASE)).unwrap();
+        assert!(valid.rollout.steps.is_empty());
+        assert!(valid.rollout.auto_rollback);
+        assert_eq!(valid.rollout.analysis.interval, defaults::ANALYSIS_INTERVAL);
+        assert_eq!(valid.rollout.analysis.on_no_data, OnNoData::Pause);
+        assert_eq!(valid.replicas, 1);
+        assert_eq!(valid.max_batch_size, 32);
+    }
+
+    #[test]
+    fn durations_and_steps_parse() {
+        let valid = validate(&spec(&format!(
+            "{BASE}rollout:\n  steps: [{{weight: 10, pause: 30s}}, {{weight: 50}}]\n  analysis: {{interval: 1m, maxLatencyP99: 250ms, onNoData: fail}}\n"
+        )))
+        .unwrap();
+        assert_eq!(
+            valid.rollout.steps,
+            vec![
+                Step { weight: 10, pause: Some(Duration::from_secs(30)) },
+                Step { weight: 50, pause: None }
+            ]
+        );
+        assert_eq!(valid.rollout.analysis.max_latency_p99, Some(Duration::from_millis(250)));
+        assert_eq!(valid.rollout.analysis.on_no_data, OnNoData::Fail);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("rollout: {steps: [{weight: 50}, {weight: 20}]}", "spec.rollout.steps[1].weight"),
+            ("rollout: {steps: [{weight: 10, pause: soon}]}", "spec.rollout.steps[0].pause"),
+            ("rollout: {analysis: {maxErrorRate: 1.5}}", "spec.rollout.analysis.maxErrorRate"),
+            ("rollout: {analysis: {interval: 0s}}", "spec.rollout.analysis.interval"),
+            ("serving: {batching: {maxBatchSize: 0}}", "spec.serving.batching.maxBatchSize"),
+            ("rollout: {keepWarm: forever}", "spec.rollout.keepWarm"),
+            ("serving: {tokenSecret: {name: s, key: k}}", "spec.serving.tokenSecret"),
+        ];
+        for (extra, field) in cases {
+            let err = validate(&spec(&format!("{BASE}{extra}\n"))).unwrap_err();
+            assert_eq!(err.field, field, "{extra}: {err}");
+        }
+        let mut bad_digest = spec(BASE);
+        bad_digest.model.source.sha256 = Some("abc".into());
+        assert_eq!(validate(&bad_digest).unwrap_err().field, "spec.model.source.sha256");
+    }
+}

@@ -1,0 +1,290 @@
+//! What `tractor optimize` and `tractor merge` do between parsing flags and
+//! exiting: fetch, build the recipe, run, write the model and the report.
+
+use std::path::PathBuf;
+
+use super::recipe::{
+    Convert, ConvertFormat, Merge, MergeMode, Metric, NameMap, Pass, Prune, PruneMethod, Quantize,
+    QuantizeMode, Recipe, Validation,
+};
+use super::{Context, Dataset, OptimizeError, Report};
+use crate::store::{self, StoreError};
+
+/// Errors of the optimize and merge commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("reading {path}: {source}")]
+    ReadFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Recipe(#[from] super::recipe::RecipeError),
+    #[error("{0}")]
+    Flags(String),
+    #[error("data file {file}: {source}")]
+    Data {
+        file: String,
+        #[source]
+        source: super::data::DataError,
+    },
+    #[error(transparent)]
+    Optimize(#[from] OptimizeError),
+    #[error("writing the report: {0}")]
+    Report(String),
+}
+
+/// The `tractor optimize` options, as flags give them.
+#[derive(Debug, Clone, Default)]
+pub struct OptimizeOptions {
+    pub input: String,
+    pub output: String,
+    pub recipe: Option<PathBuf>,
+    pub fold: bool,
+    /// `magnitude:0.5` or `structured:0.5`.
+    pub prune: Option<String>,
+    pub quantize: Option<QuantizeMode>,
+    pub calibration: Option<String>,
+    pub convert: Option<ConvertFormat>,
+    pub validate: Option<String>,
+    pub metric: Option<Metric>,
+    pub max_drop: Option<f64>,
+    pub report: Option<String>,
+    /// Skip latency measurements (and the quantizer's per-layer fallback).
+    pub no_measure: bool,
+}
+
+/// Parses `magnitude:0.5` / `structured:0.5`.
+///
+/// # Errors
+/// Any other shape.
+pub fn parse_prune_flag(s: &str) -> Result<Prune, String> {
+    let (method, sparsity) = s.split_once(':').unwrap_or((s, "0.5"));
+    let method = match method {
+        "magnitude" => PruneMethod::Magnitude,
+        "structured" => PruneMethod::Structured,
+        other => {
+            return Err(format!(
+                "unknown prune method {other:?}; expected magnitude or structured"
+            ));
+        }
+    };
+    let sparsity: f64 =
+        sparsity.parse().map_err(|_| format!("sparsity {sparsity:?} is not a number"))?;
+    Ok(Prune { method, sparsity, global: false, norm: Default::default(), skip: Vec::new() })
+}
+
+/// The recipe the options describe: the `--recipe` file, or the pass flags
+/// in the order fold, prune, quantize, convert; `--validate` flags set (or
+/// override) the gate.
+///
+/// # Errors
+/// Both a recipe file and pass flags, unreadable files, incomplete gates.
+pub fn build_recipe(o: &OptimizeOptions) -> Result<Recipe, CliError> {
+    let flags_given = o.fold || o.prune.is_some() || o.quantize.is_some() || o.convert.is_some();
+    let mut recipe = match &o.recipe {
+        Some(path) if flags_given => {
+            return Err(CliError::Flags(format!(
+                "give passes either in {} or as flags, not both",
+                path.display()
+            )));
+        }
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| CliError::ReadFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Recipe::parse(&text)?
+        }
+        None => {
+            let mut passes = Vec::new();
+            if o.fold {
+                passes.push(Pass::Fold);
+            }
+            if let Some(p) = &o.prune {
+                passes.push(Pass::Prune(parse_prune_flag(p).map_err(CliError::Flags)?));
+            }
+            if let Some(mode) = o.quantize {
+                passes.push(Pass::Quantize(Quantize::new(mode)));
+            }
+            if let Some(format) = o.convert {
+                passes.push(Pass::Convert(Convert { format, compress: false, batch: None }));
+            }
+            Recipe { passes, validation: None }
+        }
+    };
+    match (&o.validate, o.metric, o.max_drop) {
+        (Some(data), metric, max_drop) => {
+            recipe.validation = Some(Validation {
+                data: data.clone(),
+                metric: metric.unwrap_or(Metric::Accuracy),
+                max_drop: max_drop
+                    .ok_or_else(|| CliError::Flags("--validate needs --max-drop".into()))?,
+            });
+        }
+        (None, None, None) => {}
+        (None, ..) if recipe.validation.is_some() => {
+            if let Some(v) = recipe.validation.as_mut() {
+                v.metric = o.metric.unwrap_or(v.metric);
+                v.max_drop = o.max_drop.unwrap_or(v.max_drop);
+            }
+        }
+        (None, ..) => {
+            return Err(CliError::Flags("--metric and --max-drop need --validate DATA".into()));
+        }
+    }
+    recipe.check()?;
+    Ok(recipe)
+}
+
+async fn fetch_data(location: &str) -> Result<Dataset, CliError> {
+    let artifact = store::fetch(location, None).await?;
+    Dataset::parse(&artifact.file_name, &artifact.bytes)
+        .map_err(|source| CliError::Data { file: location.to_string(), source })
+}
+
+/// The outcome of `tractor optimize` for `main` to turn into an exit code.
+#[derive(Debug)]
+pub struct Finished {
+    pub report: Report,
+    /// Where the model was written; `None` when the gate refused it.
+    pub written: Option<String>,
+}
+
+/// Runs `tractor optimize`: the model is written only when the gate passes,
+/// and any file already at the output location is removed when it fails.
+/// The report is written (or printed) either way.
+///
+/// # Errors
+/// Fetch and write failures, bad flags or recipe, failing passes.
+pub async fn optimize(o: &OptimizeOptions) -> Result<Finished, CliError> {
+    let recipe = build_recipe(o)?;
+    let input = store::fetch(&o.input, None).await?;
+    let mut ctx = Context { measure: !o.no_measure, ..Context::default() };
+    for pass in &recipe.passes {
+        match pass {
+            Pass::Quantize(q) if q.mode == QuantizeMode::StaticInt8 => {
+                let location =
+                    o.calibration.clone().or_else(|| q.calibration.clone()).ok_or_else(|| {
+                        CliError::Flags("static-int8 needs --calibration DATA".into())
+                    })?;
+                ctx.calibration = Some(fetch_data(&location).await?);
+            }
+            Pass::Merge(m) => {
+                for location in &m.models {
+                    let a = store::fetch(location, None).await?;
+                    ctx.models.insert(location.clone(), a.bytes.to_vec());
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(v) = &recipe.validation {
+        ctx.validation = Some((fetch_data(&v.data).await?, v.metric, v.max_drop));
+    }
+    // The passes and measurements are CPU-bound; keep them off the runtime.
+    let (outcome, recipe) = tokio::task::spawn_blocking(move || {
+        let outcome = super::run(&input.bytes, &recipe, &ctx);
+        (outcome, recipe)
+    })
+    .await
+    .map_err(|e| CliError::Flags(format!("the optimizer task failed: {e}")))?;
+    let _ = recipe;
+    let outcome = outcome?;
+    let written = if outcome.report.passed {
+        Some(store::put(&o.output, outcome.bytes.into()).await?)
+    } else {
+        store::delete(&o.output).await?;
+        None
+    };
+    write_report(o.report.as_deref(), &outcome.report).await?;
+    Ok(Finished { report: outcome.report, written })
+}
+
+async fn write_report(
+    location: Option<&str>,
+    report: &impl serde::Serialize,
+) -> Result<(), CliError> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| CliError::Report(e.to_string()))?;
+    match location {
+        Some(l) => {
+            store::put(l, json.into_bytes().into()).await?;
+        }
+        None => println!("{json}"),
+    }
+    Ok(())
+}
+
+/// `tractor merge compose|average`.
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    pub mode: MergeMode,
+    pub models: Vec<String>,
+    /// `OUT=IN` pairs for compose.
+    pub map: Vec<String>,
+    pub output: String,
+}
+
+/// Runs `tractor merge`: the first model with a merge pass naming the rest.
+///
+/// # Errors
+/// Fetch failures, malformed `--map`, and merge refusals.
+pub async fn merge(o: &MergeOptions) -> Result<Report, CliError> {
+    let (first, rest) = o
+        .models
+        .split_first()
+        .ok_or_else(|| CliError::Flags("merge needs at least two models".into()))?;
+    let map = o
+        .map
+        .iter()
+        .map(|m| {
+            m.split_once('=')
+                .map(|(output, input)| NameMap { output: output.into(), input: input.into() })
+                .ok_or_else(|| CliError::Flags(format!("--map {m:?} is not OUT=IN")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let recipe = Recipe {
+        passes: vec![Pass::Merge(Merge { mode: o.mode, models: rest.to_vec(), map })],
+        validation: None,
+    };
+    recipe.check()?;
+    let input = store::fetch(first, None).await?;
+    let mut ctx = Context::default();
+    for location in rest {
+        ctx.models.insert(location.clone(), store::fetch(location, None).await?.bytes.to_vec());
+    }
+    let outcome = tokio::task::spawn_blocking(move || super::run(&input.bytes, &recipe, &ctx))
+        .await
+        .map_err(|e| CliError::Flags(format!("the merge task failed: {e}")))??;
+    store::put(&o.output, outcome.bytes.into()).await?;
+    Ok(outcome.report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_build_a_recipe_in_order() {
+        let o = OptimizeOptions {
+            fold: true,
+            prune: Some("structured:0.25".into()),
+            quantize: Some(QuantizeMode::DynamicInt8),
+            validate: Some("d.npz".into()),
+            max_drop: Some(1.0),
+            ..Default::default()
+        };
+        let r = build_recipe(&o).unwrap();
+        let names: Vec<_> = r.passes.iter().map(Pass::name).collect();
+        assert_eq!(names, vec!["fold", "prune", "quantize"]);
+        let Pass::Prune(p) = &r.passes[1] else { panic!() };
+        assert_eq!((p.method, p.sparsity), (PruneMethod::Structured, 0.25));
+        assert_eq!(r.validation.unwrap().metric, Metric::Accuracy);
+        let no_drop = OptimizeOptions { validate: Some("d.npz".into()), ..Default::default() };
+        assert!(build_recipe(&no_drop).unwrap_err().to_string().contains("--max-drop"));
+        assert!(parse_prune_flag("random:0.5").is_err());
+    }
+}

@@ -1,0 +1,575 @@
+//! Input and output processing: application-level requests in (images,
+//! named fields), application-level answers out (labels with scores,
+//! values in their original units), run in the server's process around the
+//! engine.
+//!
+//! # Expected flow
+//! [`ProcessingSpec`] is parsed from a file or taken from the CRD;
+//! [`Processor::new`] checks it against the model's inputs and outputs once,
+//! at start-up, and names the spec field that does not fit. Per request,
+//! [`Processor::build_inputs`] turns one value per instance and input into
+//! the model's batched tensors (every client mistake a
+//! [`ProcessError::Input`]), and [`Processor::answers`] turns the output rows
+//! into one JSON answer per instance.
+//!
+//! Steps are looked up by the names the spec uses, in [`INPUT_STEPS`] and
+//! [`OUTPUT_STEPS`].
+
+mod features;
+mod image;
+mod output;
+mod spec;
+mod tensor;
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::engine::{DataType, Dim, Tensor, TensorData, TensorSpec, element_count};
+
+pub use self::features::FeaturesStep;
+pub use self::image::ImageStep;
+pub use self::output::{OutputStep, softmax, top_k};
+pub use self::spec::{
+    Affine, Argmax, ColorMode, Crop, Feature, FeaturesInput, ImageInput, InputProcessing, Layout,
+    OutputProcessing, ProcessingSpec, ResizeFilter, TensorInput, Threshold, TopK,
+};
+pub use self::tensor::TensorStep;
+
+/// The input steps, by the names the spec uses.
+pub const INPUT_STEPS: [&str; 3] = ["image", "features", "tensor"];
+/// The output steps, by the names the spec uses, in the order they apply.
+pub const OUTPUT_STEPS: [&str; 5] = ["softmax", "affine", "topK", "argmax", "threshold"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid processing spec: {0}")]
+    Parse(String),
+    /// The spec does not fit the model; `field` is the spec path
+    /// (`inputs[0].image.width`).
+    #[error("processing spec {field}: {reason}")]
+    Spec { field: String, reason: String },
+    /// A request the processing cannot use: the client's mistake.
+    #[error("input {input:?}: {reason}")]
+    Input { input: String, reason: String },
+    /// The request as a whole is malformed (instances, not one input).
+    #[error("{0}")]
+    Request(String),
+    /// The model gave an output the spec cannot read: the server's fault.
+    #[error("output {output:?}: {reason}")]
+    Output { output: String, reason: String },
+    /// Processed values that do not make the input tensor: the server's
+    /// fault, as the steps were checked against the model at start-up.
+    #[error("building input {input:?}: {reason}")]
+    Build { input: String, reason: String },
+}
+
+impl ProcessError {
+    /// Whether the client caused it (an HTTP 400) rather than the server.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, ProcessError::Input { .. } | ProcessError::Request(_))
+    }
+}
+
+pub(crate) fn spec_error(field: impl Into<String>, reason: impl Into<String>) -> ProcessError {
+    ProcessError::Spec { field: field.into(), reason: reason.into() }
+}
+
+/// One value a client sent for one input of one instance.
+#[derive(Debug, Clone, Copy)]
+pub enum InputValue<'a> {
+    /// From a JSON body: a base64 string or `{"b64": ...}` for images, an
+    /// object for features, (nested) numbers for tensors.
+    Json(&'a Value),
+    /// Raw bytes (an image sent as the request body).
+    Bytes(&'a [u8]),
+}
+
+/// What an input step does to one instance's value.
+#[derive(Debug, Clone)]
+pub enum InputStep {
+    Image(ImageStep),
+    Features(FeaturesStep),
+    Tensor(TensorStep),
+}
+
+impl InputStep {
+    pub fn name(&self) -> &'static str {
+        match self {
+            InputStep::Image(_) => INPUT_STEPS[0],
+            InputStep::Features(_) => INPUT_STEPS[1],
+            InputStep::Tensor(_) => INPUT_STEPS[2],
+        }
+    }
+}
+
+/// One model input and how it is built.
+#[derive(Debug, Clone)]
+struct InputPlan {
+    spec: TensorSpec,
+    /// Whether axis 0 is the batch axis; otherwise one instance is the
+    /// whole tensor.
+    batched: bool,
+    step: InputStep,
+}
+
+/// A spec checked against a model, ready to run.
+#[derive(Debug, Clone)]
+pub struct Processor {
+    /// In the model's input order.
+    inputs: Vec<InputPlan>,
+    /// Outputs answered, in the spec's order; empty means raw rows.
+    outputs: Vec<OutputStep>,
+    model_outputs: Vec<TensorSpec>,
+}
+
+impl Processor {
+    /// Checks `spec` against the model's inputs and outputs.
+    ///
+    /// `base_dir` resolves relative `labelsFile` paths (the spec file's folder).
+    ///
+    /// # Errors
+    /// [`ProcessError::Spec`] naming the first field that does not fit the
+    /// model (unknown input, two steps on one input, a size that cannot
+    /// produce the model's shape, labels whose count differs from the
+    /// output width...), or an unreadable labels file.
+    pub fn new(
+        spec: &ProcessingSpec,
+        model_inputs: &[TensorSpec],
+        model_outputs: &[TensorSpec],
+        base_dir: Option<&Path>,
+    ) -> Result<Processor, ProcessError> {
+        let mut steps: Vec<Option<InputStep>> = vec![None; model_inputs.len()];
+        for (i, input) in spec.inputs.iter().enumerate() {
+            let field = format!("inputs[{i}]");
+            let index =
+                model_inputs.iter().position(|s| s.name == input.name).ok_or_else(|| {
+                    spec_error(
+                        format!("{field}.name"),
+                        format!(
+                            "the model has no input {:?}; it takes {}",
+                            input.name,
+                            quoted(model_inputs.iter().map(|s| s.name.as_str()))
+                        ),
+                    )
+                })?;
+            if steps[index].is_some() {
+                return Err(spec_error(
+                    format!("{field}.name"),
+                    format!("input {:?} is listed twice", input.name),
+                ));
+            }
+            let model = &model_inputs[index];
+            let named = [input.image.is_some(), input.features.is_some(), input.tensor.is_some()];
+            if named.iter().filter(|n| **n).count() > 1 {
+                return Err(spec_error(
+                    field,
+                    format!("name one step of {}, not several", quoted(INPUT_STEPS.into_iter())),
+                ));
+            }
+            let step = if let Some(image) = &input.image {
+                InputStep::Image(ImageStep::new(image, model, &format!("{field}.image"))?)
+            } else if let Some(features) = &input.features {
+                InputStep::Features(FeaturesStep::new(
+                    features,
+                    model,
+                    &format!("{field}.features"),
+                )?)
+            } else {
+                InputStep::Tensor(TensorStep::new(model))
+            };
+            steps[index] = Some(step);
+        }
+        let inputs = steps
+            .into_iter()
+            .zip(model_inputs)
+            .map(|(step, spec)| InputPlan {
+                spec: spec.clone(),
+                batched: spec.shape.first() == Some(&Dim::Batch),
+                step: step.unwrap_or_else(|| InputStep::Tensor(TensorStep::new(spec))),
+            })
+            .collect();
+        let mut outputs: Vec<OutputStep> = Vec::with_capacity(spec.outputs.len());
+        for (i, output) in spec.outputs.iter().enumerate() {
+            let field = format!("outputs[{i}]");
+            let index =
+                model_outputs.iter().position(|s| s.name == output.name).ok_or_else(|| {
+                    spec_error(
+                        format!("{field}.name"),
+                        format!(
+                            "the model has no output {:?}; it gives {}",
+                            output.name,
+                            quoted(model_outputs.iter().map(|s| s.name.as_str()))
+                        ),
+                    )
+                })?;
+            if outputs.iter().any(|o| o.index() == index) {
+                return Err(spec_error(
+                    format!("{field}.name"),
+                    format!("output {:?} is listed twice", output.name),
+                ));
+            }
+            outputs.push(OutputStep::new(output, index, &model_outputs[index], &field, base_dir)?);
+        }
+        Ok(Processor { inputs, outputs, model_outputs: model_outputs.to_vec() })
+    }
+
+    /// The step of each model input, in the model's order.
+    pub fn input_steps(&self) -> impl Iterator<Item = (&str, &InputStep)> {
+        self.inputs.iter().map(|p| (p.spec.name.as_str(), &p.step))
+    }
+
+    /// Whether any output is processed (otherwise answers are raw rows).
+    pub fn has_output_steps(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
+    /// The single image input, if the model has exactly one input and it
+    /// is an image: the one case where a raw request body can be an instance.
+    pub fn single_image_input(&self) -> Option<&str> {
+        match self.inputs.as_slice() {
+            [only] if matches!(only.step, InputStep::Image(_)) => Some(&only.spec.name),
+            _ => None,
+        }
+    }
+
+    /// Splits V1 `instances` into one value per input: with one model
+    /// input an instance is that input's value; with several it is an
+    /// object keyed by input name.
+    ///
+    /// # Errors
+    /// No instances, or an instance that is not an object naming every input.
+    pub fn split_instances<'a>(
+        &self,
+        instances: &'a [Value],
+    ) -> Result<Vec<Vec<InputValue<'a>>>, ProcessError> {
+        if instances.is_empty() {
+            return Err(ProcessError::Request("\"instances\" is empty".into()));
+        }
+        if self.inputs.len() == 1 {
+            return Ok(vec![instances.iter().map(InputValue::Json).collect()]);
+        }
+        let mut columns: Vec<Vec<InputValue<'a>>> =
+            vec![Vec::with_capacity(instances.len()); self.inputs.len()];
+        for (row, instance) in instances.iter().enumerate() {
+            let Value::Object(fields) = instance else {
+                return Err(ProcessError::Request(format!(
+                    "instance {row} must be an object keyed by input name ({}), got {}",
+                    quoted(self.inputs.iter().map(|p| p.spec.name.as_str())),
+                    json_kind(instance)
+                )));
+            };
+            if let Some(unknown) =
+                fields.keys().find(|k| !self.inputs.iter().any(|p| &p.spec.name == *k))
+            {
+                return Err(ProcessError::Request(format!(
+                    "instance {row} names unknown input {unknown:?}"
+                )));
+            }
+            for (plan, column) in self.inputs.iter().zip(columns.iter_mut()) {
+                let value = fields.get(&plan.spec.name).ok_or_else(|| {
+                    ProcessError::Request(format!(
+                        "instance {row} has no input {:?}",
+                        plan.spec.name
+                    ))
+                })?;
+                column.push(InputValue::Json(value));
+            }
+        }
+        Ok(columns)
+    }
+
+    /// Builds the model's input tensors from one column of values per
+    /// input (model order), all columns as long as the batch.
+    ///
+    /// Returns the tensors and the number of rows.
+    ///
+    /// # Errors
+    /// [`ProcessError::Input`] naming the input and the instance that
+    /// could not be used; [`ProcessError::Request`] for columns of
+    /// different lengths or several instances for a model without a batch axis.
+    pub fn build_inputs(
+        &self,
+        columns: &[Vec<InputValue<'_>>],
+    ) -> Result<(Vec<Tensor>, usize), ProcessError> {
+        if columns.len() != self.inputs.len() {
+            return Err(ProcessError::Request(format!(
+                "the model takes {} inputs, the request gives {}",
+                self.inputs.len(),
+                columns.len()
+            )));
+        }
+        let rows = columns.first().map_or(0, Vec::len);
+        if rows == 0 {
+            return Err(ProcessError::Request("the request has no instances".into()));
+        }
+        if columns.iter().any(|c| c.len() != rows) {
+            return Err(ProcessError::Request("inputs disagree on the number of instances".into()));
+        }
+        let mut tensors = Vec::with_capacity(self.inputs.len());
+        for (plan, column) in self.inputs.iter().zip(columns) {
+            let input_error = |row: usize, reason: String| ProcessError::Input {
+                input: plan.spec.name.clone(),
+                reason: if rows > 1 { format!("instance {row}: {reason}") } else { reason },
+            };
+            if !plan.batched && rows > 1 {
+                return Err(ProcessError::Request(format!(
+                    "input {:?} has no batch axis: send one instance per request, not {rows}",
+                    plan.spec.name
+                )));
+            }
+            let tensor = match &plan.step {
+                InputStep::Image(step) => {
+                    let mut data = Vec::with_capacity(rows * step.row_len());
+                    for (row, value) in column.iter().enumerate() {
+                        let bytes = image_bytes(value).map_err(|r| input_error(row, r))?;
+                        data.extend(step.process(&bytes).map_err(|r| input_error(row, r))?);
+                    }
+                    float_tensor(&plan.spec, plan.batched, rows, &step.instance_shape(), data)
+                }
+                InputStep::Features(step) => {
+                    let mut data = Vec::with_capacity(rows * step.len());
+                    for (row, value) in column.iter().enumerate() {
+                        let InputValue::Json(value) = value else {
+                            return Err(input_error(
+                                row,
+                                "features come as a JSON object, not raw bytes".into(),
+                            ));
+                        };
+                        data.extend(step.row(value).map_err(|r| input_error(row, r))?);
+                    }
+                    float_tensor(&plan.spec, plan.batched, rows, &step.instance_shape(), data)
+                }
+                InputStep::Tensor(step) => {
+                    let values = column
+                        .iter()
+                        .enumerate()
+                        .map(|(row, v)| match v {
+                            InputValue::Json(v) => Ok(*v),
+                            InputValue::Bytes(_) => Err(input_error(
+                                row,
+                                "tensors come as JSON numbers, not raw bytes".into(),
+                            )),
+                        })
+                        .collect::<Result<Vec<&Value>, _>>()?;
+                    step.build(&values, plan.batched).map_err(|r| ProcessError::Input {
+                        input: plan.spec.name.clone(),
+                        reason: r,
+                    })
+                }
+            }?;
+            tensors.push(tensor);
+        }
+        Ok((tensors, rows))
+    }
+
+    /// One JSON answer per instance from the model's outputs: the single
+    /// processed output's answer, or an object keyed by output name when
+    /// several are processed; without output steps, the raw rows (one
+    /// output: its row as nested arrays; several: keyed by name).
+    ///
+    /// # Errors
+    /// [`ProcessError::Output`] when an output does not have the rows or
+    /// the width the spec expects.
+    pub fn answers(&self, outputs: &[Tensor], rows: usize) -> Result<Vec<Value>, ProcessError> {
+        let mut columns = self.answers_by_output(outputs, rows)?;
+        if columns.len() == 1 {
+            return Ok(columns.pop().map(|(_, c)| c).unwrap_or_default());
+        }
+        let mut answers = vec![Map::new(); rows];
+        for (name, column) in columns {
+            for (answer, value) in answers.iter_mut().zip(column) {
+                answer.insert(name.clone(), value);
+            }
+        }
+        Ok(answers.into_iter().map(Value::Object).collect())
+    }
+
+    /// Per output (name, one answer per instance), as [`Processor::answers`]
+    /// describes, before merging.
+    ///
+    /// # Errors
+    /// As [`Processor::answers`].
+    pub fn answers_by_output(
+        &self,
+        outputs: &[Tensor],
+        rows: usize,
+    ) -> Result<Vec<(String, Vec<Value>)>, ProcessError> {
+        if self.outputs.is_empty() {
+            return self
+                .model_outputs
+                .iter()
+                .zip(outputs)
+                .map(|(spec, tensor)| {
+                    raw_rows(spec, tensor, rows).map(|column| (spec.name.clone(), column))
+                })
+                .collect();
+        }
+        self.outputs
+            .iter()
+            .map(|step| {
+                let tensor = outputs.get(step.index()).ok_or_else(|| ProcessError::Output {
+                    output: step.name().to_string(),
+                    reason: "the model gave no such output".into(),
+                })?;
+                step.answer_rows(tensor, rows).map(|column| (step.name().to_string(), column))
+            })
+            .collect()
+    }
+}
+
+/// Image bytes from a value: raw bytes, a base64 string, or `{"b64": ...}`
+/// (the KServe V1 convention for binary data in JSON).
+fn image_bytes<'a>(value: &InputValue<'a>) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+    use base64::Engine as _;
+    let text = match value {
+        InputValue::Bytes(bytes) => return Ok(std::borrow::Cow::Borrowed(bytes)),
+        InputValue::Json(Value::String(s)) => s.as_str(),
+        InputValue::Json(Value::Object(o)) => match o.get("b64") {
+            Some(Value::String(s)) => s.as_str(),
+            _ => {
+                return Err(
+                    "an image comes as a base64 string or {\"b64\": \"...\"}, and this object has no \"b64\" string".into(),
+                );
+            }
+        },
+        InputValue::Json(other) => {
+            return Err(format!(
+                "an image comes as a base64 string or {{\"b64\": \"...\"}}, got {}",
+                json_kind(other)
+            ));
+        }
+    };
+    // Clients wrap long base64 lines; the standard alphabet has no whitespace.
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map(std::borrow::Cow::Owned)
+        .map_err(|e| format!("the image is not valid base64: {e}"))
+}
+
+/// Puts `rows` instances of f32 values into a tensor of the model's float type.
+fn float_tensor(
+    spec: &TensorSpec,
+    batched: bool,
+    rows: usize,
+    instance_shape: &[usize],
+    data: Vec<f32>,
+) -> Result<Tensor, ProcessError> {
+    let shape: Vec<usize> = if batched {
+        std::iter::once(rows).chain(instance_shape.iter().copied()).collect()
+    } else {
+        instance_shape.to_vec()
+    };
+    let data = match spec.datatype {
+        DataType::F32 => TensorData::F32(data),
+        DataType::F64 => TensorData::F64(data.into_iter().map(f64::from).collect()),
+        DataType::F16 => TensorData::F16(data.into_iter().map(half::f16::from_f32).collect()),
+        other => {
+            return Err(ProcessError::Build {
+                input: spec.name.clone(),
+                reason: format!("cannot build a {other} input from floats"),
+            });
+        }
+    };
+    Tensor::new(shape, data)
+        .map_err(|reason| ProcessError::Build { input: spec.name.clone(), reason })
+}
+
+/// Raw rows of an output, each as nested JSON arrays.
+fn raw_rows(spec: &TensorSpec, tensor: &Tensor, rows: usize) -> Result<Vec<Value>, ProcessError> {
+    let batched = spec.shape.first() == Some(&Dim::Batch);
+    let error = |reason: String| ProcessError::Output { output: spec.name.clone(), reason };
+    let values = output::to_f64(&tensor.data);
+    let integral = !matches!(tensor.datatype(), DataType::F16 | DataType::F32 | DataType::F64);
+    let number = |x: f64| -> Value {
+        if integral {
+            Value::from(x as i64)
+        } else {
+            serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+        }
+    };
+    if !batched {
+        if rows != 1 {
+            return Err(error(format!("has no batch axis but the request has {rows} rows")));
+        }
+        return Ok(vec![nest(&values, &tensor.shape, &number)]);
+    }
+    if tensor.shape.first() != Some(&rows) {
+        return Err(error(format!("has shape {:?}, expected {rows} rows", tensor.shape)));
+    }
+    let row_shape = &tensor.shape[1..];
+    let row_len = element_count(row_shape).unwrap_or(0);
+    Ok((0..rows)
+        .map(|r| nest(&values[r * row_len..(r + 1) * row_len], row_shape, &number))
+        .collect())
+}
+
+fn nest(values: &[f64], shape: &[usize], number: &dyn Fn(f64) -> Value) -> Value {
+    match shape {
+        [] => values.first().map_or(Value::Null, |x| number(*x)),
+        [_] => Value::Array(values.iter().map(|x| number(*x)).collect()),
+        [first, rest @ ..] => {
+            let len = element_count(rest).unwrap_or(0);
+            Value::Array(
+                (0..*first).map(|i| nest(&values[i * len..(i + 1) * len], rest, number)).collect(),
+            )
+        }
+    }
+}
+
+pub(crate) fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+}
+
+pub(crate) fn json_kind(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) if s.len() > 40 => "a string".into(),
+        Value::String(s) => format!("a string ({s:?})"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// A spec with where to resolve its relative file paths: what `serve`
+/// is given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessingConfig {
+    pub spec: ProcessingSpec,
+    /// The spec file's folder, for relative `labelsFile` paths.
+    pub base_dir: Option<std::path::PathBuf>,
+}
+
+impl ProcessingConfig {
+    /// Reads a spec file (YAML or JSON).
+    ///
+    /// # Errors
+    /// As [`ProcessingSpec::from_file`].
+    pub fn from_file(path: &Path) -> Result<ProcessingConfig, ProcessError> {
+        Ok(ProcessingConfig {
+            spec: ProcessingSpec::from_file(path)?,
+            base_dir: path.parent().map(Path::to_path_buf),
+        })
+    }
+
+    /// Checks the spec against a model; see [`Processor::new`].
+    ///
+    /// # Errors
+    /// As [`Processor::new`].
+    pub fn processor(
+        &self,
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+    ) -> Result<Processor, ProcessError> {
+        Processor::new(&self.spec, inputs, outputs, self.base_dir.as_deref())
+    }
+}

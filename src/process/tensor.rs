@@ -1,0 +1,204 @@
+//! The `tensor` input step (the default): one instance's numbers, as
+//! (nested) JSON arrays, passed through to the model unchanged.
+
+use serde_json::Value;
+
+use super::json_kind;
+use crate::engine::{DataType, Dim, Tensor, TensorData, TensorSpec, element_count};
+
+/// Deep enough for any real tensor, shallow enough that nested brackets
+/// cannot exhaust the stack.
+const MAX_NESTING: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorStep {
+    spec: TensorSpec,
+}
+
+impl TensorStep {
+    pub fn new(model: &TensorSpec) -> TensorStep {
+        TensorStep { spec: model.clone() }
+    }
+
+    /// Stacks one value per instance into the model input. Each value's
+    /// nesting gives its shape, which must fit the model's dimensions
+    /// after the batch axis (all of them without one); every instance
+    /// must have the same shape.
+    ///
+    /// # Errors
+    /// Ragged arrays, a shape the model cannot take, or an element that is
+    /// not of the input's type, naming the instance.
+    pub fn build(&self, values: &[&Value], batched: bool) -> Result<Tensor, String> {
+        let dims = if batched { &self.spec.shape[1..] } else { &self.spec.shape[..] };
+        let mut shape: Option<Vec<usize>> = None;
+        let mut flat: Vec<&Value> = Vec::new();
+        for (row, value) in values.iter().enumerate() {
+            let at = |reason: String| {
+                if values.len() > 1 { format!("instance {row}: {reason}") } else { reason }
+            };
+            let mut this = infer_shape(value).map_err(at)?;
+            // A scalar for a one-element instance, e.g. [batch, 1] or [batch].
+            if this.is_empty() && dims.len() == 1 && dims[0] == Dim::Fixed(1) {
+                this = vec![1];
+            }
+            // A model with a fixed batch of 1 takes an instance without that axis too.
+            if !batched && this.len() + 1 == dims.len() && dims.first() == Some(&Dim::Fixed(1)) {
+                this.insert(0, 1);
+            }
+            if this.len() != dims.len() {
+                return Err(at(format!(
+                    "has shape {this:?}, the model expects {} per instance",
+                    describe(dims)
+                )));
+            }
+            for (axis, (got, want)) in this.iter().zip(dims).enumerate() {
+                if let Dim::Fixed(n) = want
+                    && got != n
+                {
+                    return Err(at(format!(
+                        "has shape {this:?}, the model expects {} per instance (axis {axis} must be {n})",
+                        describe(dims)
+                    )));
+                }
+            }
+            match &shape {
+                None => shape = Some(this),
+                Some(first) if *first != this => {
+                    return Err(at(format!("has shape {this:?} but instance 0 has {first:?}")));
+                }
+                Some(_) => {}
+            }
+            collect(value, &mut flat);
+        }
+        let instance = shape.unwrap_or_default();
+        let full: Vec<usize> = if batched {
+            std::iter::once(values.len()).chain(instance.iter().copied()).collect()
+        } else {
+            instance
+        };
+        let count = element_count(&full).ok_or("the tensor is too large")?;
+        if count != flat.len() {
+            return Err(format!("the shape needs {count} elements, the data has {}", flat.len()));
+        }
+        let data = convert(self.spec.datatype, &flat)?;
+        Tensor::new(full, data)
+    }
+}
+
+fn describe(dims: &[Dim]) -> String {
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => n.to_string(),
+            Dim::Batch | Dim::Dynamic(_) => "-1".into(),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The shape of nested arrays; ragged arrays are an error.
+fn infer_shape(value: &Value) -> Result<Vec<usize>, String> {
+    fn walk(value: &Value, depth: usize) -> Result<Vec<usize>, String> {
+        match value {
+            Value::Array(items) => {
+                if depth >= MAX_NESTING {
+                    return Err(format!("is nested deeper than {MAX_NESTING} levels"));
+                }
+                let mut inner: Option<Vec<usize>> = None;
+                for item in items {
+                    let s = walk(item, depth + 1)?;
+                    match &inner {
+                        None => inner = Some(s),
+                        Some(prev) if *prev != s => {
+                            return Err("is a ragged array (rows of different lengths)".into());
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let mut shape = vec![items.len()];
+                shape.extend(inner.unwrap_or_default());
+                Ok(shape)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+    walk(value, 0)
+}
+
+fn collect<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
+        scalar => out.push(scalar),
+    }
+}
+
+fn convert(datatype: DataType, flat: &[&Value]) -> Result<TensorData, String> {
+    fn each<T>(
+        flat: &[&Value],
+        what: &str,
+        f: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Vec<T>, String> {
+        flat.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                f(v).ok_or_else(|| format!("element {i} is {}, not {what}", json_kind(v)))
+            })
+            .collect()
+    }
+    fn int<T: TryFrom<i64>>(v: &Value) -> Option<T> {
+        v.as_i64().and_then(|i| T::try_from(i).ok())
+    }
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(each(flat, "a boolean", Value::as_bool)?),
+        DataType::U8 => TensorData::U8(each(flat, "an integer in 0..=255", int)?),
+        DataType::I8 => TensorData::I8(each(flat, "an integer in -128..=127", int)?),
+        DataType::I32 => TensorData::I32(each(flat, "a 32-bit integer", int)?),
+        DataType::I64 => TensorData::I64(each(flat, "a 64-bit integer", Value::as_i64)?),
+        DataType::F16 => {
+            TensorData::F16(each(flat, "a number", |v| v.as_f64().map(half::f16::from_f64))?)
+        }
+        DataType::F32 => TensorData::F32(each(flat, "a number", |v| v.as_f64().map(|x| x as f32))?),
+        DataType::F64 => TensorData::F64(each(flat, "a number", Value::as_f64)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn step(shape: Vec<Dim>) -> TensorStep {
+        TensorStep::new(&TensorSpec { name: "x".into(), datatype: DataType::F32, shape })
+    }
+
+    #[test]
+    fn instances_stack_along_the_batch_axis() {
+        let s = step(vec![Dim::Batch, Dim::Fixed(2), Dim::Fixed(2)]);
+        let (a, b) = (json!([[1, 2], [3, 4]]), json!([[5, 6], [7, 8]]));
+        let t = s.build(&[&a, &b], true).unwrap();
+        assert_eq!(t.shape, vec![2, 2, 2]);
+        assert_eq!(t.data, TensorData::F32(vec![1., 2., 3., 4., 5., 6., 7., 8.]));
+    }
+
+    #[test]
+    fn wrong_shapes_and_types_are_named() {
+        let s = step(vec![Dim::Batch, Dim::Fixed(3)]);
+        let cases = [
+            (json!([1, 2]), "axis 0 must be 3"),
+            (json!([[1, 2, 3]]), "expects [3] per instance"),
+            (json!([[1], [2, 3]]), "ragged"),
+            (json!([1, "2", 3]), "element 1 is a string (\"2\"), not a number"),
+        ];
+        for (value, expected) in cases {
+            let err = s.build(&[&value], true).unwrap_err();
+            assert!(err.contains(expected), "{value}: {err}");
+        }
+        let fixed = step(vec![Dim::Fixed(1), Dim::Fixed(2)]);
+        let row = json!([3, 4]);
+        assert_eq!(fixed.build(&[&row], false).unwrap().shape, vec![1, 2]);
+        let (a, b) = (json!([1, 2]), json!([1, 2, 3]));
+        let s = step(vec![Dim::Batch, Dim::Dynamic("n".into())]);
+        assert!(s.build(&[&a, &b], true).unwrap_err().contains("instance 1"));
+    }
+}

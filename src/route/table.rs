@@ -1,0 +1,209 @@
+//! Where the routing table comes from, and how changes reach the router.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::watcher;
+
+use super::RouterState;
+use crate::plan::{Backend, RouteTable};
+
+/// How often a routes file is checked for changes. The local runner rewrites
+/// it at each step; a quarter second keeps a step change well under a second.
+const FILE_POLL: Duration = Duration::from_millis(250);
+/// The key of the routes ConfigMap that holds the table.
+pub const ROUTES_KEY: &str = "routes.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("invalid backend {0:?}: expected NAME=URL or NAME=URL@WEIGHT")]
+    Backend(String),
+    #[error("reading the routes file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("invalid routing table: {0}")]
+    Invalid(String),
+    #[error("reading the routes ConfigMap {name}: {reason}")]
+    ConfigMap { name: String, reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub enum RoutesSource {
+    /// From the command line; never changes.
+    Static(RouteTable),
+    /// A JSON file, re-read when it changes (`tractor up` writes it).
+    File(PathBuf),
+    /// A ConfigMap in the pod's namespace, watched through the API.
+    ConfigMap { namespace: String, name: String },
+}
+
+/// Parses `NAME=URL[@WEIGHT]`; the weight defaults to 0 (reachable by header only)
+/// unless it is the only backend.
+pub fn parse_backend(text: &str) -> Result<Backend, TableError> {
+    let bad = || TableError::Backend(text.to_string());
+    let (version, rest) = text.split_once('=').ok_or_else(bad)?;
+    let (url, weight) = match rest.rsplit_once('@') {
+        Some((url, w)) if w.chars().all(|c| c.is_ascii_digit()) && !w.is_empty() => {
+            (url, w.parse::<u32>().map_err(|_| bad())?)
+        }
+        _ => (rest, 0),
+    };
+    if version.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(bad());
+    }
+    Ok(Backend { version: version.to_string(), url: url.to_string(), weight })
+}
+
+/// Checks a table: unique versions, weights 0..=100, a shadow that exists.
+pub fn check(table: &RouteTable) -> Result<(), TableError> {
+    for (i, b) in table.backends.iter().enumerate() {
+        if table.backends[..i].iter().any(|o| o.version == b.version) {
+            return Err(TableError::Invalid(format!("version {:?} listed twice", b.version)));
+        }
+        if b.weight > 100 {
+            return Err(TableError::Invalid(format!(
+                "version {:?} has weight {} over 100",
+                b.version, b.weight
+            )));
+        }
+    }
+    if let Some(shadow) = &table.shadow
+        && !table.backends.iter().any(|b| &b.version == shadow)
+    {
+        return Err(TableError::Invalid(format!("shadow version {shadow:?} is not a backend")));
+    }
+    Ok(())
+}
+
+fn parse_table(text: &str) -> Result<RouteTable, TableError> {
+    let table: RouteTable =
+        serde_json::from_str(text).map_err(|e| TableError::Invalid(e.to_string()))?;
+    check(&table)?;
+    Ok(table)
+}
+
+impl RoutesSource {
+    /// The table now. A ConfigMap that does not exist yet is an empty table
+    /// (every request 503) rather than an error: the controller creates it.
+    pub async fn load(&self) -> Result<RouteTable, TableError> {
+        match self {
+            RoutesSource::Static(table) => {
+                check(table)?;
+                Ok(table.clone())
+            }
+            RoutesSource::File(path) => {
+                let text = tokio::fs::read_to_string(path).await.map_err(|e| TableError::File {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                parse_table(&text)
+            }
+            RoutesSource::ConfigMap { namespace, name } => {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    TableError::ConfigMap { name: name.clone(), reason: e.to_string() }
+                })?;
+                let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, namespace);
+                match api.get_opt(name).await {
+                    Ok(Some(cm)) => table_of(&cm, name),
+                    Ok(None) => Ok(RouteTable::default()),
+                    Err(e) => {
+                        Err(TableError::ConfigMap { name: name.clone(), reason: e.to_string() })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies every later change to `state`. A bad table is logged and the
+    /// router keeps the last good one.
+    pub async fn watch(self, state: RouterState) {
+        match self {
+            RoutesSource::Static(_) => {}
+            RoutesSource::File(path) => {
+                let mut last = tokio::fs::metadata(&path).await.and_then(|m| m.modified()).ok();
+                loop {
+                    tokio::time::sleep(FILE_POLL).await;
+                    let modified = tokio::fs::metadata(&path).await.and_then(|m| m.modified()).ok();
+                    if modified == last {
+                        continue;
+                    }
+                    last = modified;
+                    match RoutesSource::File(path.clone()).load().await {
+                        Ok(table) => {
+                            tracing::info!(routes = ?table, "routing table changed");
+                            state.set_table(table);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "keeping the previous routing table"),
+                    }
+                }
+            }
+            RoutesSource::ConfigMap { namespace, name } => {
+                let client = match kube::Client::try_default().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot watch the routes ConfigMap");
+                        return;
+                    }
+                };
+                let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, &namespace);
+                let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+                let mut events = std::pin::pin!(watcher::watcher(api, config));
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                            match table_of(&cm, &name) {
+                                Ok(table) => state.set_table(table),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "keeping the previous routing table")
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "watching the routes ConfigMap"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn table_of(cm: &ConfigMap, name: &str) -> Result<RouteTable, TableError> {
+    let text = cm.data.as_ref().and_then(|d| d.get(ROUTES_KEY)).ok_or_else(|| {
+        TableError::ConfigMap { name: name.to_string(), reason: format!("no {ROUTES_KEY} key") }
+    })?;
+    parse_table(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_parse_with_and_without_weights() {
+        assert_eq!(
+            parse_backend("2=http://127.0.0.1:9000@10").unwrap(),
+            Backend { version: "2".into(), url: "http://127.0.0.1:9000".into(), weight: 10 }
+        );
+        assert_eq!(parse_backend("1=http://h:1").unwrap().weight, 0);
+        assert!(parse_backend("nourl").is_err());
+        assert!(parse_backend("1=ftp://h").is_err());
+    }
+
+    #[test]
+    fn tables_are_checked() {
+        let b = |v: &str, w| Backend { version: v.into(), url: "http://x".into(), weight: w };
+        assert!(
+            check(&RouteTable { backends: vec![b("1", 90), b("2", 10)], shadow: Some("2".into()) })
+                .is_ok()
+        );
+        assert!(
+            check(&RouteTable { backends: vec![b("1", 90), b("1", 10)], shadow: None }).is_err()
+        );
+        assert!(check(&RouteTable { backends: vec![b("1", 190)], shadow: None }).is_err());
+        assert!(
+            check(&RouteTable { backends: vec![b("1", 100)], shadow: Some("3".into()) }).is_err()
+        );
+        assert!(parse_table("{not json").is_err());
+    }
+}

@@ -1,0 +1,607 @@
+//! The real `reconcile` against a mocked API server (kube-rs's
+//! `tower_test::mock::pair` behind `kube::Client`): each scenario names the
+//! exact requests the reconciler must send, in order, and checks the status
+//! it writes. A missing or extra call fails the test within a second.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::{Method, Request, Response};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::events::Reporter;
+use serde_json::{Value, json};
+
+use tractor::controller::{self, Context, ControllerMetrics, OperatorConfig, RouterStats};
+use tractor::crd::ModelDeployment;
+use tractor::plan::CanaryFigures;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const NOW: i64 = 1_800_000_000;
+
+/// Router statistics served from memory, recording resets.
+#[derive(Default)]
+struct FakeRouter {
+    figures: Mutex<Option<CanaryFigures>>,
+    resets: Mutex<u32>,
+}
+
+impl RouterStats for FakeRouter {
+    fn read<'a>(
+        &'a self,
+        _: &'a ModelDeployment,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, String>> {
+        Box::pin(async move { Ok(*self.figures.lock().unwrap()) })
+    }
+    fn reset<'a>(&'a self, _: &'a ModelDeployment) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            *self.resets.lock().unwrap() += 1;
+            Ok(())
+        })
+    }
+}
+
+fn context(client: Client, router: Arc<FakeRouter>, now: i64) -> Arc<Context> {
+    Arc::new(Context {
+        client,
+        config: OperatorConfig {
+            image: "tractor:test".into(),
+            artifact_store: "s3://artifacts/tractor".into(),
+            store_credentials: Some("store-creds".into()),
+            log_format: "json".into(),
+        },
+        metrics: ControllerMetrics::default(),
+        router,
+        reporter: Reporter { controller: "tractor".into(), instance: None },
+        now: Box::new(move || Timestamp::from_second(now).unwrap()),
+    })
+}
+
+fn model_deployment(spec: Value, status: Value, annotations: Value) -> ModelDeployment {
+    serde_json::from_value(json!({
+        "apiVersion": "tractor.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": { "name": "digits", "namespace": "default", "uid": "uid-1", "generation": 1, "annotations": annotations },
+        "spec": spec,
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn spec(version: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "model": { "name": "digits", "version": version, "source": { "uri": format!("s3://models/digits-{version}.onnx") } },
+        "rollout": {
+            "steps": [{ "weight": 10, "pause": "1m" }, { "weight": 50, "pause": "1m" }],
+            "analysis": { "interval": "30s", "minRequests": 10, "maxErrorRate": 0.05, "failureLimit": 2 }
+        }
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    spec
+}
+
+/// One expected call after another, each answered; fails on anything else.
+struct Verifier {
+    handle: Handle,
+    /// The status the ModelDeployment had, to apply the status patch to.
+    old_status: Value,
+    /// Bodies of the calls seen, for assertions after the scenario.
+    seen: Vec<(Method, String, Value)>,
+}
+
+impl Verifier {
+    async fn expect(
+        mut self,
+        method: Method,
+        path_prefix: &str,
+        answer: impl FnOnce(&Value) -> Value,
+    ) -> Self {
+        let (request, send) =
+            tokio::time::timeout(Duration::from_secs(1), self.handle.next_request())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {method} {path_prefix}"))
+                .unwrap_or_else(|| {
+                    let seen: Vec<String> =
+                        self.seen.iter().map(|(m, u, _)| format!("{m} {u}")).collect();
+                    panic!("reconcile ended before {method} {path_prefix}; calls so far: {seen:#?}")
+                });
+        let uri = request.uri().to_string();
+        assert_eq!(request.method(), method, "{uri}");
+        assert!(uri.starts_with(path_prefix), "expected {method} {path_prefix}, got {uri}");
+        let bytes = http_body_util::BodyExt::collect(request.into_body()).await.unwrap().to_bytes();
+        let body: Value =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        let reply = answer(&body);
+        send.send_response(
+            Response::builder().body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+        );
+        self.seen.push((method, uri, body));
+        self
+    }
+
+    async fn list(self, path: &str, items: Value) -> Self {
+        self.expect(
+            Method::GET,
+            path,
+            |_| json!({ "apiVersion": "v1", "kind": "List", "metadata": {}, "items": items }),
+        )
+        .await
+    }
+
+    async fn apply(self, path: &str) -> Self {
+        self.expect(Method::PATCH, path, |body| body.clone()).await
+    }
+
+    /// The status subresource answers with the whole object.
+    async fn patch_status(self) -> Self {
+        self.expect(Method::PATCH, &format!("{MD}/status?"), |body| {
+            json!({ "apiVersion": "tractor.dev/v1alpha1", "kind": "ModelDeployment",
+                    "metadata": { "name": "digits", "namespace": "default" },
+                    "spec": spec("1", json!({})), "status": body["status"] })
+        })
+        .await
+    }
+
+    async fn event(self) -> Self {
+        self.expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events", |body| {
+            body.clone()
+        })
+        .await
+    }
+
+    /// The raw merge patch sent to the status subresource.
+    fn raw_status_patch(&self) -> Value {
+        self.seen
+            .iter()
+            .rev()
+            .find(|(m, uri, _)| {
+                *m == Method::PATCH && uri.contains("/modeldeployments/digits/status")
+            })
+            .map(|(_, _, body)| body["status"].clone())
+            .expect("a status patch")
+    }
+
+    /// The status after the patch, as the API server would store it.
+    fn status_patch(&self) -> Value {
+        let mut status = self.old_status.clone();
+        merge(&mut status, &self.raw_status_patch());
+        status
+    }
+
+    fn applied(&self, path: &str) -> Value {
+        self.seen
+            .iter()
+            .find(|(_, uri, _)| uri.starts_with(path))
+            .map(|(_, _, b)| b.clone())
+            .unwrap()
+    }
+
+    fn done(mut self) -> Self {
+        if let Some(Some((request, _))) =
+            futures::FutureExt::now_or_never(self.handle.next_request())
+        {
+            panic!("unexpected extra call: {} {}", request.method(), request.uri());
+        }
+        self
+    }
+}
+
+/// RFC 7386, as the API server applies a merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let object = target.as_object_mut().unwrap();
+            for (key, value) in fields {
+                if value.is_null() {
+                    object.remove(key);
+                } else {
+                    merge(object.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+const SERVICES: &str = "/api/v1/namespaces/default/services";
+const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+const SERVICEACCOUNTS: &str = "/api/v1/namespaces/default/serviceaccounts";
+const ROLES: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles";
+const ROLEBINDINGS: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings";
+const MODELVERSIONS: &str = "/apis/tractor.dev/v1alpha1/namespaces/default/modelversions";
+const MD: &str = "/apis/tractor.dev/v1alpha1/namespaces/default/modeldeployments/digits";
+
+fn ready_deployment(version: &str, ready: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": format!("digits-v{version}"), "namespace": "default",
+            "labels": { "tractor.dev/deployment": "digits", "tractor.dev/version": version, "app.kubernetes.io/component": "serve" } },
+        "status": { "readyReplicas": ready }
+    })
+}
+
+async fn run(
+    md: ModelDeployment,
+    router: Arc<FakeRouter>,
+    now: i64,
+    script: impl AsyncFnOnce(Verifier) -> Verifier,
+) -> Verifier {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = context(client, router, now);
+    let old_status = serde_json::to_value(md.status.clone().unwrap_or_default()).unwrap();
+    let verifier = Verifier { handle, old_status, seen: Vec::new() };
+    let reconciling = tokio::spawn(controller::reconcile(Arc::new(md), ctx));
+    let scripted =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(script(verifier))).await;
+    let verifier = match scripted {
+        Ok(v) => v,
+        Err(panic) => {
+            let result = tokio::time::timeout(Duration::from_secs(1), reconciling).await;
+            panic!("{:?}\nreconcile returned: {result:?}", panic.downcast_ref::<String>());
+        }
+    };
+    let action = tokio::time::timeout(Duration::from_secs(1), reconciling)
+        .await
+        .expect("reconcile hangs")
+        .unwrap();
+    action.expect("reconcile succeeds");
+    verifier.done()
+}
+
+#[tokio::test]
+async fn first_deployment_creates_the_version_the_router_and_a_status() {
+    let md = model_deployment(spec("1", json!({})), Value::Null, json!({}));
+    let v = run(md, Arc::default(), NOW, async |v| {
+        v.list(DEPLOYMENTS, json!([]))
+            .await
+            .list(MODELVERSIONS, json!([]))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
+            .await
+            .apply(&format!("{SERVICES}/digits-v1?"))
+            .await
+            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
+            .await
+            .apply(&format!("{ROLES}/digits-router?"))
+            .await
+            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
+            .await
+            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits?"))
+            .await
+            .apply(&format!("{SERVICES}/digits?"))
+            .await
+            .patch_status()
+            .await
+            .event()
+            .await
+    })
+    .await;
+    let deployment = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
+    assert!(
+        v.seen[2].1.contains("fieldManager=tractor") && v.seen[2].1.contains("force=true"),
+        "server-side apply"
+    );
+    assert_eq!(deployment["metadata"]["ownerReferences"][0]["kind"], "ModelDeployment");
+    assert_eq!(deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"], "tractor");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"], json!(["serve"]));
+    assert!(
+        container["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "name": "TRACTOR_MODEL", "value": "s3://models/digits-1.onnx" }))
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/v2/health/ready");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["envFrom"][0]["secretRef"]["name"], "store-creds");
+    let routes = v.applied(&format!("{CONFIGMAPS}/digits-routes?"));
+    let table: Value =
+        serde_json::from_str(routes["data"]["routes.json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        table["backends"],
+        json!([{ "version": "1", "url": "http://digits-v1.default.svc:8000", "weight": 100 }])
+    );
+    let role = v.applied(&format!("{ROLES}/digits-router?"));
+    assert_eq!(
+        role["rules"][0]["resourceNames"],
+        json!(["digits-routes"]),
+        "the router reads its routes and nothing else"
+    );
+    let router = v.applied(&format!("{DEPLOYMENTS}/digits?"));
+    assert_eq!(router["spec"]["template"]["spec"]["serviceAccountName"], "digits-router");
+    let status = v.status_patch();
+    assert_eq!(status["phase"], "Progressing");
+    assert_eq!(status["canary"]["version"], "1");
+    assert_eq!(status["canary"]["weight"], 100);
+}
+
+#[tokio::test]
+async fn ready_pods_make_it_stable() {
+    let first = model_deployment(spec("1", json!({})), Value::Null, json!({}));
+    let status = serde_json::to_value(
+        tractor::plan::plan(
+            &tractor::crd::validate(&first.spec).unwrap(),
+            &Default::default(),
+            Timestamp::from_second(NOW).unwrap(),
+        )
+        .status,
+    )
+    .unwrap();
+    let md = model_deployment(spec("1", json!({})), status, json!({}));
+    let v = run(md, Arc::default(), NOW + 10, async |v| {
+        v.list(DEPLOYMENTS, json!([ready_deployment("1", 1)]))
+            .await
+            .list(MODELVERSIONS, json!([]))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
+            .await
+            .apply(&format!("{SERVICES}/digits-v1?"))
+            .await
+            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
+            .await
+            .apply(&format!("{ROLES}/digits-router?"))
+            .await
+            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
+            .await
+            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits?"))
+            .await
+            .apply(&format!("{SERVICES}/digits?"))
+            .await
+            .patch_status()
+            .await
+            .event()
+            .await
+    })
+    .await;
+    let status = v.status_patch();
+    assert_eq!(status["phase"], "Succeeded");
+    assert_eq!(status["stable"]["version"], "1");
+    let ready =
+        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!(ready["status"], "True");
+}
+
+fn stable_status(version: &str) -> Value {
+    json!({
+        "phase": "Succeeded",
+        "stable": { "version": version, "uri": format!("s3://models/digits-{version}.onnx"), "weight": 100 },
+        "history": [{ "version": version, "outcome": "Promoted", "time": "2027-01-15T08:00:00Z",
+                      "uri": format!("s3://models/digits-{version}.onnx"), "reason": "first deployment" }]
+    })
+}
+
+#[tokio::test]
+async fn a_version_change_starts_a_canary_next_to_the_stable() {
+    let md = model_deployment(spec("2", json!({})), stable_status("1"), json!({}));
+    let v = run(md, Arc::default(), NOW, async |v| {
+        v.list(DEPLOYMENTS, json!([ready_deployment("1", 1)]))
+            .await
+            .list(MODELVERSIONS, json!([]))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
+            .await
+            .apply(&format!("{SERVICES}/digits-v1?"))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits-v2?"))
+            .await
+            .apply(&format!("{SERVICES}/digits-v2?"))
+            .await
+            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
+            .await
+            .apply(&format!("{ROLES}/digits-router?"))
+            .await
+            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
+            .await
+            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits?"))
+            .await
+            .apply(&format!("{SERVICES}/digits?"))
+            .await
+            .patch_status()
+            .await
+            .event()
+            .await
+    })
+    .await;
+    let status = v.status_patch();
+    assert_eq!(status["phase"], "Progressing");
+    assert_eq!(status["stable"]["version"], "1");
+    assert_eq!(status["canary"]["version"], "2");
+    let routes = v.applied(&format!("{CONFIGMAPS}/digits-routes?"));
+    let table: Value =
+        serde_json::from_str(routes["data"]["routes.json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        table["backends"],
+        json!([{ "version": "1", "url": "http://digits-v1.default.svc:8000", "weight": 100 }]),
+        "no weight before the canary is ready"
+    );
+}
+
+#[tokio::test]
+async fn an_optimization_result_is_registered_with_its_lineage() {
+    let extra = json!({ "optimize": { "passes": [{ "type": "fold" }] } });
+    let mut s = spec("1", extra);
+    s["model"]["source"]["sha256"] = json!("a".repeat(64));
+    let md = model_deployment(s, json!({ "phase": "Optimizing" }), json!({}));
+    let message =
+        json!({ "uri": "s3://artifacts/tractor/default/digits/v1.onnx", "sha256": "b".repeat(64),
+                          "sizeBytes": 1234, "metrics": { "accuracy": 0.975 } })
+        .to_string();
+    let v = run(md, Arc::default(), NOW, async |v| {
+        v.list(DEPLOYMENTS, json!([]))
+            .await
+            .expect(Method::GET, "/apis/batch/v1/namespaces/default/jobs/digits-optimize-v1", |_| {
+                json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": "digits-optimize-v1" },
+                        "status": { "succeeded": 1 } })
+            })
+            .await
+            .list("/api/v1/namespaces/default/pods?&labelSelector=job-name%3Ddigits-optimize-v1", json!([{
+                "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p" },
+                "status": { "containerStatuses": [{ "name": "optimize", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": { "terminated": { "exitCode": 0, "message": message } } }] } }]))
+            .await
+            .list(MODELVERSIONS, json!([]))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
+            .await
+            .apply(&format!("{SERVICES}/digits-v1?"))
+            .await
+            .expect(Method::POST, MODELVERSIONS, |body| body.clone())
+            .await
+            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
+            .await
+            .apply(&format!("{ROLES}/digits-router?"))
+            .await
+            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
+            .await
+            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits?"))
+            .await
+            .apply(&format!("{SERVICES}/digits?"))
+            .await
+            .expect(Method::DELETE, "/apis/batch/v1/namespaces/default/jobs/digits-optimize-v1", |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }))
+            .await
+            .expect(Method::DELETE, &format!("{CONFIGMAPS}/digits-optimize-v1"), |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }))
+            .await
+            .patch_status()
+            .await
+            .event()
+            .await
+            .event()
+            .await
+    })
+    .await;
+    let mv = v
+        .seen
+        .iter()
+        .find(|(m, uri, _)| *m == Method::POST && uri.starts_with(MODELVERSIONS))
+        .map(|(_, _, b)| b.clone())
+        .unwrap();
+    assert_eq!(mv["spec"]["version"], "1");
+    assert_eq!(mv["spec"]["parent"], "a".repeat(64));
+    assert_eq!(mv["spec"]["artifact"]["sha256"], "b".repeat(64));
+    assert_eq!(mv["spec"]["metrics"]["accuracy"], 0.975);
+    assert_eq!(mv["metadata"]["name"], "digits-v1");
+    let deployment = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .contains(&json!({ "name": "TRACTOR_SHA256", "value": "b".repeat(64) }))
+    );
+}
+
+#[tokio::test]
+async fn a_failing_canary_is_rolled_back_and_its_pods_removed() {
+    let mut status = stable_status("1");
+    status["phase"] = json!("Progressing");
+    status["canary"] = json!({
+        "version": "2", "uri": "s3://models/digits-2.onnx", "weight": 10, "step": 0,
+        "started": "2027-01-15T08:00:00Z", "stepStarted": "2027-01-15T08:00:00Z", "failures": 1
+    });
+    let md = model_deployment(spec("2", json!({})), status, json!({}));
+    let router = Arc::new(FakeRouter::default());
+    *router.figures.lock().unwrap() = Some(CanaryFigures {
+        requests: 200,
+        errors: 40,
+        latency_p99_ms: Some(10.0),
+        agreement: None,
+    });
+    // One minute after the step started: two intervals are due.
+    let step_started: Timestamp = "2027-01-15T08:00:00Z".parse().unwrap();
+    let now = step_started.as_second() + 60;
+    let v = run(md, router.clone(), now, async |v| {
+        v.list(DEPLOYMENTS, json!([ready_deployment("1", 1), ready_deployment("2", 1)]))
+            .await
+            .list(MODELVERSIONS, json!([]))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
+            .await
+            .apply(&format!("{SERVICES}/digits-v1?"))
+            .await
+            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
+            .await
+            .apply(&format!("{ROLES}/digits-router?"))
+            .await
+            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
+            .await
+            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits?"))
+            .await
+            .apply(&format!("{SERVICES}/digits?"))
+            .await
+            .expect(Method::DELETE, &format!("{SERVICES}/digits-v2"), |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }))
+            .await
+            .expect(Method::DELETE, &format!("{DEPLOYMENTS}/digits-v2"), |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }))
+            .await
+            .patch_status()
+            .await
+            .event()
+            .await
+            .event()
+            .await
+    })
+    .await;
+    let status = v.status_patch();
+    assert_eq!(status["phase"], "RolledBack");
+    assert!(status.get("canary").is_none(), "the canary is gone from the stored status");
+    assert_eq!(
+        v.raw_status_patch()["canary"],
+        Value::Null,
+        "a merge patch removes a field only by sending null"
+    );
+    assert!(v.raw_status_patch().as_object().unwrap().contains_key("canary"));
+    let last = status["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["outcome"], "RolledBack");
+    assert!(last["reason"].as_str().unwrap().contains("error rate 20.00% > 5.00%"), "{last}");
+    let routes = v.applied(&format!("{CONFIGMAPS}/digits-routes?"));
+    let table: Value =
+        serde_json::from_str(routes["data"]["routes.json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        table["backends"],
+        json!([{ "version": "1", "url": "http://digits-v1.default.svc:8000", "weight": 100 }])
+    );
+    assert_eq!(*router.resets.lock().unwrap(), 1, "the analysis consumed the window");
+}
+
+#[tokio::test]
+async fn an_invalid_spec_becomes_a_degraded_condition() {
+    let mut s = spec("1", json!({}));
+    s["rollout"]["steps"] = json!([{ "weight": 50 }, { "weight": 20 }]);
+    let md = model_deployment(s, Value::Null, json!({}));
+    let v = run(md, Arc::default(), NOW, async |v| v.patch_status().await.event().await).await;
+    let status = v.status_patch();
+    let degraded = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()
+        .clone();
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(
+        degraded["message"].as_str().unwrap().contains("spec.rollout.steps[1].weight"),
+        "{degraded}"
+    );
+}

@@ -1,0 +1,296 @@
+//! `tractor optimize` and `tractor merge` end to end on the real models in
+//! `tests/models`: sizes, accuracy drops, the gate, merges. No timings here
+//! (`--no-measure`); speed figures live in `benches/optimize.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use tractor::engine::{EngineOptions, Model, TensorData};
+use tractor::optimize::Dataset;
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("models")
+}
+
+fn tractor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tractor"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tractor")
+}
+
+/// Runs `tractor optimize` on a model with flags; returns the report.
+fn optimize(dir: &Path, model: &str, name: &str, flags: &[&str]) -> (Output, Value, PathBuf) {
+    let out = dir.join(format!("{name}.onnx"));
+    let report = dir.join(format!("{name}.json"));
+    let input = models().join(model);
+    let mut args =
+        vec!["optimize", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    args.extend(["--report", report.to_str().unwrap(), "--no-measure"]);
+    args.extend(flags);
+    let output = tractor(&args);
+    let json =
+        std::fs::read(&report).map(|b| serde_json::from_slice(&b).unwrap()).unwrap_or(Value::Null);
+    (output, json, out)
+}
+
+fn data(name: &str) -> String {
+    models().join(name).to_string_lossy().to_string()
+}
+
+fn size_ratio(report: &Value) -> f64 {
+    report["optimized"]["fileBytes"].as_f64().unwrap()
+        / report["original"]["fileBytes"].as_f64().unwrap()
+}
+
+#[test]
+fn int8_modes_are_small_and_keep_digits_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = data("digits-test.npz");
+    let calibration = data("digits-calibration.npz");
+    for (model, mode) in [
+        ("digits-mlp-v1.onnx", "dynamic-int8"),
+        ("digits-mlp-v2.onnx", "dynamic-int8"),
+        ("digits-mlp-v2.onnx", "static-int8"),
+        ("digits-sklearn-mlp.onnx", "dynamic-int8"),
+    ] {
+        let name = format!("{model}-{mode}");
+        let mut flags = vec![
+            "--quantize",
+            mode,
+            "--validate",
+            &test,
+            "--metric",
+            "accuracy",
+            "--max-drop",
+            "1",
+        ];
+        if mode == "static-int8" {
+            flags.extend(["--calibration", &calibration]);
+        }
+        let (output, report, out) = optimize(dir.path(), model, &name, &flags);
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(out.exists());
+        let gate = &report["validation"];
+        assert!(gate["drop"].as_f64().unwrap() <= 1.0, "{name}: {gate}");
+        assert!(gate["original"].as_f64().unwrap() > 85.0, "{name}: {gate}");
+        let ratio = size_ratio(&report);
+        // The sklearn MLP is small enough that its graph overhead shows.
+        if model.starts_with("digits-mlp") {
+            assert!(ratio <= 0.30, "{name}: size ratio {ratio}");
+        }
+    }
+}
+
+#[test]
+fn static_int8_on_the_cnn_with_each_calibration_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = data("digits-test-images.npz");
+    let calibration = data("digits-calibration-images.npz");
+    for method in ["minmax", "entropy", "percentile"] {
+        let recipe = dir.path().join(format!("{method}.yaml"));
+        let method_yaml = if method == "percentile" {
+            "\n      method: percentile\n      percentile: 99.99".to_string()
+        } else {
+            format!("\n      method: {method}")
+        };
+        std::fs::write(&recipe, format!("passes:\n  - type: fold\n  - type: quantize\n    mode: static-int8\n    calibrationMethod:{method_yaml}\n")).unwrap();
+        let (output, report, _) = optimize(
+            dir.path(),
+            "digits-cnn.onnx",
+            method,
+            &[
+                "--recipe",
+                recipe.to_str().unwrap(),
+                "--calibration",
+                &calibration,
+                "--validate",
+                &test,
+                "--max-drop",
+                "1",
+            ],
+        );
+        assert!(output.status.success(), "{method}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            report["validation"]["drop"].as_f64().unwrap() <= 1.0,
+            "{method}: {}",
+            report["validation"]
+        );
+        let layers = report["passes"][1]["notes"]["layers"].as_array().unwrap();
+        assert!(layers.iter().all(|l| l["form"] == "static-int8"), "{layers:?}");
+    }
+}
+
+#[test]
+fn weight_int4_is_a_fifth_of_the_mlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = data("digits-test.npz");
+    let (output, report, _) = optimize(
+        dir.path(),
+        "digits-mlp-v2.onnx",
+        "int4",
+        &["--quantize", "weight-int4", "--validate", &test, "--max-drop", "5"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(size_ratio(&report) <= 0.20, "{}", size_ratio(&report));
+    eprintln!("weight-int4 accuracy drop: {}", report["validation"]["drop"]);
+}
+
+#[test]
+fn structured_pruning_halves_the_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = data("digits-test.npz");
+    let (output, report, out) = optimize(
+        dir.path(),
+        "digits-mlp-v2.onnx",
+        "structured",
+        &["--prune", "structured:0.5", "--validate", &test, "--max-drop", "100"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let before = report["original"]["parameters"].as_f64().unwrap();
+    let after = report["optimized"]["parameters"].as_f64().unwrap();
+    // Hidden units halve; the input and output widths stay, so the middle
+    // layer shrinks to a quarter and the outer ones to a half.
+    assert!(after / before < 0.55 && after / before > 0.3, "{before} -> {after}");
+    let m = Model::load_path(&out, &EngineOptions::default()).unwrap();
+    assert_eq!(m.outputs()[0].v2_shape(), vec![-1, 10]);
+}
+
+#[test]
+fn magnitude_sparsity_matches_and_compresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut last_gzip = u64::MAX;
+    for sparsity in ["0.5", "0.8", "0.9"] {
+        let (output, report, _) = optimize(
+            dir.path(),
+            "digits-mlp-v2.onnx",
+            &format!("magnitude-{sparsity}"),
+            &["--prune", &format!("magnitude:{sparsity}")],
+        );
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let measured = report["passes"][0]["notes"]["sparsity"].as_f64().unwrap();
+        let target: f64 = sparsity.parse().unwrap();
+        assert!((measured - target).abs() < 1e-3, "{measured} vs {target}");
+        let gzip = report["optimized"]["gzipBytes"].as_u64().unwrap();
+        assert!(gzip < last_gzip, "gzip {gzip} not below {last_gzip}");
+        last_gzip = gzip;
+    }
+}
+
+#[test]
+fn the_gate_refuses_an_over_pruned_model_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = data("digits-test.npz");
+    // A stale file where the output goes must not survive a refusal.
+    std::fs::write(dir.path().join("over.onnx"), b"stale").unwrap();
+    let (output, report, out) = optimize(
+        dir.path(),
+        "digits-mlp-v2.onnx",
+        "over",
+        &[
+            "--prune",
+            "magnitude:0.99",
+            "--validate",
+            &test,
+            "--metric",
+            "accuracy",
+            "--max-drop",
+            "1",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("accuracy gate refused"), "{stderr}");
+    assert!(!out.exists(), "the refused model was left behind");
+    assert_eq!(report["passed"], false);
+    assert!(report["reason"].as_str().unwrap().contains("more than the allowed 1"), "{report}");
+}
+
+#[test]
+fn fold_then_convert_writes_an_nnef_tar_the_engine_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, report, out) =
+        optimize(dir.path(), "digits-cnn-bn.onnx", "bn", &["--fold", "--convert", "nnef"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(report["outputFormat"], "nnef");
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.get(257..262), Some(&b"ustar"[..]), "an uncompressed tar");
+    let nnef =
+        Model::load(&bytes, tractor::engine::ModelFormat::Nnef, &EngineOptions::default()).unwrap();
+    let onnx =
+        Model::load_path(&models().join("digits-cnn-bn.onnx"), &EngineOptions::default()).unwrap();
+    let d =
+        Dataset::parse("x.npz", &std::fs::read(models().join("digits-test-images.npz")).unwrap())
+            .unwrap();
+    let x = d.get("x").unwrap().rows(0, 16).unwrap();
+    let (a, b) = (&onnx.run(&[x.clone()]).unwrap()[0], &nnef.run(&[x]).unwrap()[0]);
+    let (TensorData::F32(a), TensorData::F32(b)) = (&a.data, &b.data) else { panic!() };
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * scale));
+}
+
+#[test]
+fn merge_compose_and_average_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = models().join("digits-mlp-v1.onnx");
+    let v2 = models().join("digits-mlp-v2.onnx");
+    let soup = dir.path().join("soup.onnx");
+    let out = tractor(&[
+        "merge",
+        "average",
+        v1.to_str().unwrap(),
+        v2.to_str().unwrap(),
+        "--output",
+        soup.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d =
+        Dataset::parse("x.npz", &std::fs::read(models().join("digits-test.npz")).unwrap()).unwrap();
+    let m = Model::load_path(&soup, &EngineOptions::default()).unwrap();
+    assert!(
+        tractor::optimize::evaluate::evaluate(&m, &d, tractor::optimize::recipe::Metric::Accuracy)
+            .unwrap()
+            > 50.0
+    );
+    // A CNN and an MLP are not one architecture.
+    let cnn = models().join("digits-cnn.onnx");
+    let refused = tractor(&[
+        "merge",
+        "average",
+        v1.to_str().unwrap(),
+        cnn.to_str().unwrap(),
+        "--output",
+        dir.path().join("no.onnx").to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("differs"));
+    // Compose: the digits MLP's logits [b, 10] feed the diabetes MLP,
+    // which takes [b, 10] features; a nonsense model, a real wiring check.
+    let diabetes = models().join("diabetes-mlp.onnx");
+    let chained = dir.path().join("chained.onnx");
+    let out = tractor(&[
+        "merge",
+        "compose",
+        v2.to_str().unwrap(),
+        diabetes.to_str().unwrap(),
+        "--map",
+        "logits=features",
+        "--output",
+        chained.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = Model::load_path(&v2, &EngineOptions::default()).unwrap();
+    let second = Model::load_path(&diabetes, &EngineOptions::default()).unwrap();
+    let both = Model::load_path(&chained, &EngineOptions::default()).unwrap();
+    let x = d.get("x").unwrap().rows(0, 8).unwrap();
+    let expected = &second.run(&first.run(&[x.clone()]).unwrap()).unwrap()[0];
+    let got = &both.run(&[x]).unwrap()[0];
+    let (TensorData::F32(e), TensorData::F32(g)) = (&expected.data, &got.data) else { panic!() };
+    assert!(
+        e.iter().zip(g).all(|(a, b)| (a - b).abs() <= 1e-5 * a.abs().max(1.0)),
+        "{e:?} vs {g:?}"
+    );
+}
