@@ -212,8 +212,23 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            report_to_kubernetes(&format!("{e:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// In a Kubernetes container, the reason a process stopped goes to the
+/// termination message too, where the controller reads it (a processing spec
+/// that does not fit the model, a refused digest) to put it in the status.
+/// A message already written (the optimizer's result) is kept.
+fn report_to_kubernetes(message: &str) {
+    const TERMINATION_LOG: &str = "/dev/termination-log";
+    let empty = std::fs::metadata(TERMINATION_LOG).is_ok_and(|m| m.len() == 0);
+    if empty {
+        // Kubernetes keeps at most 4096 bytes of it.
+        let cut: String = message.chars().take(4000).collect();
+        let _ = std::fs::write(TERMINATION_LOG, cut);
     }
 }
 

@@ -4,7 +4,8 @@
 //! ```text
 //! kind create cluster --name tractor
 //! kind get kubeconfig --name tractor > /tmp/kind.yaml
-//! docker build -t tractor:e2e . && kind load docker-image tractor:e2e --name tractor
+//! docker build -t tractor:base . && docker build -t tractor:e2e -f tests/e2e/Dockerfile tests/models
+//! kind load docker-image tractor:e2e --name tractor
 //! TRACTOR_E2E_KUBECONFIG=/tmp/kind.yaml TRACTOR_E2E_IMAGE=tractor:e2e cargo test --test cluster_e2e -- --nocapture
 //! ```
 //!

@@ -605,3 +605,51 @@ async fn an_invalid_spec_becomes_a_degraded_condition() {
         "{degraded}"
     );
 }
+
+#[tokio::test]
+async fn pods_that_keep_stopping_put_their_reason_in_the_status() {
+    let md = model_deployment(
+        spec("1", json!({})),
+        json!({ "phase": "Progressing",
+        "canary": { "version": "1", "uri": "s3://models/digits-1.onnx", "weight": 100, "step": 0,
+                    "started": "2027-01-15T08:00:00Z" } }),
+        json!({}),
+    );
+    let mut deployment = ready_deployment("1", 0);
+    deployment["spec"] = json!({ "replicas": 1, "selector": {}, "template": {} });
+    let reason = "processing spec inputs[0].image.width: 28 cannot produce model input \"image\", whose axis 3 is 8";
+    let started: Timestamp = "2027-01-15T08:00:00Z".parse().unwrap();
+    let v = run(md, Arc::default(), started.as_second() + 30, async |v| {
+        v.list(DEPLOYMENTS, json!([deployment]))
+            .await
+            .list("/api/v1/namespaces/default/pods?&labelSelector=tractor.dev%2Fdeployment%3Ddigits%2Capp.kubernetes.io%2Fcomponent%3Dserve%2Ctractor.dev%2Fversion%3D1", json!([{
+                "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "digits-v1-abc" },
+                "status": { "containerStatuses": [{ "name": "serve", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+                    "state": { "waiting": { "reason": "CrashLoopBackOff" } },
+                    "lastState": { "terminated": { "exitCode": 1, "message": reason } } }] } }]))
+            .await
+            .list(MODELVERSIONS, json!([]))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
+            .await
+            .apply(&format!("{SERVICES}/digits-v1?"))
+            .await
+            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
+            .await
+            .apply(&format!("{ROLES}/digits-router?"))
+            .await
+            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
+            .await
+            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits?"))
+            .await
+            .apply(&format!("{SERVICES}/digits?"))
+            .await
+            .patch_status()
+            .await
+    })
+    .await;
+    let status = v.status_patch();
+    assert!(status["message"].as_str().unwrap().contains("inputs[0].image.width: 28"), "{status}");
+}

@@ -18,7 +18,10 @@ async fn backend(version: &'static str, logits: [f32; 2], delay: Duration) -> St
         axum::Json(json!({ "model_name": "m", "model_version": version,
             "outputs": [{ "name": "logits", "datatype": "FP32", "shape": [1, 2], "data": logits }] }))
     };
-    let router = axum::Router::new().route("/v2/models/m/infer", post(handler));
+    let v1 = move || async move { axum::Json(json!({ "predictions": [{ "label": version }] })) };
+    let router = axum::Router::new()
+        .route("/v2/models/m/infer", post(handler))
+        .route("/v1/models/m:predict", post(v1));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -143,6 +146,17 @@ async fn the_version_header_reaches_a_version_without_weight() {
         assert_eq!(infer(&http, &router, None).await.1.as_deref(), Some("1"));
     }
     assert_eq!(infer(&http, &router, Some("2")).await.1.as_deref(), Some("2"));
+    let v1: Value = http
+        .post(format!("{router}/v1/models/m:predict"))
+        .header("x-tractor-version", "2")
+        .body(r#"{"instances":[[0]]}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v1["predictions"][0]["label"], "2", "the V1 protocol goes through the router too");
     let (status, _, body) = infer(&http, &router, Some("7")).await;
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("unknown version \"7\""));

@@ -81,11 +81,28 @@ pub async fn observe(
         .await
         .map_err(|source| Error::Observe { what: "serving Deployments", source })?;
     let mut ready = BTreeMap::new();
+    let mut failing = BTreeMap::new();
     let mut serving_versions = Vec::new();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     for d in list {
         let Some(label) = d.labels().get(VERSION_LABEL).cloned() else { continue };
         let version = raw(&label);
         let count = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        if count == 0 && wanted > 0 {
+            // Why the pods do not come up, in the words of `tractor serve`.
+            let selector = format!(
+                "{},{VERSION_LABEL}={label}",
+                label_selector(md, "serve").label_selector.unwrap_or_default()
+            );
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|source| Error::Observe { what: "serving pods", source })?;
+            if let Some(message) = last_termination_message(&list.items) {
+                failing.insert(version.clone(), message);
+            }
+        }
         ready.insert(version.clone(), count);
         serving_versions.push(version);
     }
@@ -146,12 +163,27 @@ pub async fn observe(
             job,
             ready,
             figures,
+            failing,
             promote_requested: annotations.contains_key(crate::crd::PROMOTE_ANNOTATION),
             abort_requested: annotations.contains_key(crate::crd::ABORT_ANNOTATION),
         },
         serving_versions,
         job_version,
     })
+}
+
+/// The newest termination message of the pods' containers, current or last run.
+fn last_termination_message(pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .filter_map(|c| {
+            let current = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+            let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+            current.or(last).and_then(|t| t.message.clone()).filter(|m| !m.trim().is_empty())
+        })
+        .next_back()
+        .map(|m| m.trim().to_string())
 }
 
 async fn job_state(

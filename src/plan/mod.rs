@@ -32,6 +32,9 @@ use crate::crd::{
     Outcome, Phase, ValidSpec, Verdict, VersionMetrics, VersionStatus,
 };
 
+/// Why a step moved when a person asked for it.
+const PROMOTED_BY_ANNOTATION: &str = "promoted by the tractor.dev/promote annotation";
+
 /// Re-check cadence while something is starting (pods, jobs): often enough
 /// that a ready pod takes traffic within seconds, rarely enough to be cheap.
 pub const WAIT_POLL: Duration = Duration::from_secs(5);
@@ -91,6 +94,9 @@ pub struct Observed {
     pub job: Option<JobState>,
     /// Ready replicas of each version's Deployment that exists.
     pub ready: BTreeMap<String, i32>,
+    /// Why a version's pods keep stopping (their last termination message),
+    /// for versions with none ready.
+    pub failing: BTreeMap<String, String>,
     pub figures: Option<CanaryFigures>,
     pub promote_requested: bool,
     pub abort_requested: bool,
@@ -425,8 +431,9 @@ impl<'a> Planner<'a> {
         if self.deadline_passed(&canary) {
             self.status().canary = None;
             let reason = format!(
-                "pods of {target} not ready within progressDeadline {}",
-                humantime::format_duration(self.spec.rollout.progress_deadline)
+                "pods of {target} not ready within progressDeadline {}{}",
+                humantime::format_duration(self.spec.rollout.progress_deadline),
+                self.failing_note(target)
             );
             self.push_history(target, Some(&artifact), Outcome::Failed, reason.clone());
             self.event(EventKind::Warning, "ProgressDeadlineExceeded", reason.clone());
@@ -436,7 +443,8 @@ impl<'a> Planner<'a> {
             return;
         }
         self.status().canary = Some(canary.clone());
-        self.set_phase(Phase::Progressing, format!("waiting for pods of {target}"));
+        let why = self.failing_note(target);
+        self.set_phase(Phase::Progressing, format!("waiting for pods of {target}{why}"));
         self.wake_in(WAIT_POLL);
         if let Some(started) = &canary.started {
             let deadline = after(started, self.spec.rollout.progress_deadline);
@@ -476,6 +484,15 @@ impl<'a> Planner<'a> {
             format!("version {version} {:?}: {}{keeps}", last.outcome, last.reason),
         );
         true
+    }
+
+    /// `"; they stop with: ..."` when the version's pods keep failing.
+    fn failing_note(&self, version: &str) -> String {
+        self.observed
+            .failing
+            .get(version)
+            .map(|m| format!("; they stop with: {m}"))
+            .unwrap_or_default()
     }
 
     fn deadline_passed(&self, canary: &CanaryStatus) -> bool {
@@ -655,8 +672,9 @@ impl<'a> Planner<'a> {
             if !self.ready(target) {
                 if self.deadline_passed(&canary) {
                     let reason = format!(
-                        "pods of {target} not ready within progressDeadline {}",
-                        humantime::format_duration(self.spec.rollout.progress_deadline)
+                        "pods of {target} not ready within progressDeadline {}{}",
+                        humantime::format_duration(self.spec.rollout.progress_deadline),
+                        self.failing_note(target)
                     );
                     self.end_canary(&canary, Outcome::Failed, reason);
                     return;
@@ -759,13 +777,7 @@ impl<'a> Planner<'a> {
                 ),
             );
             if self.observed.promote_requested {
-                self.advance(
-                    stable,
-                    canary,
-                    artifact,
-                    &steps,
-                    "promoted by the tractor.dev/promote annotation",
-                );
+                self.advance(stable, canary, artifact, &steps, PROMOTED_BY_ANNOTATION);
             }
             return;
         }
@@ -776,13 +788,7 @@ impl<'a> Planner<'a> {
                     || (a.verdict == Verdict::NoData && analysis.on_no_data == OnNoData::Pass))
         });
         if self.observed.promote_requested {
-            self.advance(
-                stable,
-                canary,
-                artifact,
-                &steps,
-                "promoted by the tractor.dev/promote annotation",
-            );
+            self.advance(stable, canary, artifact, &steps, PROMOTED_BY_ANNOTATION);
             return;
         }
         let pause_over = match (step.pause, &canary.step_started) {
@@ -967,7 +973,8 @@ impl<'a> Planner<'a> {
         let status = &self.plan.status;
         let ready = status.stable.is_some();
         let progressing = matches!(status.phase, Phase::Optimizing | Phase::Progressing);
-        let degraded = matches!(status.phase, Phase::Failed | Phase::RolledBack);
+        let pods_failing = self.observed.failing.contains_key(&self.spec.version);
+        let degraded = matches!(status.phase, Phase::Failed | Phase::RolledBack) || pods_failing;
         let message = status.message.clone().unwrap_or_default();
         let generation = status.observed_generation;
         let now = self.now_time();
@@ -994,7 +1001,15 @@ impl<'a> Planner<'a> {
             &mut self.plan.status.conditions,
             "Degraded",
             degraded,
-            if degraded { self.plan.status.phase.as_str() } else { "AsExpected" },
+            match (degraded, pods_failing) {
+                (false, _) => "AsExpected",
+                (true, true)
+                    if !matches!(self.plan.status.phase, Phase::Failed | Phase::RolledBack) =>
+                {
+                    "PodsFailing"
+                }
+                (true, _) => self.plan.status.phase.as_str(),
+            },
             &message,
             generation,
             &now,

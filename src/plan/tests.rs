@@ -600,3 +600,25 @@ fn min_agreement_shadows_the_canary() {
     let without = World::with_stable(&spec(CANARY, "1")).step(&spec(CANARY, "1"), 10);
     assert_eq!(without.shadow, None);
 }
+
+#[test]
+fn pods_that_keep_failing_say_why() {
+    let v1 = spec("rollout: {progressDeadline: 2m}", "1");
+    let mut world = World::new();
+    world.step(&v1, 0);
+    world.observed.failing.insert(
+        "1".into(),
+        "processing spec inputs[0].image.width: 28 cannot produce model input \"image\"".into(),
+    );
+    let plan = world.step(&v1, 30);
+    assert!(
+        plan.status.message.as_ref().unwrap().contains("inputs[0].image.width"),
+        "{:?}",
+        plan.status.message
+    );
+    let degraded = condition(&plan, "Degraded");
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "PodsFailing"));
+    let plan = world.step(&v1, 121);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert!(plan.status.history.last().unwrap().reason.contains("inputs[0].image.width"));
+}
