@@ -17,9 +17,11 @@
 //! canary could never leave the status and the controller looped.
 //! `controller::merge_patch` now sends the nulls.
 
+#[path = "common/python.rs"]
+mod python;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,34 +64,9 @@ impl Drop for Emulator {
     }
 }
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("TRACTOR_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    home.join(".cache/tractor/venv/bin/python")
-}
-
 /// Starts the emulator, or says why it cannot (a skip, or a failure on CI).
 fn emulator() -> Option<Emulator> {
-    let python = python();
-    let probe = Command::new(&python).args(["-c", "import kmock"]).output();
-    let reason = match probe {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!(
-            "{} cannot import kmock: {}",
-            python.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Some(format!("cannot run {}: {e}", python.display())),
-    };
-    if let Some(reason) = reason {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{reason} (CI=true: pip install -r .ci/python-requirements.txt)");
-        }
-        println!("skipping: {reason}");
-        return None;
-    }
+    let python = python::python_with("kmock")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kmock/adapter.py");
     let mut child = Command::new(&python)

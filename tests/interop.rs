@@ -6,6 +6,9 @@
 //! (made with `python3 -m venv` and `pip install -r .ci/python-requirements.txt`).
 //! Without it the test is skipped, except under `CI=true`, where it fails.
 
+#[path = "common/python.rs"]
+mod python;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -27,32 +30,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("models")
-}
-
-/// The interpreter to use, or why there is none fit for the check.
-fn find_python() -> Result<PathBuf, String> {
-    let python = match std::env::var_os("TRACTOR_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let home = std::env::var_os("HOME").ok_or("neither TRACTOR_PYTHON nor HOME is set")?;
-            PathBuf::from(home).join(".cache/tractor/venv/bin/python")
-        }
-    };
-    let probe = Command::new(&python)
-        .args(["-c", "import tritonclient.http, onnxruntime, numpy"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    if !probe.status.success() {
-        return Err(format!(
-            "{} cannot import tritonclient.http, onnxruntime and numpy ({}); \
-             install them with: python3 -m venv ~/.cache/tractor/venv && \
-             ~/.cache/tractor/venv/bin/pip install -r .ci/python-requirements.txt",
-            python.display(),
-            String::from_utf8_lossy(&probe.stderr).trim().lines().last().unwrap_or("no message")
-        ));
-    }
-    Ok(python)
 }
 
 /// A running `tractor serve`, killed when dropped (also when the test panics).
@@ -144,16 +121,7 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 #[test]
 fn triton_client_and_onnxruntime_agree() {
-    let python = match find_python() {
-        Ok(p) => p,
-        Err(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("the interop check cannot run under CI: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("skipping: {reason}");
-            return;
-        }
-    };
+    let Some(python) = python::python_with("tritonclient.http, onnxruntime, numpy") else { return };
 
     let models = models_dir();
     let logs = tempfile::tempdir().expect("temporary directory");

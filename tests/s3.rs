@@ -2,6 +2,8 @@
 //! (PyPI `moto[server]`, installed by `.ci/run`) on loopback.
 
 mod common;
+#[path = "common/python.rs"]
+mod python;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -23,27 +25,6 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The Python that has moto, or why there is none. Under `CI=true` a missing
-/// tool fails the test instead of skipping it.
-fn python_with_moto() -> Option<String> {
-    let python = std::env::var("TRACTOR_PYTHON").unwrap_or_else(|_| {
-        format!("{}/.cache/tractor/venv/bin/python", std::env::var("HOME").unwrap_or_default())
-    });
-    let ok = Command::new(&python)
-        .args(["-c", "import moto.server"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(python);
-    }
-    let reason =
-        format!("{python} cannot import moto.server (install .ci/python-requirements.txt)");
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must run the S3 test: {reason}");
-    eprintln!("skipping: {reason}");
-    None
-}
-
 fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
     let until = Instant::now() + deadline;
     while Instant::now() < until {
@@ -57,7 +38,7 @@ fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_a_model_from_s3_and_checks_its_digest() {
-    let Some(python) = python_with_moto() else { return };
+    let Some(python) = python::python_with("moto.server") else { return };
     let s3_port = free_port();
     let _moto = Killed(
         Command::new(&python)
