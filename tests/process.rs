@@ -342,7 +342,9 @@ async fn sklearn_mlp_with_tensor_input_and_labelled_top_k() {
 
 /// The diabetes constants: the model reads scikit-learn's scaled features
 /// (`(raw - mean) / (std * sqrt(442))`), so the spec's `std` is that
-/// divisor; `affine` undoes the target's standardization.
+/// divisor; `affine` undoes the target's standardization. The means and
+/// divisors were computed from scikit-learn's `load_diabetes(scaled=False)`
+/// (all 442 patients, as scikit-learn scales them).
 fn diabetes_fields() -> Vec<(&'static str, f64, f64)> {
     let spec = ProcessingConfig::from_file(&spec_path("diabetes-mlp.json")).unwrap().spec;
     let names = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"];
