@@ -7,6 +7,7 @@ pub mod client;
 pub mod controller;
 pub mod crd;
 pub mod engine;
+pub mod local;
 pub mod optimize;
 pub mod plan;
 pub mod process;

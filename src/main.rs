@@ -42,6 +42,8 @@ enum Command {
     Rollout(operator_cli::RolloutArgs),
     /// Split traffic between a model's versions by weight, and measure each.
     Route(operator_cli::RouteArgs),
+    /// Run a ModelDeployment on this machine: serve, route and roll out, no cluster.
+    Up(operator_cli::UpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +171,10 @@ struct OptimizeArgs {
     /// Skip latency measurements and the per-layer speed fallback.
     #[arg(long)]
     no_measure: bool,
+    /// Also write a compact result (artifact, digest, metrics, or the
+    /// refusal) here: the controller's Job points it at /dev/termination-log.
+    #[arg(long)]
+    termination_message: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +224,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// The compact result the controller turns into a `ModelVersion`: what
+/// `controller::observe::JobResult` reads.
+fn job_result(finished: &tractor::optimize::cli::Finished) -> serde_json::Value {
+    use tractor::optimize::recipe::Metric;
+    let report = &finished.report;
+    let Some(uri) = &finished.written else {
+        return serde_json::json!({ "error": report.reason.clone().unwrap_or_else(|| "refused".into()) });
+    };
+    let mut metrics = tractor::crd::VersionMetrics {
+        parameters: Some(report.optimized.parameters),
+        sparsity: (report.optimized.parameters > 0)
+            .then(|| 1.0 - report.optimized.non_zero as f64 / report.optimized.parameters as f64),
+        latency_ms: report.latency.first().map(|l| l.optimized_us / 1e3),
+        ..Default::default()
+    };
+    if let Some(gate) = &report.validation {
+        let (name, value) = match gate.metric {
+            Metric::Accuracy => ("accuracy", &mut metrics.accuracy),
+            Metric::Mse => ("mse", &mut metrics.mse),
+            Metric::CrossEntropy => ("crossEntropy", &mut metrics.cross_entropy),
+        };
+        *value = Some(gate.optimized);
+        metrics.summary = Some(format!("{name}={:.4}", gate.optimized));
+    }
+    serde_json::json!({ "uri": uri, "sha256": finished.sha256, "sizeBytes": finished.size_bytes, "metrics": metrics })
+}
+
 /// In a Kubernetes container, the reason a process stopped goes to the
 /// termination message too, where the controller reads it (a processing spec
 /// that does not fit the model, a refused digest) to put it in the status.
@@ -255,6 +288,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 no_measure: args.no_measure,
             };
             let finished = cli::optimize(&options).await?;
+            if let Some(path) = &args.termination_message {
+                std::fs::write(path, job_result(&finished).to_string())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             match finished.written {
                 Some(location) => {
                     eprintln!("wrote {location}: {}", finished.report.summary);
@@ -279,6 +316,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Controller(args) => operator_cli::run_controller(args).await,
         Command::Rollout(args) => operator_cli::run_rollout(args).await,
         Command::Route(args) => operator_cli::run_route(args).await,
+        Command::Up(args) => operator_cli::run_up(args).await,
     }
 }
 

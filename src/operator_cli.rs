@@ -287,3 +287,31 @@ pub async fn run_route(args: RouteArgs) -> anyhow::Result<()> {
     tractor::route::run(config, tractor::serve::shutdown_signal()).await?;
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The ModelDeployment YAML (several documents play in order).
+    #[arg(long, short = 'f')]
+    file: std::path::PathBuf,
+    /// Port of the router, where clients send requests.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Where artifacts, logs and the status are kept, so a restart resumes.
+    #[arg(long, default_value = ".tractor")]
+    state_dir: std::path::PathBuf,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
+    let config = tractor::local::UpConfig {
+        file: args.file,
+        port: args.port,
+        state_dir: args.state_dir,
+        json: args.json,
+        tractor: std::env::current_exe().context("finding the tractor binary")?,
+    };
+    tractor::local::up(config, tractor::serve::shutdown_signal()).await?;
+    Ok(())
+}

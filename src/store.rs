@@ -62,7 +62,10 @@ pub fn location_url(location: &str) -> Result<Url, StoreError> {
     if location.contains("://") {
         return Url::parse(location).map_err(|e| invalid(e.to_string()));
     }
-    let path = std::path::absolute(location).map_err(|e| invalid(e.to_string()))?;
+    // Canonical when the file exists: object_store refuses `..` segments.
+    let path = std::fs::canonicalize(location)
+        .or_else(|_| std::path::absolute(location))
+        .map_err(|e| invalid(e.to_string()))?;
     Url::from_file_path(&path).map_err(|()| invalid("not an absolute path".into()))
 }
 
@@ -172,6 +175,17 @@ mod tests {
         assert_eq!(normalize_digest(&format!("sha256:{d}")).unwrap(), "ab".repeat(32));
         assert!(normalize_digest("abc").is_err());
         assert!(normalize_digest(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn relative_paths_with_dot_dot_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("m.onnx"), b"x").unwrap();
+        let winding = dir.path().join("sub/../m.onnx");
+        let url = location_url(winding.to_str().unwrap()).unwrap();
+        assert!(!url.path().contains(".."), "{url}");
+        assert!(url.path().ends_with("/m.onnx"));
     }
 
     #[test]

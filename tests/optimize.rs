@@ -226,7 +226,7 @@ fn fold_then_convert_writes_an_nnef_tar_the_engine_loads() {
         Dataset::parse("x.npz", &std::fs::read(models().join("digits-test-images.npz")).unwrap())
             .unwrap();
     let x = d.get("x").unwrap().rows(0, 16).unwrap();
-    let (a, b) = (&onnx.run(&[x.clone()]).unwrap()[0], &nnef.run(&[x]).unwrap()[0]);
+    let (a, b) = (&onnx.run(std::slice::from_ref(&x)).unwrap()[0], &nnef.run(&[x]).unwrap()[0]);
     let (TensorData::F32(a), TensorData::F32(b)) = (&a.data, &b.data) else { panic!() };
     let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * scale));
@@ -286,11 +286,35 @@ fn merge_compose_and_average_from_the_command_line() {
     let second = Model::load_path(&diabetes, &EngineOptions::default()).unwrap();
     let both = Model::load_path(&chained, &EngineOptions::default()).unwrap();
     let x = d.get("x").unwrap().rows(0, 8).unwrap();
-    let expected = &second.run(&first.run(&[x.clone()]).unwrap()).unwrap()[0];
+    let expected = &second.run(&first.run(std::slice::from_ref(&x)).unwrap()).unwrap()[0];
     let got = &both.run(&[x]).unwrap()[0];
     let (TensorData::F32(e), TensorData::F32(g)) = (&expected.data, &got.data) else { panic!() };
     assert!(
         e.iter().zip(g).all(|(a, b)| (a - b).abs() <= 1e-5 * a.abs().max(1.0)),
         "{e:?} vs {g:?}"
     );
+}
+
+#[test]
+fn convert_can_fix_the_batch_and_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.yaml");
+    std::fs::write(
+        &recipe,
+        "passes:\n  - type: convert\n    format: nnef\n    batch: 4\n    compress: true\n",
+    )
+    .unwrap();
+    let (output, report, out) = optimize(
+        dir.path(),
+        "digits-mlp-v2.onnx",
+        "fixed",
+        &["--recipe", recipe.to_str().unwrap()],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(report["outputFormat"], "nnef");
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(bytes.starts_with(&[0x1f, 0x8b]), "gzip");
+    let m =
+        Model::load(&bytes, tractor::engine::ModelFormat::Nnef, &EngineOptions::default()).unwrap();
+    assert_eq!(m.inputs()[0].v2_shape(), vec![4, 64]);
 }

@@ -152,6 +152,9 @@ pub struct Finished {
     pub report: Report,
     /// Where the model was written; `None` when the gate refused it.
     pub written: Option<String>,
+    /// sha256 (hex) and size of the optimized model.
+    pub sha256: String,
+    pub size_bytes: u64,
 }
 
 /// Runs `tractor optimize`: the model is written only when the gate passes,
@@ -186,14 +189,11 @@ pub async fn optimize(o: &OptimizeOptions) -> Result<Finished, CliError> {
         ctx.validation = Some((fetch_data(&v.data).await?, v.metric, v.max_drop));
     }
     // The passes and measurements are CPU-bound; keep them off the runtime.
-    let (outcome, recipe) = tokio::task::spawn_blocking(move || {
-        let outcome = super::run(&input.bytes, &recipe, &ctx);
-        (outcome, recipe)
-    })
-    .await
-    .map_err(|e| CliError::Flags(format!("the optimizer task failed: {e}")))?;
-    let _ = recipe;
-    let outcome = outcome?;
+    let outcome = tokio::task::spawn_blocking(move || super::run(&input.bytes, &recipe, &ctx))
+        .await
+        .map_err(|e| CliError::Flags(format!("the optimizer task failed: {e}")))??;
+    let sha256 = store::sha256_hex(&outcome.bytes);
+    let size_bytes = outcome.bytes.len() as u64;
     let written = if outcome.report.passed {
         Some(store::put(&o.output, outcome.bytes.into()).await?)
     } else {
@@ -201,7 +201,7 @@ pub async fn optimize(o: &OptimizeOptions) -> Result<Finished, CliError> {
         None
     };
     write_report(o.report.as_deref(), &outcome.report).await?;
-    Ok(Finished { report: outcome.report, written })
+    Ok(Finished { report: outcome.report, written, sha256, size_bytes })
 }
 
 async fn write_report(

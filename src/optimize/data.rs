@@ -264,7 +264,7 @@ mod tests {
         // A 2x2 little-endian f32 array as numpy.save writes it.
         let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
         let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }".to_string();
-        while (10 + header.len() + 1) % 64 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(' ');
         }
         header.push('\n');

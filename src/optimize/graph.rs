@@ -77,7 +77,7 @@ pub fn read_f32(t: &pb::TensorProto) -> Result<FloatTensor, GraphError> {
         .map(|d| usize::try_from(*d).map_err(|_| err(format!("negative dimension {d}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let data: Vec<f32> = if !t.raw_data.is_empty() {
-        if t.raw_data.len() % 4 != 0 {
+        if !t.raw_data.len().is_multiple_of(4) {
             return Err(err("raw data length is not a multiple of 4".into()));
         }
         t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
@@ -100,7 +100,7 @@ pub fn read_i64(t: &pb::TensorProto) -> Result<Vec<i64>, GraphError> {
         return Err(err(format!("data type {} is not int64", t.data_type)));
     }
     if !t.raw_data.is_empty() {
-        if t.raw_data.len() % 8 != 0 {
+        if !t.raw_data.len().is_multiple_of(8) {
             return Err(err("raw data length is not a multiple of 8".into()));
         }
         return Ok(t

@@ -162,7 +162,7 @@ pub struct Outcome {
 
 /// A model between passes.
 enum Artifact {
-    Onnx(pb::ModelProto),
+    Onnx(Box<pb::ModelProto>),
     Nnef(Vec<u8>),
 }
 
@@ -225,7 +225,7 @@ fn apply_pass(
             serde_json::to_value(notes)
         }
     };
-    Ok((Artifact::Onnx(proposal), notes.unwrap_or(serde_json::Value::Null)))
+    Ok((Artifact::Onnx(Box::new(proposal)), notes.unwrap_or(serde_json::Value::Null)))
 }
 
 /// The driver's check after a pass: same interface, consistent wiring.
@@ -290,7 +290,7 @@ pub fn run(input: &[u8], recipe: &Recipe, ctx: &Context) -> Result<Outcome, Opti
     recipe.check()?;
     let original = graph::decode(input)?;
     let original_figures = figures(input, graph::param_stats(&original));
-    let mut current = Artifact::Onnx(original.clone());
+    let mut current = Artifact::Onnx(Box::new(original.clone()));
     let mut passes = Vec::new();
     for (index, pass) in recipe.passes.iter().enumerate() {
         let name = pass.name();

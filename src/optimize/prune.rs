@@ -201,8 +201,7 @@ fn follow(
         if counts.get(&value) != Some(&1) || outputs.contains(&&value) {
             return None;
         }
-        let (i, n) =
-            g.node.iter().enumerate().find(|(_, n)| n.input.iter().any(|x| *x == value))?;
+        let (i, n) = g.node.iter().enumerate().find(|(_, n)| n.input.contains(&value))?;
         match n.op_type.as_str() {
             op if CHANNELWISE.contains(&op) && n.input[0] == value => {
                 if matches!(op, "MaxPool" | "AveragePool") {

@@ -1018,6 +1018,37 @@ mod tests {
     }
 
     #[test]
+    fn dequantized_error_is_bounded_by_the_scale() {
+        // Against the naive bound: nearest rounding is within half a step,
+        // stochastic within one step, for many random channels.
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..50 {
+            let channels = rng.usize(1..6);
+            let len = channels * rng.usize(1..40);
+            let scale = rng.f32() * 10.0;
+            let w: Vec<f32> = (0..len).map(|_| (rng.f32() - 0.5) * scale).collect();
+            for stochastic in [false, true] {
+                let mut r = stochastic.then(|| fastrand::Rng::with_seed(9));
+                let (q, s) = quantize_i8(&w, channels, |i| i % channels, &mut r);
+                let bound = if stochastic { 1.0 } else { 0.5 };
+                for (i, (v, q)) in w.iter().zip(&q).enumerate() {
+                    let step = s[i % channels];
+                    let err = (v - f32::from(*q) * step).abs();
+                    assert!(err <= bound * step * 1.0001, "{v} -> {q} * {step}");
+                }
+                let block = 16;
+                let k = len;
+                let (q4, s4) = quantize_i4(&w, k, block, &mut r);
+                for (j, v) in w.iter().enumerate() {
+                    let step = s4[j / block];
+                    let err = (v - f32::from(q4[j]) * step).abs();
+                    assert!(err <= bound * step * 1.0001, "{v} -> {} * {step}", q4[j]);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn stochastic_rounding_is_seeded_and_unbiased() {
         let w = vec![0.3f32; 4000];
         let mut a = Some(fastrand::Rng::with_seed(7));

@@ -1,0 +1,597 @@
+//! `tractor up`: a `ModelDeployment` run on one machine, with the same
+//! planner as the controller. Versions are `tractor serve` child processes
+//! on loopback ports, the router is a `tractor route` child reading a routes
+//! file, optimization is a `tractor optimize` child; state lives in a
+//! directory so a restart resumes.
+//!
+//! A file with several YAML documents plays them in order, each once the
+//! previous one has settled (Succeeded, RolledBack or Failed), as successive
+//! commits would: that is how the examples show a whole rollout unattended.
+//! Editing the file while it runs starts a rollout too.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+use tokio::process::{Child, Command};
+
+use crate::crd::{ModelDeployment, ModelDeploymentStatus, Phase, ValidSpec};
+use crate::plan::{
+    Artifact, Backend, EventKind, JobState, Observed, Plan, Registered, RouteTable, StatsReport,
+};
+
+/// How often the world is looked at: a step or a weight change shows within this.
+const TICK: Duration = Duration::from_millis(250);
+/// A child's health check must answer within this to count as ready.
+const HEALTH_TIMEOUT: Duration = Duration::from_millis(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("reading {path}: {reason}")]
+    ReadSpec { path: String, reason: String },
+    #[error("{path}: {reason}")]
+    InvalidSpec { path: String, reason: String },
+    #[error("starting {what}: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state directory {path}: {source}")]
+    State {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    pub file: PathBuf,
+    pub port: u16,
+    pub state_dir: PathBuf,
+    pub json: bool,
+    /// The `tractor` binary the children run (this one).
+    pub tractor: PathBuf,
+}
+
+/// One line of what happened, for people (or JSON for tools).
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    pub time: String,
+    pub kind: &'static str,
+    pub reason: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, u32>,
+}
+
+fn read_documents(path: &Path) -> Result<Vec<ModelDeployment>, LocalError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LocalError::ReadSpec {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let docs: Vec<ModelDeployment> = text
+        .split("\n---")
+        .map(|d| d.trim_start_matches("---").trim())
+        .filter(|d| {
+            !d.is_empty()
+                && d.lines().any(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        })
+        .map(serde_saphyr::from_str::<ModelDeployment>)
+        .collect::<Result<_, _>>()
+        .map_err(|e| LocalError::InvalidSpec {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if docs.is_empty() {
+        return Err(LocalError::InvalidSpec {
+            path: path.display().to_string(),
+            reason: "no ModelDeployment in the file".into(),
+        });
+    }
+    Ok(docs)
+}
+
+/// Relative source paths are relative to the file, as a person reads them.
+fn resolve_source(spec: &mut ValidSpec, base: &Path) {
+    if !spec.source_uri.contains("://") && Path::new(&spec.source_uri).is_relative() {
+        let joined = base.join(&spec.source_uri);
+        spec.source_uri = std::fs::canonicalize(&joined).unwrap_or(joined).display().to_string();
+    }
+}
+
+fn free_port() -> Result<u16, LocalError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| LocalError::Spawn { what: "a free port".into(), source })
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+/// A version whose process keeps stopping is restarted after 1, 2, 4... s
+/// (at most 30 s), as the kubelet backs off a crashing container.
+struct Backoff {
+    restarts: u32,
+    next: std::time::Instant,
+    reason: String,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Everything `up` keeps between ticks, persisted under the state directory.
+struct Runner {
+    config: UpConfig,
+    dir: PathBuf,
+    http: reqwest::Client,
+    servers: BTreeMap<String, Server>,
+    backoff: BTreeMap<String, Backoff>,
+    router: Option<(Child, u16)>,
+    job: Option<(String, Child, PathBuf)>,
+    job_result: Option<(String, JobState)>,
+    registered: Vec<Registered>,
+    status: ModelDeploymentStatus,
+    last_message: Option<String>,
+    routes: Option<RouteTable>,
+}
+
+impl Runner {
+    fn emit(&self, kind: &'static str, reason: &str, message: &str, weights: &[(String, u32)]) {
+        let line = Line {
+            time: Timestamp::now().strftime("%H:%M:%S").to_string(),
+            kind,
+            reason: reason.to_string(),
+            message: message.to_string(),
+            weights: weights.iter().cloned().collect(),
+        };
+        if self.config.json {
+            println!("{}", serde_json::to_string(&line).unwrap_or_default());
+        } else {
+            let weights = if line.weights.is_empty() {
+                String::new()
+            } else {
+                let w: Vec<String> =
+                    line.weights.iter().map(|(v, w)| format!("{v}={w}%")).collect();
+                format!("  [{}]", w.join(" "))
+            };
+            println!("{} {:<22} {}{weights}", line.time, line.reason, line.message);
+        }
+    }
+
+    fn spawn(&self, what: &str, args: &[String], log: &Path) -> Result<Child, LocalError> {
+        let log_file = std::fs::File::create(log)
+            .map_err(|source| LocalError::State { path: log.display().to_string(), source })?;
+        Command::new(&self.config.tractor)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| LocalError::Spawn { what: what.to_string(), source })
+    }
+
+    async fn observe(&mut self, spec: &ValidSpec) -> Observed {
+        let mut ready = BTreeMap::new();
+        let mut failing = BTreeMap::new();
+        let mut exited = Vec::new();
+        for (version, server) in self.servers.iter_mut() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let last = std::fs::read_to_string(&server.log).unwrap_or_default();
+                let reason =
+                    last.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+                failing.insert(version.clone(), format!("{status}: {reason}"));
+                exited.push(version.clone());
+                continue;
+            }
+            let url = format!("http://127.0.0.1:{}/v2/health/ready", server.port);
+            let ok = self
+                .http
+                .get(&url)
+                .timeout(HEALTH_TIMEOUT)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            ready.insert(version.clone(), i32::from(ok));
+        }
+        for version in exited {
+            self.servers.remove(&version);
+            let reason = failing.get(&version).cloned().unwrap_or_default();
+            let entry = self.backoff.entry(version.clone()).or_insert(Backoff {
+                restarts: 0,
+                next: std::time::Instant::now(),
+                reason: String::new(),
+            });
+            let delay = Duration::from_secs(1u64 << entry.restarts.min(5)).min(MAX_BACKOFF);
+            entry.restarts += 1;
+            entry.next = std::time::Instant::now() + delay;
+            entry.reason = reason.clone();
+            let message =
+                format!("serve {version} exited ({reason}); restarting in {}s", delay.as_secs());
+            self.emit("Warning", "ServeExited", &message, &[]);
+        }
+        for (version, b) in &self.backoff {
+            if !self.servers.contains_key(version) {
+                failing.entry(version.clone()).or_insert_with(|| b.reason.clone());
+            }
+        }
+        for (version, up) in &ready {
+            if *up > 0 {
+                self.backoff.remove(version);
+            }
+        }
+        let figures = match (&self.status.canary, &self.router) {
+            (Some(canary), Some((_, admin))) if canary.step_started.is_some() => {
+                let url = format!("http://127.0.0.1:{admin}/admin/stats");
+                match self.http.get(&url).timeout(HEALTH_TIMEOUT).send().await {
+                    Ok(r) => {
+                        r.json::<StatsReport>().await.ok().and_then(|s| s.figures(&canary.version))
+                    }
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let job = self.job_state(spec).await;
+        Observed {
+            generation: None,
+            status: self.status.clone(),
+            registered: self.registered.clone(),
+            job,
+            ready,
+            failing,
+            figures,
+            promote_requested: false,
+            abort_requested: false,
+        }
+    }
+
+    async fn job_state(&mut self, spec: &ValidSpec) -> Option<JobState> {
+        if let Some((version, state)) = &self.job_result
+            && *version == spec.version
+        {
+            return Some(state.clone());
+        }
+        let (version, child, output) = self.job.as_mut()?;
+        if *version != spec.version {
+            return None;
+        }
+        match child.try_wait() {
+            Ok(None) => Some(JobState::Running),
+            Ok(Some(status)) => {
+                let log = output.with_extension("log");
+                let state = if status.success() {
+                    match std::fs::read(&*output) {
+                        Ok(bytes) => JobState::Succeeded {
+                            artifact: Artifact {
+                                uri: output.display().to_string(),
+                                sha256: Some(crate::store::sha256_hex(&bytes)),
+                            },
+                            size_bytes: Some(bytes.len() as u64),
+                            metrics: Default::default(),
+                        },
+                        Err(e) => JobState::Failed { reason: format!("no optimized model: {e}") },
+                    }
+                } else {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let reason = text
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("failed")
+                        .to_string();
+                    JobState::Failed { reason }
+                };
+                self.job_result = Some((version.clone(), state.clone()));
+                self.job = None;
+                Some(state)
+            }
+            Err(e) => Some(JobState::Failed { reason: e.to_string() }),
+        }
+    }
+
+    async fn apply(&mut self, spec: &ValidSpec, plan: &Plan) -> Result<(), LocalError> {
+        for desired in plan.versions.iter().filter(|d| d.replicas > 0) {
+            let waiting = self
+                .backoff
+                .get(&desired.version)
+                .is_some_and(|b| std::time::Instant::now() < b.next);
+            if self.servers.contains_key(&desired.version) || waiting {
+                continue;
+            }
+            let port = free_port()?;
+            let log = self.dir.join(format!("serve-{}.log", desired.version));
+            let mut args = vec![
+                "serve".to_string(),
+                "--model".into(),
+                desired.artifact.uri.clone(),
+                "--name".into(),
+                spec.model_name.clone(),
+                "--model-version".into(),
+                desired.version.clone(),
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--http-port".into(),
+                port.to_string(),
+                "--max-batch-size".into(),
+                spec.max_batch_size.to_string(),
+            ];
+            if let Some(sha) = &desired.artifact.sha256 {
+                args.extend(["--sha256".into(), sha.clone()]);
+            }
+            let child = self.spawn(&format!("serve {}", desired.version), &args, &log)?;
+            self.servers.insert(desired.version.clone(), Server { child, port, log });
+        }
+        let keep: Vec<&str> =
+            plan.versions.iter().filter(|d| d.replicas > 0).map(|d| d.version.as_str()).collect();
+        let gone: Vec<String> =
+            self.servers.keys().filter(|v| !keep.contains(&v.as_str())).cloned().collect();
+        for version in gone {
+            if let Some(mut server) = self.servers.remove(&version) {
+                let _ = server.child.kill().await;
+            }
+        }
+        if let Some(job) = &plan.job
+            && self.job.is_none()
+            && self.job_result.as_ref().is_none_or(|(v, _)| *v != job.version)
+        {
+            let artifacts = self.dir.join("artifacts");
+            std::fs::create_dir_all(&artifacts).map_err(|source| LocalError::State {
+                path: artifacts.display().to_string(),
+                source,
+            })?;
+            let recipe = artifacts.join(format!("v{}.recipe.json", job.version));
+            std::fs::write(&recipe, serde_json::to_vec_pretty(&job.recipe).unwrap_or_default())
+                .map_err(|source| LocalError::State {
+                    path: recipe.display().to_string(),
+                    source,
+                })?;
+            let output = artifacts.join(format!("v{}.onnx", job.version));
+            let args = vec![
+                "optimize".to_string(),
+                "--input".into(),
+                job.source.uri.clone(),
+                "--output".into(),
+                output.display().to_string(),
+                "--recipe".into(),
+                recipe.display().to_string(),
+                "--report".into(),
+                artifacts.join(format!("v{}.report.json", job.version)).display().to_string(),
+            ];
+            let child = self.spawn(
+                &format!("optimize {}", job.version),
+                &args,
+                &output.with_extension("log"),
+            )?;
+            self.job = Some((job.version.clone(), child, output));
+        }
+        if let Some(entry) = &plan.register {
+            self.registered.push(Registered {
+                version: entry.version.clone(),
+                artifact: Artifact {
+                    uri: entry.artifact.uri.clone(),
+                    sha256: Some(entry.artifact.sha256.clone()),
+                },
+                parent: entry.parent.clone(),
+                recipe: entry.recipe.clone(),
+            });
+            self.job_result = None;
+        }
+        let table = RouteTable {
+            backends: plan
+                .weights
+                .iter()
+                .filter_map(|(v, w)| {
+                    self.servers.get(v).map(|s| Backend {
+                        version: v.clone(),
+                        url: format!("http://127.0.0.1:{}", s.port),
+                        weight: *w,
+                    })
+                })
+                .collect(),
+            shadow: plan.shadow.clone(),
+        };
+        if self.routes.as_ref() != Some(&table) {
+            let path = self.dir.join("routes.json");
+            let tmp = self.dir.join("routes.json.tmp");
+            // Written whole, then renamed: the router never reads half a table.
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&table).unwrap_or_default())
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|source| LocalError::State { path: path.display().to_string(), source })?;
+            self.routes = Some(table);
+        }
+        if plan.reset_figures
+            && let Some((_, admin)) = &self.router
+        {
+            let _ =
+                self.http.post(format!("http://127.0.0.1:{admin}/admin/stats/reset")).send().await;
+        }
+        for event in &plan.events {
+            let kind = if event.kind == EventKind::Warning { "Warning" } else { "Normal" };
+            self.emit(kind, event.reason, &event.message, &plan.weights);
+        }
+        if plan.status.message != self.last_message {
+            if let Some(message) = &plan.status.message {
+                self.emit("Normal", plan.status.phase.as_str(), message, &plan.weights);
+            }
+            self.last_message = plan.status.message.clone();
+        }
+        self.status = plan.status.clone();
+        let state = self.dir.join("status.json");
+        std::fs::write(&state, serde_json::to_vec_pretty(&self.status).unwrap_or_default())
+            .map_err(|source| LocalError::State { path: state.display().to_string(), source })?;
+        Ok(())
+    }
+
+    async fn start_router(&mut self) -> Result<(), LocalError> {
+        let routes = self.dir.join("routes.json");
+        if !routes.exists() {
+            std::fs::write(&routes, b"{\"backends\": []}").map_err(|source| LocalError::State {
+                path: routes.display().to_string(),
+                source,
+            })?;
+        }
+        let admin = free_port()?;
+        let args = vec![
+            "route".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.config.port),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin}"),
+            "--routes-file".into(),
+            routes.display().to_string(),
+        ];
+        let child = self.spawn("route", &args, &self.dir.join("route.log"))?;
+        self.router = Some((child, admin));
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        for (_, mut server) in std::mem::take(&mut self.servers) {
+            let _ = server.child.kill().await;
+        }
+        if let Some((mut child, _)) = self.router.take() {
+            let _ = child.kill().await;
+        }
+        if let Some((_, mut child, _)) = self.job.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn settled(phase: Phase) -> bool {
+    matches!(phase, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
+}
+
+/// Runs the file until `shutdown` resolves; every child is stopped before
+/// it returns. Returns the final status.
+///
+/// # Errors
+/// A file that cannot be read or parsed at start, a state directory that
+/// cannot be written, a child that cannot be started.
+pub async fn up(
+    config: UpConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<ModelDeploymentStatus, LocalError> {
+    let docs = read_documents(&config.file)?;
+    let name = docs[0].metadata.name.clone().unwrap_or_else(|| "model".into());
+    let dir = config.state_dir.join(&name);
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| LocalError::State { path: dir.display().to_string(), source })?;
+    let status: ModelDeploymentStatus = std::fs::read(dir.join("status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut runner = Runner {
+        config: config.clone(),
+        dir,
+        http: reqwest::Client::new(),
+        servers: BTreeMap::new(),
+        backoff: BTreeMap::new(),
+        router: None,
+        job: None,
+        job_result: None,
+        registered: Vec::new(),
+        status,
+        last_message: None,
+        routes: None,
+    };
+    runner.start_router().await?;
+    runner.emit(
+        "Normal",
+        "Started",
+        &format!("{name}: router on http://127.0.0.1:{}", config.port),
+        &[],
+    );
+    let result = run_loop(&mut runner, docs, shutdown).await;
+    runner.stop().await;
+    let status = runner.status.clone();
+    let stable = status.stable.as_ref().map(|s| s.version.as_str()).unwrap_or("none");
+    runner.emit(
+        "Normal",
+        "Stopped",
+        &format!("{} with {stable} stable; every child stopped", status.phase.as_str()),
+        &[],
+    );
+    result.map(|()| status)
+}
+
+async fn run_loop(
+    runner: &mut Runner,
+    mut docs: Vec<ModelDeployment>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), LocalError> {
+    let base = runner.config.file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut modified = std::fs::metadata(&runner.config.file).and_then(|m| m.modified()).ok();
+    let mut index = 0usize;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let now_modified: Option<SystemTime> =
+            std::fs::metadata(&runner.config.file).and_then(|m| m.modified()).ok();
+        if now_modified != modified {
+            modified = now_modified;
+            match read_documents(&runner.config.file) {
+                Ok(new) => {
+                    runner.emit(
+                        "Normal",
+                        "FileChanged",
+                        &format!("{} reloaded", runner.config.file.display()),
+                        &[],
+                    );
+                    index = 0;
+                    docs = new;
+                }
+                Err(e) => runner.emit("Warning", "InvalidSpec", &e.to_string(), &[]),
+            }
+        }
+        let doc = &docs[index.min(docs.len() - 1)];
+        match crate::crd::validate(&doc.spec) {
+            Ok(mut spec) => {
+                resolve_source(&mut spec, &base);
+                let observed = runner.observe(&spec).await;
+                let plan = crate::plan::plan(&spec, &observed, Timestamp::now());
+                runner.apply(&spec, &plan).await?;
+                let at_target =
+                    plan.status.stable.as_ref().is_some_and(|s| s.version == spec.version)
+                        || plan.status.history.last().is_some_and(|h| h.version == spec.version);
+                if index + 1 < docs.len()
+                    && settled(plan.status.phase)
+                    && at_target
+                    && plan.status.canary.is_none()
+                {
+                    index += 1;
+                    runner.emit(
+                        "Normal",
+                        "NextDocument",
+                        &format!(
+                            "document {} of {}: version {}",
+                            index + 1,
+                            docs.len(),
+                            docs[index].spec.model.version
+                        ),
+                        &[],
+                    );
+                }
+            }
+            Err(e) => {
+                let message = format!("invalid spec: {e}");
+                if runner.last_message.as_deref() != Some(message.as_str()) {
+                    runner.emit("Warning", "InvalidSpec", &message, &[]);
+                    runner.last_message = Some(message);
+                }
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
