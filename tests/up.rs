@@ -1,0 +1,205 @@
+//! `tractor up` with real processes and real models on loopback: a good
+//! version promoted under traffic, a broken one failed while the stable
+//! keeps serving, a killed `serve` child recovered, and no child left behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TRACTOR: &str = env!("CARGO_BIN_EXE_tractor");
+
+fn model(name: &str) -> String {
+    format!("{}/tests/models/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn document(version: &str, source: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: tractor.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: digits}}\nspec:\n  model: {{name: digits, version: '{version}', source: {{uri: '{source}'}}}}\n  rollout:\n    steps: [{{weight: 30, pause: 2s}}, {{weight: 60, pause: 2s}}]\n    analysis: {{interval: 1s, minRequests: 5, maxErrorRate: 0.05, failureLimit: 2}}\n{extra}"
+    )
+}
+
+/// A running `tractor up`, its JSON event lines, killed when dropped.
+struct Up {
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+    seen: Vec<serde_json::Value>,
+    port: u16,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Up {
+    fn start(file: &Path, state: &Path) -> Up {
+        let port = free_port();
+        let mut child = Command::new(TRACTOR)
+            .args(["up", "-f", file.to_str().unwrap(), "--json", "--port", &port.to_string()])
+            .args(["--state-dir", state.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Up { child, lines, seen: Vec::new(), port }
+    }
+
+    /// Waits for an event with this reason, sending traffic meanwhile.
+    fn wait_for(&mut self, reason: &str, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        let http =
+            reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        let body = r#"{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","data":[0,0,0.5,1,1,0.5,0,0,0,0.5,1,0.5,0.5,1,0.25,0,0,0.25,0.25,0,0.5,1,0.25,0,0,0,0,0.25,1,0.75,0,0,0,0,0,0.5,1,0.75,0,0,0,0,0,0,0.25,1,0.5,0,0,0.25,0.5,0,0.25,1,0.5,0,0,0,0.5,1,1,0.5,0,0]}]}"#;
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                self.seen.push(line.clone());
+                if line["reason"] == reason {
+                    return line;
+                }
+            }
+            let reasons: Vec<String> =
+                self.seen.iter().map(|l| format!("{} {}", l["reason"], l["message"])).collect();
+            assert!(
+                Instant::now() < deadline,
+                "no {reason} within {within:?}; events: {reasons:#?}"
+            );
+            for _ in 0..20 {
+                let _ = http
+                    .post(format!("http://127.0.0.1:{}/v2/models/digits/infer", self.port))
+                    .body(body)
+                    .send();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn infer_status(&self) -> u16 {
+        let http = reqwest::blocking::Client::new();
+        let body = serde_json::json!({ "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5; 64] }] });
+        http.post(format!("http://127.0.0.1:{}/v2/models/digits/infer", self.port))
+            .json(&body)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    /// Ctrl-C: every child stops, and so does `up`, with status 0.
+    fn interrupt(mut self) {
+        Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "tractor up did not stop on Ctrl-C");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err(),
+            "the router is still up"
+        );
+    }
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep").args(["-P", &pid.to_string()]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[test]
+fn a_good_version_is_promoted_under_traffic_and_nothing_is_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digits.yaml");
+    let docs = format!(
+        "{}---\n{}",
+        document("1", &model("digits-mlp-v1.onnx"), ""),
+        document("2", &model("digits-mlp-v2.onnx"), "")
+    );
+    std::fs::write(&file, docs).unwrap();
+    let mut up = Up::start(&file, &dir.path().join("state"));
+    up.wait_for("Deployed", Duration::from_secs(60));
+    up.wait_for("CanaryStep", Duration::from_secs(30));
+    let passed = up.wait_for("AnalysisPassed", Duration::from_secs(30));
+    assert!(passed["message"].as_str().unwrap().contains("error rate 0.00%"), "{passed}");
+    let promoted = up.wait_for("Promoted", Duration::from_secs(60));
+    assert_eq!(promoted["weights"], serde_json::json!({ "2": 100 }));
+    assert_eq!(up.infer_status(), 200);
+    let pid = up.child.id();
+    assert!(!children_of(pid).is_empty(), "serve and route run as children");
+    let status: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("state/digits/status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["stable"]["version"], "2");
+    up.interrupt();
+    assert!(children_of(pid).is_empty());
+}
+
+#[test]
+fn a_broken_version_fails_and_the_stable_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digits.yaml");
+    let docs = format!(
+        "{}---\n{}",
+        document("1", &model("digits-mlp-v1.onnx"), ""),
+        document(
+            "2",
+            &dir.path().join("missing.onnx").display().to_string(),
+            "    progressDeadline: 3s\n"
+        )
+    );
+    std::fs::write(&file, docs).unwrap();
+    let mut up = Up::start(&file, &dir.path().join("state"));
+    up.wait_for("Deployed", Duration::from_secs(60));
+    let exited = up.wait_for("ServeExited", Duration::from_secs(30));
+    assert!(exited["message"].as_str().unwrap().contains("missing.onnx"), "{exited}");
+    let failed = up.wait_for("ProgressDeadlineExceeded", Duration::from_secs(30));
+    assert!(failed["message"].as_str().unwrap().contains("they stop with"), "{failed}");
+    assert_eq!(up.infer_status(), 200, "version 1 still serves");
+    up.interrupt();
+}
+
+#[test]
+fn a_killed_serve_child_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digits.yaml");
+    std::fs::write(&file, document("1", &model("digits-mlp-v1.onnx"), "")).unwrap();
+    let mut up = Up::start(&file, &dir.path().join("state"));
+    up.wait_for("Deployed", Duration::from_secs(60));
+    let serve = Command::new("pgrep")
+        .args(["-P", &up.child.id().to_string(), "-f", "tractor serve|/tractor serve| serve "])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&serve.stdout)
+        .lines()
+        .next()
+        .expect("a serve child")
+        .trim()
+        .to_string();
+    Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    up.wait_for("ServeExited", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while up.infer_status() != 200 {
+        assert!(Instant::now() < deadline, "version 1 never came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    up.interrupt();
+}
