@@ -53,7 +53,9 @@ fn a_refused_optimization_says_why() {
     let (ok, message) = optimize(&["--prune", "magnitude:0.99", "--max-drop", "1"], dir.path());
     assert!(!ok);
     match tractor::controller::interpret(false, Some(&message)) {
-        JobState::Failed { reason } => assert!(reason.to_lowercase().contains("accuracy dropped"), "{reason}"),
+        JobState::Failed { reason } => {
+            assert!(reason.to_lowercase().contains("accuracy dropped"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
     assert!(!dir.path().join("out.onnx").exists(), "nothing left for the controller to pick up");
