@@ -140,6 +140,23 @@ impl Verifier {
         self.expect(Method::PATCH, path, |body| body.clone()).await
     }
 
+    /// The router's account, role, binding, routes, Deployment and Service,
+    /// applied in that order whenever some version takes traffic.
+    async fn router(self) -> Self {
+        self.apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
+            .await
+            .apply(&format!("{ROLES}/digits-router?"))
+            .await
+            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
+            .await
+            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
+            .await
+            .apply(&format!("{DEPLOYMENTS}/digits?"))
+            .await
+            .apply(&format!("{SERVICES}/digits?"))
+            .await
+    }
+
     /// The status subresource answers with the whole object.
     async fn patch_status(self) -> Self {
         self.expect(Method::PATCH, &format!("{MD}/status?"), |body| {
@@ -273,17 +290,7 @@ async fn first_deployment_creates_the_version_the_router_and_a_status() {
             .await
             .apply(&format!("{SERVICES}/digits-v1?"))
             .await
-            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
-            .await
-            .apply(&format!("{ROLES}/digits-router?"))
-            .await
-            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
-            .await
-            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
-            .await
-            .apply(&format!("{DEPLOYMENTS}/digits?"))
-            .await
-            .apply(&format!("{SERVICES}/digits?"))
+            .router()
             .await
             .patch_status()
             .await
@@ -352,17 +359,7 @@ async fn ready_pods_make_it_stable() {
             .await
             .apply(&format!("{SERVICES}/digits-v1?"))
             .await
-            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
-            .await
-            .apply(&format!("{ROLES}/digits-router?"))
-            .await
-            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
-            .await
-            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
-            .await
-            .apply(&format!("{DEPLOYMENTS}/digits?"))
-            .await
-            .apply(&format!("{SERVICES}/digits?"))
+            .router()
             .await
             .patch_status()
             .await
@@ -403,17 +400,7 @@ async fn a_version_change_starts_a_canary_next_to_the_stable() {
             .await
             .apply(&format!("{SERVICES}/digits-v2?"))
             .await
-            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
-            .await
-            .apply(&format!("{ROLES}/digits-router?"))
-            .await
-            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
-            .await
-            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
-            .await
-            .apply(&format!("{DEPLOYMENTS}/digits?"))
-            .await
-            .apply(&format!("{SERVICES}/digits?"))
+            .router()
             .await
             .patch_status()
             .await
@@ -466,17 +453,7 @@ async fn an_optimization_result_is_registered_with_its_lineage() {
             .await
             .expect(Method::POST, MODELVERSIONS, |body| body.clone())
             .await
-            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
-            .await
-            .apply(&format!("{ROLES}/digits-router?"))
-            .await
-            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
-            .await
-            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
-            .await
-            .apply(&format!("{DEPLOYMENTS}/digits?"))
-            .await
-            .apply(&format!("{SERVICES}/digits?"))
+            .router()
             .await
             .expect(Method::DELETE, "/apis/batch/v1/namespaces/default/jobs/digits-optimize-v1", |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }))
             .await
@@ -538,17 +515,7 @@ async fn a_failing_canary_is_rolled_back_and_its_pods_removed() {
             .await
             .apply(&format!("{SERVICES}/digits-v1?"))
             .await
-            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
-            .await
-            .apply(&format!("{ROLES}/digits-router?"))
-            .await
-            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
-            .await
-            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
-            .await
-            .apply(&format!("{DEPLOYMENTS}/digits?"))
-            .await
-            .apply(&format!("{SERVICES}/digits?"))
+            .router()
             .await
             .expect(Method::DELETE, &format!("{SERVICES}/digits-v2"), |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }))
             .await
@@ -634,17 +601,7 @@ async fn pods_that_keep_stopping_put_their_reason_in_the_status() {
             .await
             .apply(&format!("{SERVICES}/digits-v1?"))
             .await
-            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
-            .await
-            .apply(&format!("{ROLES}/digits-router?"))
-            .await
-            .apply(&format!("{ROLEBINDINGS}/digits-router?"))
-            .await
-            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
-            .await
-            .apply(&format!("{DEPLOYMENTS}/digits?"))
-            .await
-            .apply(&format!("{SERVICES}/digits?"))
+            .router()
             .await
             .patch_status()
             .await

@@ -6,6 +6,9 @@
 //! Without it the test is skipped with the reason, except under `CI=true`,
 //! where it fails.
 
+#[path = "common/python.rs"]
+mod python;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -18,25 +21,6 @@ fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("models")
 }
 
-fn find_python() -> Result<PathBuf, String> {
-    let python = match std::env::var_os("TRACTOR_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let home = std::env::var_os("HOME").ok_or("neither TRACTOR_PYTHON nor HOME is set")?;
-            PathBuf::from(home).join(".cache/tractor/venv/bin/python")
-        }
-    };
-    let probe = Command::new(&python)
-        .args(["-c", "import onnxruntime, numpy"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    if !probe.status.success() {
-        return Err(format!("{} cannot import onnxruntime and numpy", python.display()));
-    }
-    Ok(python)
-}
-
 fn read_x(data: &Path, rows: usize) -> Tensor {
     let bytes = std::fs::read(data).unwrap();
     let d = tractor::optimize::Dataset::parse(&data.to_string_lossy(), &bytes).unwrap();
@@ -45,16 +29,7 @@ fn read_x(data: &Path, rows: usize) -> Tensor {
 
 #[test]
 fn every_optimized_model_agrees_with_onnx_runtime() {
-    let python = match find_python() {
-        Ok(p) => p,
-        Err(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but the interop check cannot run: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("skipping the optimize interop test: {reason}");
-            return;
-        }
-    };
+    let Some(python) = python::python_with("onnxruntime, numpy") else { return };
     let dir = tempfile::tempdir().unwrap();
     let m = models_dir();
     let calibration = m.join("digits-calibration.npz").to_string_lossy().to_string();
