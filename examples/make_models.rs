@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --example make_models -- tests/fixtures          # the committed fixtures
 //! cargo run --example make_models -- --bench target/bench    # mlp-4x1024.onnx, ~16 MiB
+//! cargo run --example make_models -- --examples examples/digits   # the untrained "bad version"
 //! ```
 
 #[path = "../tests/common/onnx_builder.rs"]
@@ -12,11 +13,14 @@ mod onnx_builder;
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bench = args.iter().any(|a| a == "--bench");
+    let examples = args.iter().any(|a| a == "--examples");
     let dir =
         args.iter().find(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("tests/fixtures");
     std::fs::create_dir_all(dir)?;
     let models = if bench {
         vec![("mlp-4x1024.onnx", onnx_builder::mlp("mlp_4x1024", &[1024, 1024, 1024, 1024, 1024]))]
+    } else if examples {
+        onnx_builder::examples()
     } else {
         onnx_builder::fixtures()
     };

@@ -11,6 +11,9 @@ use serde::Serialize;
 use crate::client::{self, ClientError, Endpoint};
 use crate::engine::{EngineOptions, Model, Threads};
 
+/// Distinct generated requests a run cycles through.
+const GENERATED_INPUTS: u64 = 32;
+
 /// When a run of one concurrency level stops.
 #[derive(Debug, Clone, Copy)]
 pub enum StopAfter {
@@ -138,14 +141,26 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
 
 #[derive(Clone)]
 enum Runner {
-    Http { http: reqwest::Client, url: String, body: bytes::Bytes },
-    Engine { model: Arc<Model>, inputs: Arc<Vec<crate::engine::Tensor>> },
+    /// Requests cycle through `bodies`, so a generated load is not one input
+    /// repeated (which would hide caching and make agreement all or nothing).
+    Http {
+        http: reqwest::Client,
+        url: String,
+        bodies: Arc<Vec<bytes::Bytes>>,
+        next: Arc<std::sync::atomic::AtomicUsize>,
+    },
+    Engine {
+        model: Arc<Model>,
+        inputs: Arc<Vec<crate::engine::Tensor>>,
+    },
 }
 
 impl Runner {
     async fn once(&self) -> Result<(), String> {
         match self {
-            Runner::Http { http, url, body } => {
+            Runner::Http { http, url, bodies, next } => {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % bodies.len();
+                let body = &bodies[i];
                 let response = http
                     .post(url)
                     .header("content-type", "application/json")
@@ -180,19 +195,33 @@ async fn prepare(config: &BenchConfig) -> Result<(String, Runner), BenchError> {
                 .build()
                 .map_err(|source| ClientError::Http { url: url.clone(), source })?;
             let endpoint = Endpoint::new(url, model, None);
-            let body = match input {
-                Some(path) => std::fs::read(path).map_err(|e| ClientError::Input {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?,
+            let bodies: Vec<bytes::Bytes> = match input {
+                Some(path) => vec![
+                    std::fs::read(path)
+                        .map_err(|e| ClientError::Input {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        })?
+                        .into(),
+                ],
                 None => {
                     let specs = client::fetch_input_specs(&http, &endpoint).await?;
-                    let tensors = client::synthetic_inputs(&specs, config.batch, 1);
-                    serde_json::to_vec(&client::v2_request(&specs, &tensors))
-                        .expect("JSON values always serialize")
+                    (1..=GENERATED_INPUTS)
+                        .map(|seed| {
+                            let tensors = client::synthetic_inputs(&specs, config.batch, seed);
+                            serde_json::to_vec(&client::v2_request(&specs, &tensors))
+                                .expect("JSON values always serialize")
+                                .into()
+                        })
+                        .collect()
                 }
             };
-            let runner = Runner::Http { http, url: endpoint.infer_url(), body: body.into() };
+            let runner = Runner::Http {
+                http,
+                url: endpoint.infer_url(),
+                bodies: Arc::new(bodies),
+                next: Arc::default(),
+            };
             Ok((endpoint.infer_url(), runner))
         }
         Target::InProcess { model_path, threads } => {

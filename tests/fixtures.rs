@@ -17,3 +17,15 @@ fn committed_fixtures_match_their_generator() {
         );
     }
 }
+
+#[test]
+fn committed_examples_match_their_generator() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits");
+    for (name, bytes) in onnx_builder::examples() {
+        let committed = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            committed == bytes,
+            "{name} drifted; run `cargo run --example make_models -- --examples examples/digits`"
+        );
+    }
+}

@@ -203,3 +203,31 @@ fn a_killed_serve_child_is_restarted() {
     }
     up.interrupt();
 }
+
+/// The shipped rollback example: an untrained version 3 is shadowed, its
+/// answers disagree with version 2's, and it is rolled back on the measured
+/// agreement while callers see no error.
+#[test]
+fn the_rollback_example_rolls_back_on_measured_agreement() {
+    let dir = tempfile::tempdir().unwrap();
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits/rollback.yaml");
+    let mut up = Up::start(&file, &dir.path().join("state"));
+    up.wait_for("Deployed", Duration::from_secs(60));
+    // Varied inputs, as `tractor bench` generates them, for a real agreement figure.
+    let bench = Command::new(TRACTOR)
+        .args(["bench", "--url", &format!("http://127.0.0.1:{}", up.port), "--model", "digits"])
+        .args(["--concurrency", "2", "--duration", "20s", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rolled_back = up.wait_for("RolledBack", Duration::from_secs(60));
+    let message = rolled_back["message"].as_str().unwrap().to_string();
+    assert!(message.contains("agreement") && message.contains("< 90.0%"), "{message}");
+    assert_eq!(rolled_back["weights"], serde_json::json!({ "2": 100 }));
+    let report = bench.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["results"][0]["errors"], 0, "callers never saw the canary leave");
+    up.interrupt();
+}

@@ -127,6 +127,10 @@ struct Backoff {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A version taken out of the routes keeps running this long, so the router
+/// (which re-reads its routes file every 250 ms) has moved its traffic away
+/// before the process stops: no request lands on a closed port.
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// Everything `up` keeps between ticks, persisted under the state directory.
 struct Runner {
@@ -134,6 +138,7 @@ struct Runner {
     dir: PathBuf,
     http: reqwest::Client,
     servers: BTreeMap<String, Server>,
+    draining: Vec<(std::time::Instant, Server)>,
     backoff: BTreeMap<String, Backoff>,
     router: Option<(Child, u16)>,
     job: Option<(String, Child, PathBuf)>,
@@ -335,9 +340,16 @@ impl Runner {
         let gone: Vec<String> =
             self.servers.keys().filter(|v| !keep.contains(&v.as_str())).cloned().collect();
         for version in gone {
-            if let Some(mut server) = self.servers.remove(&version) {
-                let _ = server.child.kill().await;
+            if let Some(server) = self.servers.remove(&version) {
+                self.draining.push((std::time::Instant::now() + DRAIN, server));
             }
+        }
+        let now = std::time::Instant::now();
+        let (done, still): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.draining).into_iter().partition(|(t, _)| *t <= now);
+        self.draining = still;
+        for (_, mut server) in done {
+            let _ = server.child.kill().await;
         }
         if let Some(job) = &plan.job
             && self.job.is_none()
@@ -458,6 +470,9 @@ impl Runner {
         for (_, mut server) in std::mem::take(&mut self.servers) {
             let _ = server.child.kill().await;
         }
+        for (_, mut server) in std::mem::take(&mut self.draining) {
+            let _ = server.child.kill().await;
+        }
         if let Some((mut child, _)) = self.router.take() {
             let _ = child.kill().await;
         }
@@ -495,6 +510,7 @@ pub async fn up(
         dir,
         http: reqwest::Client::new(),
         servers: BTreeMap::new(),
+        draining: Vec::new(),
         backoff: BTreeMap::new(),
         router: None,
         job: None,

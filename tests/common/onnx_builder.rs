@@ -119,6 +119,11 @@ pub fn weights(n: usize, seed: u32, scale: f32) -> Vec<f32> {
 
 /// A dense ReLU network: `input` [N, sizes[0]] -> `output` [N, sizes.last()].
 pub fn mlp(name: &str, sizes: &[usize]) -> Vec<u8> {
+    mlp_with_output(name, sizes, "output")
+}
+
+/// The same, with the output named as the caller needs.
+pub fn mlp_with_output(name: &str, sizes: &[usize], output: &str) -> Vec<u8> {
     let mut nodes = Vec::new();
     let mut inits = Vec::new();
     let mut current = "input".to_string();
@@ -135,7 +140,7 @@ pub fn mlp(name: &str, sizes: &[usize]) -> Vec<u8> {
         inits.push(f32_tensor(&b, &[fan_out as i64], weights(fan_out, 100 + layer as u32, 0.1)));
         let mm = format!("mm{layer}");
         let last = layer + 2 == sizes.len();
-        let added = if last { "output".to_string() } else { format!("add{layer}") };
+        let added = if last { output.to_string() } else { format!("add{layer}") };
         nodes.push(node("MatMul", &[&current, &w], &[&mm]));
         nodes.push(node("Add", &[&mm, &b], &[&added]));
         if last {
@@ -252,4 +257,14 @@ pub fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
         ),
     ));
     out
+}
+
+/// Example models for `tractor up`: a digits MLP that was never trained (the
+/// interface of digits-mlp-v2, weights from `weights`), the "bad version" a
+/// canary must be rolled back from.
+pub fn examples() -> Vec<(&'static str, Vec<u8>)> {
+    vec![(
+        "digits-mlp-untrained.onnx",
+        mlp_with_output("digits_untrained", &[64, 32, 10], "logits"),
+    )]
 }
