@@ -214,12 +214,18 @@ fn the_rollback_example_rolls_back_on_measured_agreement() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits/rollback.yaml");
     let mut up = Up::start(&file, &dir.path().join("state"));
     up.wait_for("Deployed", Duration::from_secs(60));
+    // The router picks its routes up within a quarter second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.infer_status() != 200 {
+        assert!(Instant::now() < deadline, "the router never routed to version 2");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Varied inputs, as `tractor bench` generates them, for a real agreement figure.
     let bench = Command::new(TRACTOR)
         .args(["bench", "--url", &format!("http://127.0.0.1:{}", up.port), "--model", "digits"])
         .args(["--concurrency", "2", "--duration", "20s", "--json"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let rolled_back = up.wait_for("RolledBack", Duration::from_secs(60));
@@ -227,7 +233,9 @@ fn the_rollback_example_rolls_back_on_measured_agreement() {
     assert!(message.contains("agreement") && message.contains("< 90.0%"), "{message}");
     assert_eq!(rolled_back["weights"], serde_json::json!({ "2": 100 }));
     let report = bench.wait_with_output().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap_or_else(|e| {
+        panic!("tractor bench printed no report ({e}): {}", String::from_utf8_lossy(&report.stderr))
+    });
     assert_eq!(report["results"][0]["errors"], 0, "callers never saw the canary leave");
     up.interrupt();
 }

@@ -121,14 +121,16 @@ impl RoutesSource {
         match self {
             RoutesSource::Static(_) => {}
             RoutesSource::File(path) => {
-                let mut last = tokio::fs::metadata(&path).await.and_then(|m| m.modified()).ok();
+                // The content is compared, not the modification time: two
+                // writes within one timestamp tick must both be seen.
+                let mut last = tokio::fs::read(&path).await.ok();
                 loop {
                     tokio::time::sleep(FILE_POLL).await;
-                    let modified = tokio::fs::metadata(&path).await.and_then(|m| m.modified()).ok();
-                    if modified == last {
+                    let now = tokio::fs::read(&path).await.ok();
+                    if now == last {
                         continue;
                     }
-                    last = modified;
+                    last = now;
                     match RoutesSource::File(path.clone()).load().await {
                         Ok(table) => {
                             tracing::info!(routes = ?table, "routing table changed");
