@@ -33,7 +33,17 @@ struct Up {
 }
 
 impl Drop for Up {
+    /// Ctrl-C first, so `up` stops its children itself (a failed assertion
+    /// must not leave servers behind), then a kill if it does not stop.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -238,4 +248,25 @@ fn the_rollback_example_rolls_back_on_measured_agreement() {
     });
     assert_eq!(report["results"][0]["errors"], 0, "callers never saw the canary leave");
     up.interrupt();
+}
+
+/// Even a `tractor up` killed outright (no Ctrl-C, no cleanup) leaves no
+/// server behind: its children are tied to it by the kernel.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_killed_up_takes_its_children_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digits.yaml");
+    std::fs::write(&file, document("1", &model("digits-mlp-v1.onnx"), "")).unwrap();
+    let mut up = Up::start(&file, &dir.path().join("state"));
+    up.wait_for("Deployed", Duration::from_secs(60));
+    let children = children_of(up.child.id());
+    assert!(!children.is_empty());
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children.iter().any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+        assert!(Instant::now() < deadline, "children {children:?} outlived tractor up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -175,13 +175,19 @@ impl Runner {
     fn spawn(&self, what: &str, args: &[String], log: &Path) -> Result<Child, LocalError> {
         let log_file = std::fs::File::create(log)
             .map_err(|source| LocalError::State { path: log.display().to_string(), source })?;
-        Command::new(&self.config.tractor)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| LocalError::Spawn { what: what.to_string(), source })
+        let mut command = Command::new(&self.config.tractor);
+        command.args(args).stdout(Stdio::null()).stderr(log_file).kill_on_drop(true);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches only the child.
+        // kill_on_drop needs `up` to unwind; if `up` itself is killed, the
+        // kernel still stops the children.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        command.spawn().map_err(|source| LocalError::Spawn { what: what.to_string(), source })
     }
 
     async fn observe(&mut self, spec: &ValidSpec) -> Observed {
