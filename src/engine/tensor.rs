@@ -190,6 +190,21 @@ impl TensorData {
         Ok(())
     }
 
+    /// Every element as f64 (booleans as 0 and 1), for output processing
+    /// and for comparing answers.
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            TensorData::Bool(v) => v.iter().map(|b| f64::from(u8::from(*b))).collect(),
+            TensorData::U8(v) => v.iter().map(|x| f64::from(*x)).collect(),
+            TensorData::I8(v) => v.iter().map(|x| f64::from(*x)).collect(),
+            TensorData::I32(v) => v.iter().map(|x| f64::from(*x)).collect(),
+            TensorData::I64(v) => v.iter().map(|x| *x as f64).collect(),
+            TensorData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            TensorData::F32(v) => v.iter().map(|x| f64::from(*x)).collect(),
+            TensorData::F64(v) => v.clone(),
+        }
+    }
+
     /// Little-endian bytes, as the binary tensor data extension lays them out.
     pub fn to_le_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len() * self.datatype().size_of());

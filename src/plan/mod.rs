@@ -430,11 +430,7 @@ impl<'a> Planner<'a> {
         }
         if self.deadline_passed(&canary) {
             self.status().canary = None;
-            let reason = format!(
-                "pods of {target} not ready within progressDeadline {}{}",
-                humantime::format_duration(self.spec.rollout.progress_deadline),
-                self.failing_note(target)
-            );
+            let reason = self.deadline_reason(target);
             self.push_history(target, Some(&artifact), Outcome::Failed, reason.clone());
             self.event(EventKind::Warning, "ProgressDeadlineExceeded", reason.clone());
             self.set_phase(Phase::Failed, reason);
@@ -493,6 +489,15 @@ impl<'a> Planner<'a> {
             .get(version)
             .map(|m| format!("; they stop with: {m}"))
             .unwrap_or_default()
+    }
+
+    /// Why a version's pods were given up on, with what they said.
+    fn deadline_reason(&self, version: &str) -> String {
+        format!(
+            "pods of {version} not ready within progressDeadline {}{}",
+            humantime::format_duration(self.spec.rollout.progress_deadline),
+            self.failing_note(version)
+        )
     }
 
     fn deadline_passed(&self, canary: &CanaryStatus) -> bool {
@@ -671,11 +676,7 @@ impl<'a> Planner<'a> {
         if canary.step_started.is_none() {
             if !self.ready(target) {
                 if self.deadline_passed(&canary) {
-                    let reason = format!(
-                        "pods of {target} not ready within progressDeadline {}{}",
-                        humantime::format_duration(self.spec.rollout.progress_deadline),
-                        self.failing_note(target)
-                    );
+                    let reason = self.deadline_reason(target);
                     self.end_canary(&canary, Outcome::Failed, reason);
                     return;
                 }

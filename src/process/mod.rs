@@ -486,7 +486,7 @@ fn float_tensor(
 fn raw_rows(spec: &TensorSpec, tensor: &Tensor, rows: usize) -> Result<Vec<Value>, ProcessError> {
     let batched = spec.shape.first() == Some(&Dim::Batch);
     let error = |reason: String| ProcessError::Output { output: spec.name.clone(), reason };
-    let values = output::to_f64(&tensor.data);
+    let values = tensor.data.to_f64();
     let integral = !matches!(tensor.datatype(), DataType::F16 | DataType::F32 | DataType::F64);
     let number = |x: f64| -> Value {
         if integral {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::spec::OutputProcessing;
 use super::{ProcessError, spec_error};
-use crate::engine::{Dim, Tensor, TensorData, TensorSpec, element_count};
+use crate::engine::{Dim, Tensor, TensorSpec, element_count};
 
 /// The threshold when the spec gives none: the midpoint of a probability.
 const DEFAULT_THRESHOLD: f64 = 0.5;
@@ -190,7 +190,7 @@ impl OutputStep {
         if self.batched && tensor.shape.first() != Some(&rows) {
             return Err(error(format!("has shape {:?}, expected {rows} rows", tensor.shape)));
         }
-        let values = to_f64(&tensor.data);
+        let values = tensor.data.to_f64();
         let width = values.len() / rows.max(1);
         if self.width.is_some_and(|w| w != width) || width == 0 {
             return Err(error(format!("has {width} values per row, expected {:?}", self.width)));
@@ -276,20 +276,6 @@ pub fn top_k(row: &[f64], k: usize) -> Vec<(usize, f64)> {
     order
 }
 
-/// Every element as f64 (booleans as 0 and 1).
-pub(crate) fn to_f64(data: &TensorData) -> Vec<f64> {
-    match data {
-        TensorData::Bool(v) => v.iter().map(|b| f64::from(u8::from(*b))).collect(),
-        TensorData::U8(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::I8(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::I32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::I64(v) => v.iter().map(|x| *x as f64).collect(),
-        TensorData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
-        TensorData::F32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::F64(v) => v.clone(),
-    }
-}
-
 /// One label per line; trailing blank lines are dropped (files end with a
 /// newline), inner ones kept so line numbers stay class indices.
 fn read_labels(path: &str, base_dir: Option<&Path>) -> Result<Vec<String>, String> {
@@ -310,7 +296,7 @@ fn read_labels(path: &str, base_dir: Option<&Path>) -> Result<Vec<String>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::DataType;
+    use crate::engine::{DataType, TensorData};
     use crate::process::{Affine, Argmax, Threshold, TopK};
 
     fn model(width: usize) -> TensorSpec {

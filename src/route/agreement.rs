@@ -49,7 +49,7 @@ impl Decoded {
                         }
                         let (bytes, rest) = tail.split_at(size);
                         tail = rest;
-                        floats(&TensorData::from_le_bytes(datatype, bytes).ok()?)
+                        TensorData::from_le_bytes(datatype, bytes).ok()?.to_f64()
                     }
                     None => flatten(out.get("data")?),
                 };
@@ -64,19 +64,6 @@ fn flatten(value: &Value) -> Vec<f64> {
         Value::Array(items) => items.iter().flat_map(flatten).collect(),
         Value::Bool(b) => vec![f64::from(u8::from(*b))],
         other => other.as_f64().into_iter().collect(),
-    }
-}
-
-fn floats(data: &TensorData) -> Vec<f64> {
-    match data {
-        TensorData::Bool(v) => v.iter().map(|b| f64::from(u8::from(*b))).collect(),
-        TensorData::U8(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::I8(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::I32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::I64(v) => v.iter().map(|x| *x as f64).collect(),
-        TensorData::F16(v) => v.iter().map(|x| f64::from(x.to_f32())).collect(),
-        TensorData::F32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::F64(v) => v.clone(),
     }
 }
 
