@@ -100,6 +100,29 @@ impl Up {
         }
     }
 
+    /// The version that answered one request (the router's header), or "" on failure.
+    fn served_by(&self) -> String {
+        let http = reqwest::blocking::Client::new();
+        let body = serde_json::json!({ "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5; 64] }] });
+        http.post(format!("http://127.0.0.1:{}/v2/models/digits/infer", self.port))
+            .json(&body)
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+            .and_then(|r| r.headers().get("x-tractor-version")?.to_str().ok().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Waits until the router sends traffic to `version` (it re-reads its
+    /// routes file every quarter second).
+    fn wait_served_by(&self, version: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.served_by() != version {
+            assert!(Instant::now() < deadline, "the router never moved to version {version}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn infer_status(&self) -> u16 {
         let http = reqwest::blocking::Client::new();
         let body = serde_json::json!({ "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5; 64] }] });
@@ -127,6 +150,15 @@ impl Up {
             "the router is still up"
         );
     }
+}
+
+/// The child `tractor serve` of `up` whose command line names this model file.
+fn serve_child_of(pid: u32, model_file: &str) -> Option<u32> {
+    let out = Command::new("pgrep").args(["-a", "-P", &pid.to_string()]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains(" serve ") && l.contains(model_file))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
@@ -269,4 +301,71 @@ fn a_killed_up_takes_its_children_with_it() {
         assert!(Instant::now() < deadline, "children {children:?} outlived tractor up");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Issue 5's third story: the file edited back to an earlier version. Mid-
+/// canary the canary is abandoned; after a promotion the kept version takes
+/// all the traffic back at once (it was kept warm, nothing restarts).
+#[test]
+fn setting_the_version_back_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digits.yaml");
+    let v1 = document("1", &model("digits-mlp-v1.onnx"), "");
+    let v2 = document("2", &model("digits-mlp-v2.onnx"), "");
+    std::fs::write(&file, &v1).unwrap();
+    let mut up = Up::start(&file, &dir.path().join("state"));
+    up.wait_for("Deployed", Duration::from_secs(60));
+
+    std::fs::write(&file, &v2).unwrap();
+    up.wait_for("CanaryStep", Duration::from_secs(30));
+    std::fs::write(&file, &v1).unwrap();
+    let abandoned = up.wait_for("CanaryAbandoned", Duration::from_secs(10));
+    assert_eq!(abandoned["weights"], serde_json::json!({ "1": 100 }), "{abandoned}");
+
+    std::fs::write(&file, &v2).unwrap();
+    up.wait_for("Promoted", Duration::from_secs(60));
+    up.wait_served_by("2");
+    std::fs::write(&file, &v1).unwrap();
+    let back = up.wait_for("RolledBackToKept", Duration::from_secs(10));
+    assert_eq!(back["weights"], serde_json::json!({ "1": 100 }), "{back}");
+    up.wait_served_by("1");
+    for _ in 0..20 {
+        assert_eq!(up.served_by(), "1");
+    }
+    let status: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("state/digits/status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["stable"]["version"], "1", "{status}");
+    up.interrupt();
+}
+
+/// Issue 5's fourth story: the canary's `serve` process killed while it
+/// takes traffic. `up` says so, restarts it, and the rollout still ends in
+/// a promotion (the analysis tolerates a few failed checks, as Flagger's
+/// failureLimit does); the stable version answers throughout.
+#[test]
+fn a_canary_killed_mid_rollout_is_restarted_and_the_rollout_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digits.yaml");
+    let tolerant = |d: String| d.replace("failureLimit: 2", "failureLimit: 6");
+    let docs = format!(
+        "{}---\n{}",
+        tolerant(document("1", &model("digits-mlp-v1.onnx"), "")),
+        tolerant(document("2", &model("digits-mlp-v2.onnx"), ""))
+    );
+    std::fs::write(&file, docs).unwrap();
+    let mut up = Up::start(&file, &dir.path().join("state"));
+    up.wait_for("Deployed", Duration::from_secs(60));
+    up.wait_for("CanaryStep", Duration::from_secs(30));
+    let canary = serve_child_of(up.child.id(), "digits-mlp-v2.onnx").expect("a serve child for 2");
+    Command::new("kill").args(["-KILL", &canary.to_string()]).status().unwrap();
+    let exited = up.wait_for("ServeExited", Duration::from_secs(10));
+    assert!(exited["message"].as_str().unwrap().contains("serve 2"), "{exited}");
+    let promoted = up.wait_for("Promoted", Duration::from_secs(90));
+    assert_eq!(promoted["weights"], serde_json::json!({ "2": 100 }));
+    let restarted = serve_child_of(up.child.id(), "digits-mlp-v2.onnx").expect("serve 2 again");
+    assert_ne!(restarted, canary);
+    up.wait_served_by("2");
+    up.interrupt();
 }

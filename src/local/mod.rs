@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
@@ -103,6 +103,16 @@ fn resolve_source(spec: &mut ValidSpec, base: &Path) {
         let joined = base.join(&spec.source_uri);
         spec.source_uri = std::fs::canonicalize(&joined).unwrap_or(joined).display().to_string();
     }
+}
+
+/// The line of a child's log that says why it stopped: its last line that is
+/// not routine (INFO and below) logging. A process killed from outside has
+/// none, and then its exit status says enough.
+fn why_it_stopped(log: &str) -> Option<&str> {
+    log.lines().rev().map(str::trim).find(|&line| {
+        let head = line.char_indices().nth(40).map_or(line, |(end, _)| &line[..end]);
+        !line.is_empty() && ![" INFO ", " DEBUG ", " TRACE "].iter().any(|l| head.contains(l))
+    })
 }
 
 fn free_port() -> Result<u16, LocalError> {
@@ -196,10 +206,12 @@ impl Runner {
         let mut exited = Vec::new();
         for (version, server) in self.servers.iter_mut() {
             if let Ok(Some(status)) = server.child.try_wait() {
-                let last = std::fs::read_to_string(&server.log).unwrap_or_default();
-                let reason =
-                    last.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
-                failing.insert(version.clone(), format!("{status}: {reason}"));
+                let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+                let reason = match why_it_stopped(&log) {
+                    Some(line) => format!("{status}: {line}"),
+                    None => format!("{status}; log {}", server.log.display()),
+                };
+                failing.insert(version.clone(), reason);
                 exited.push(version.clone());
                 continue;
             }
@@ -552,14 +564,15 @@ async fn run_loop(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), LocalError> {
     let base = runner.config.file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut modified = std::fs::metadata(&runner.config.file).and_then(|m| m.modified()).ok();
+    // Compared by content, not modification time: two saves within one
+    // timestamp tick (editors, scripts, tests) must not be missed.
+    let mut contents = std::fs::read(&runner.config.file).ok();
     let mut index = 0usize;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let now_modified: Option<SystemTime> =
-            std::fs::metadata(&runner.config.file).and_then(|m| m.modified()).ok();
-        if now_modified != modified {
-            modified = now_modified;
+        let now_contents = std::fs::read(&runner.config.file).ok();
+        if now_contents.is_some() && now_contents != contents {
+            contents = now_contents;
             match read_documents(&runner.config.file) {
                 Ok(new) => {
                     runner.emit(
@@ -615,5 +628,21 @@ async fn run_loop(
             () = &mut shutdown => return Ok(()),
             () = tokio::time::sleep(TICK) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_fatal_error_is_the_reason_and_routine_logging_is_not() {
+        let log = "2026-11-28T10:47:20Z  INFO tractor::serve: model ready\n\
+                   error: cannot read model /m.onnx: No such file\n";
+        assert_eq!(
+            super::why_it_stopped(log),
+            Some("error: cannot read model /m.onnx: No such file")
+        );
+        let killed = "2026-11-28T10:47:20Z  INFO tractor::serve: model ready\n\n";
+        assert_eq!(super::why_it_stopped(killed), None);
+        assert_eq!(super::why_it_stopped(""), None);
     }
 }
