@@ -2,6 +2,7 @@
 //! the binary (not the library), so errors end here as `anyhow`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -12,7 +13,8 @@ use kube::runtime::events::Reporter;
 use serde_json::json;
 
 use tractor::controller::{self, ControllerMetrics, HttpRouterStats, OperatorConfig};
-use tractor::crd::{ABORT_ANNOTATION, ModelDeployment, PROMOTE_ANNOTATION};
+use tractor::crd::{ABORT_ANNOTATION, ModelDeployment, ModelDeploymentStatus, PROMOTE_ANNOTATION};
+use tractor::local;
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
@@ -65,6 +67,10 @@ struct Target {
     name: String,
     #[arg(long, short, env = "TRACTOR_NAMESPACE", default_value = "default")]
     namespace: String,
+    /// Act on a `tractor up` on this machine that keeps its state here
+    /// (its `--state-dir`, `.tractor` by default) instead of a cluster.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 /// `tractor crd`: both CustomResourceDefinitions as YAML.
@@ -164,12 +170,22 @@ async fn serve_health(
 }
 
 pub async fn run_rollout(args: RolloutArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-    let (target, annotation) = match &args.action {
-        RolloutAction::Promote(t) => (t, Some(PROMOTE_ANNOTATION)),
-        RolloutAction::Abort(t) => (t, Some(ABORT_ANNOTATION)),
-        RolloutAction::Status(t) => (t, None),
+    let (target, annotation, local_request) = match &args.action {
+        RolloutAction::Promote(t) => (t, Some(PROMOTE_ANNOTATION), Some(local::Request::Promote)),
+        RolloutAction::Abort(t) => (t, Some(ABORT_ANNOTATION), Some(local::Request::Abort)),
+        RolloutAction::Status(t) => (t, None, None),
     };
+    if let Some(state_dir) = &target.state_dir {
+        if let Some(request) = local_request {
+            local::request(state_dir, &target.name, request)?;
+            let word = if request == local::Request::Promote { "promote" } else { "abort" };
+            println!("{} asked to {word}; tractor up acts on it within a second", target.name);
+        } else {
+            print!("{}", describe_status(&local::status(state_dir, &target.name)?));
+        }
+        return Ok(());
+    }
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let api: Api<ModelDeployment> = Api::namespaced(client, &target.namespace);
     if let Some(annotation) = annotation {
         let patch =
@@ -193,7 +209,10 @@ pub async fn run_rollout(args: RolloutArgs) -> anyhow::Result<()> {
 
 /// A person's view of a rollout.
 pub fn describe(md: &ModelDeployment) -> String {
-    let status = md.status.clone().unwrap_or_default();
+    describe_status(&md.status.clone().unwrap_or_default())
+}
+
+fn describe_status(status: &ModelDeploymentStatus) -> String {
     let mut out = format!("phase: {}\n", status.phase.as_str());
     if let Some(message) = &status.message {
         out.push_str(&format!("message: {message}\n"));

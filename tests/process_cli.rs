@@ -3,77 +3,10 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::server::ServeProcess as Server;
 use common::{real_model, repo_path};
-
-const TRACTOR: &str = env!("CARGO_BIN_EXE_tractor");
-
-/// A `tractor serve` child, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Starts in the repository root, as the README's commands run.
-    fn start(args: &[&str]) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(TRACTOR)
-            .current_dir(repo_path(""))
-            .args(["serve", "--host", "127.0.0.1", "--http-port", &port.to_string()])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tractor serve");
-        Server { child, port }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn wait_ready(&mut self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                panic!("server exited early ({status}): {err}");
-            }
-            let ready = client.get(self.url("/v2/health/ready")).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("server not ready within 60 s");
-    }
-
-    fn wait_exit(mut self, within: Duration) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                return (status, err);
-            }
-            assert!(Instant::now() < deadline, "server still running after {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 #[tokio::test]
 async fn the_readme_example_a_png_in_a_label_out() {
@@ -94,7 +27,7 @@ async fn the_readme_example_a_png_in_a_label_out() {
         "tests/processing/digits-cnn.yaml",
     ]);
     let client = reqwest::Client::new();
-    server.wait_ready(&client).await;
+    server.wait_ready();
     let ready = client.get(server.url("/v1/models/digits-cnn")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.text().await.unwrap(), r#"{"name":"digits-cnn","ready":true}"#);

@@ -4,95 +4,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::process::{Command, Output};
+use std::time::Duration;
 
+use common::server::ServeProcess as Server;
 use common::{fixture, real_model};
 
 const TRACTOR: &str = env!("CARGO_BIN_EXE_tractor");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A `tractor serve` child, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let port = free_port();
-        let child = Command::new(TRACTOR)
-            .args(["serve", "--host", "127.0.0.1", "--http-port", &port.to_string()])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tractor serve");
-        Server { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                panic!("server exited early ({status}): {err}");
-            }
-            if http_get(self.port, "/v2/health/ready")
-                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("server not ready within 60 s");
-    }
-
-    /// Waits for the process to exit and returns its status and stderr.
-    fn wait_exit(mut self, within: Duration) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                return (status, err);
-            }
-            assert!(Instant::now() < deadline, "server still running after {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn sigterm(&self) {
-        let status =
-            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).ok()?;
-    Some(out)
-}
 
 fn tractor(args: &[&str]) -> Output {
     Command::new(TRACTOR).args(args).output().expect("run tractor")
@@ -191,7 +110,7 @@ fn infer_and_bench_talk_to_a_running_server() {
     let out = tractor(&[
         "infer",
         "--url",
-        &server.url(),
+        &server.url(""),
         "--model",
         "digits-mlp-v2",
         "--input",
@@ -207,7 +126,7 @@ fn infer_and_bench_talk_to_a_running_server() {
     let out = tractor(&[
         "infer",
         "--url",
-        &server.url(),
+        &server.url(""),
         "--model",
         "digits-mlp-v2",
         "--input",
@@ -228,7 +147,7 @@ fn infer_and_bench_talk_to_a_running_server() {
     let wrong = tractor(&[
         "infer",
         "--url",
-        &server.url(),
+        &server.url(""),
         "--model",
         "nope",
         "--input",
@@ -240,7 +159,7 @@ fn infer_and_bench_talk_to_a_running_server() {
     let out = tractor(&[
         "bench",
         "--url",
-        &server.url(),
+        &server.url(""),
         "--model",
         "digits-mlp-v2",
         "--concurrency",

@@ -369,3 +369,53 @@ fn a_canary_killed_mid_rollout_is_restarted_and_the_rollout_finishes() {
     up.wait_served_by("2");
     up.interrupt();
 }
+
+/// `tractor rollout promote|abort|status --state-dir` drive a local `up` as
+/// they drive the controller: a canary held by a long pause is stepped and
+/// promoted by hand, the next one aborted by hand.
+#[test]
+fn promote_and_abort_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = dir.path().join("digits.yaml");
+    let held = |d: String| d.replace("pause: 2s", "pause: 1h");
+    std::fs::write(&file, held(document("1", &model("digits-mlp-v1.onnx"), ""))).unwrap();
+    let mut up = Up::start(&file, &state);
+    up.wait_for("Deployed", Duration::from_secs(60));
+    let rollout = |action: &str| {
+        let out = Command::new(TRACTOR)
+            .args(["rollout", action, "digits", "--state-dir", state.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+
+    std::fs::write(&file, held(document("2", &model("digits-mlp-v2.onnx"), ""))).unwrap();
+    let first = up.wait_for("CanaryStep", Duration::from_secs(30));
+    assert_eq!(first["weights"], serde_json::json!({ "1": 70, "2": 30 }));
+    assert!(rollout("status").contains("canary: 2 (30%, step 1"));
+    rollout("promote");
+    let second = up.wait_for("CanaryStep", Duration::from_secs(10));
+    assert_eq!(second["weights"], serde_json::json!({ "1": 40, "2": 60 }));
+    rollout("promote");
+    let promoted = up.wait_for("Promoted", Duration::from_secs(10));
+    assert_eq!(promoted["weights"], serde_json::json!({ "2": 100 }));
+
+    std::fs::write(&file, held(document("3", &model("digits-mlp-v1.onnx"), ""))).unwrap();
+    up.wait_for("CanaryStep", Duration::from_secs(30));
+    rollout("abort");
+    let aborted = up.wait_for("CanaryAborted", Duration::from_secs(10));
+    assert_eq!(aborted["weights"], serde_json::json!({ "2": 100 }), "{aborted}");
+    up.wait_served_by("2");
+    assert!(rollout("status").contains("stable: 2 (100%)"));
+    assert!(!state.join("digits/request").exists(), "a request is acted on once");
+    up.interrupt();
+
+    let missing = Command::new(TRACTOR)
+        .args(["rollout", "promote", "nothing", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no `tractor up` has run nothing"));
+}

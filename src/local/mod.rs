@@ -142,6 +142,66 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// before the process stops: no request lands on a closed port.
 const DRAIN: Duration = Duration::from_secs(1);
 
+/// A person's request to a running `up` (`tractor rollout promote|abort
+/// --state-dir`), the local counterpart of the controller's annotations: a
+/// file in the deployment's state directory, removed once acted on.
+const REQUEST_FILE: &str = "request";
+const PROMOTE: &str = "promote";
+const ABORT: &str = "abort";
+
+/// What `tractor rollout promote|abort --state-dir DIR NAME` asks of a local
+/// `tractor up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Promote,
+    Abort,
+}
+
+/// The directory where `up` keeps a deployment's state, if it has run there.
+fn deployment_dir(state_dir: &Path, name: &str) -> Result<PathBuf, LocalError> {
+    let dir = state_dir.join(name);
+    if dir.join("status.json").exists() {
+        Ok(dir)
+    } else {
+        Err(LocalError::State {
+            path: dir.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no `tractor up` has run {name} with this state directory"),
+            ),
+        })
+    }
+}
+
+/// Leaves a promote or abort request for the `up` running `name`; it acts
+/// on it within a tick, as the controller does on its annotations.
+///
+/// # Errors
+/// No state for `name` under `state_dir`, or a directory that cannot be written.
+pub fn request(state_dir: &Path, name: &str, request: Request) -> Result<(), LocalError> {
+    let path = deployment_dir(state_dir, name)?.join(REQUEST_FILE);
+    let word = match request {
+        Request::Promote => PROMOTE,
+        Request::Abort => ABORT,
+    };
+    std::fs::write(&path, word)
+        .map_err(|source| LocalError::State { path: path.display().to_string(), source })
+}
+
+/// The last status a local `up` wrote for `name`.
+///
+/// # Errors
+/// No state for `name` under `state_dir`, or a status file that cannot be read.
+pub fn status(state_dir: &Path, name: &str) -> Result<ModelDeploymentStatus, LocalError> {
+    let path = deployment_dir(state_dir, name)?.join("status.json");
+    let bytes = std::fs::read(&path)
+        .map_err(|source| LocalError::State { path: path.display().to_string(), source })?;
+    serde_json::from_slice(&bytes).map_err(|e| LocalError::ReadSpec {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// Everything `up` keeps between ticks, persisted under the state directory.
 struct Runner {
     config: UpConfig,
@@ -264,6 +324,8 @@ impl Runner {
             _ => None,
         };
         let job = self.job_state(spec).await;
+        let request =
+            std::fs::read_to_string(self.dir.join(REQUEST_FILE)).ok().map(|r| r.trim().to_string());
         Observed {
             generation: None,
             status: self.status.clone(),
@@ -272,8 +334,8 @@ impl Runner {
             ready,
             failing,
             figures,
-            promote_requested: false,
-            abort_requested: false,
+            promote_requested: request.as_deref() == Some(PROMOTE),
+            abort_requested: request.as_deref() == Some(ABORT),
         }
     }
 
@@ -322,6 +384,10 @@ impl Runner {
     }
 
     async fn apply(&mut self, spec: &ValidSpec, plan: &Plan) -> Result<(), LocalError> {
+        if plan.clear_requests {
+            // Acted on (or meaningless without a canary): asked once, done once.
+            let _ = std::fs::remove_file(self.dir.join(REQUEST_FILE));
+        }
         for desired in plan.versions.iter().filter(|d| d.replicas > 0) {
             let waiting = self
                 .backoff

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod python;
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
