@@ -2,8 +2,6 @@
 //! (PyPI `moto[server]`, installed by `.ci/run`) on loopback.
 
 mod common;
-#[path = "common/python.rs"]
-mod python;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -38,7 +36,7 @@ fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_a_model_from_s3_and_checks_its_digest() {
-    let Some(python) = python::python_with("moto.server") else { return };
+    let Some(python) = common::python::python_with("moto.server") else { return };
     let s3_port = free_port();
     let _moto = Killed(
         Command::new(&python)
