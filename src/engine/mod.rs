@@ -21,7 +21,7 @@ use tract_onnx::tract_hir::infer::{DimFact, Factoid, ShapeFactoid};
 use tract_onnx::tract_hir::internal::tract_linalg::multithread::Executor;
 use tract_onnx::tract_hir::internal::{DimLike, SpecialOps};
 
-pub use tensor::{DataType, Tensor, TensorData, element_count};
+pub use tensor::{DataType, Tensor, TensorData, element_count, json_kind};
 
 /// Models whose weights take more than this many bytes run matrix products on
 /// every core by default. Measured on the 2-core machine: a 16 MiB

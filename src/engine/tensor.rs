@@ -190,6 +190,49 @@ impl TensorData {
         Ok(())
     }
 
+    /// JSON scalars (already flattened) as elements of `datatype`: the one
+    /// conversion behind V2 `data` and processing's `tensor` step, so both
+    /// accept the same numbers and refuse the rest in the same words.
+    ///
+    /// # Errors
+    /// The first element that is not of the type, e.g. `element 1 is a
+    /// number (256), not an integer in 0..=255`.
+    pub fn from_json(
+        datatype: DataType,
+        flat: &[&serde_json::Value],
+    ) -> Result<TensorData, String> {
+        use serde_json::Value;
+        fn each<T>(
+            flat: &[&Value],
+            what: &str,
+            f: impl Fn(&Value) -> Option<T>,
+        ) -> Result<Vec<T>, String> {
+            flat.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    f(v).ok_or_else(|| format!("element {i} is {}, not {what}", json_kind(v)))
+                })
+                .collect()
+        }
+        fn int<T: TryFrom<i64>>(v: &Value) -> Option<T> {
+            v.as_i64().and_then(|i| T::try_from(i).ok())
+        }
+        Ok(match datatype {
+            DataType::Bool => TensorData::Bool(each(flat, "a boolean", Value::as_bool)?),
+            DataType::U8 => TensorData::U8(each(flat, "an integer in 0..=255", int)?),
+            DataType::I8 => TensorData::I8(each(flat, "an integer in -128..=127", int)?),
+            DataType::I32 => TensorData::I32(each(flat, "a 32-bit integer", int)?),
+            DataType::I64 => TensorData::I64(each(flat, "a 64-bit integer", Value::as_i64)?),
+            DataType::F16 => {
+                TensorData::F16(each(flat, "a number", |v| v.as_f64().map(f16::from_f64))?)
+            }
+            DataType::F32 => {
+                TensorData::F32(each(flat, "a number", |v| v.as_f64().map(|x| x as f32))?)
+            }
+            DataType::F64 => TensorData::F64(each(flat, "a number", Value::as_f64)?),
+        })
+    }
+
     /// Every element as f64 (booleans as 0 and 1), for output processing
     /// and for comparing answers.
     pub fn to_f64(&self) -> Vec<f64> {
@@ -267,6 +310,20 @@ impl TensorData {
 pub struct Tensor {
     pub shape: Vec<usize>,
     pub data: TensorData,
+}
+
+/// A JSON value as an error message names it: `a string ("2")`, `an array`.
+pub fn json_kind(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) if s.len() > 40 => "a string".into(),
+        Value::String(s) => format!("a string ({s:?})"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
 }
 
 impl Tensor {

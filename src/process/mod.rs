@@ -35,6 +35,7 @@ pub use self::spec::{
     OutputProcessing, ProcessingSpec, ResizeFilter, TensorInput, Threshold, TopK,
 };
 pub use self::tensor::TensorStep;
+pub(crate) use crate::engine::json_kind;
 
 /// The input steps, by the names the spec uses.
 pub const INPUT_STEPS: [&str; 3] = ["image", "features", "tensor"];
@@ -526,18 +527,6 @@ fn nest(values: &[f64], shape: &[usize], number: &dyn Fn(f64) -> Value) -> Value
 
 pub(crate) fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
     names.map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
-}
-
-pub(crate) fn json_kind(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("a boolean ({b})"),
-        Value::Number(n) => format!("a number ({n})"),
-        Value::String(s) if s.len() > 40 => "a string".into(),
-        Value::String(s) => format!("a string ({s:?})"),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
 }
 
 /// A spec with where to resolve its relative file paths: what `serve`

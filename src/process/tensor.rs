@@ -3,8 +3,7 @@
 
 use serde_json::Value;
 
-use super::json_kind;
-use crate::engine::{DataType, Dim, Tensor, TensorData, TensorSpec, element_count};
+use crate::engine::{Dim, Tensor, TensorData, TensorSpec, element_count};
 
 /// Deep enough for any real tensor, shallow enough that nested brackets
 /// cannot exhaust the stack.
@@ -80,7 +79,7 @@ impl TensorStep {
         if count != flat.len() {
             return Err(format!("the shape needs {count} elements, the data has {}", flat.len()));
         }
-        let data = convert(self.spec.datatype, &flat)?;
+        let data = TensorData::from_json(self.spec.datatype, &flat)?;
         Tensor::new(full, data)
     }
 }
@@ -132,41 +131,12 @@ fn collect<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-fn convert(datatype: DataType, flat: &[&Value]) -> Result<TensorData, String> {
-    fn each<T>(
-        flat: &[&Value],
-        what: &str,
-        f: impl Fn(&Value) -> Option<T>,
-    ) -> Result<Vec<T>, String> {
-        flat.iter()
-            .enumerate()
-            .map(|(i, v)| {
-                f(v).ok_or_else(|| format!("element {i} is {}, not {what}", json_kind(v)))
-            })
-            .collect()
-    }
-    fn int<T: TryFrom<i64>>(v: &Value) -> Option<T> {
-        v.as_i64().and_then(|i| T::try_from(i).ok())
-    }
-    Ok(match datatype {
-        DataType::Bool => TensorData::Bool(each(flat, "a boolean", Value::as_bool)?),
-        DataType::U8 => TensorData::U8(each(flat, "an integer in 0..=255", int)?),
-        DataType::I8 => TensorData::I8(each(flat, "an integer in -128..=127", int)?),
-        DataType::I32 => TensorData::I32(each(flat, "a 32-bit integer", int)?),
-        DataType::I64 => TensorData::I64(each(flat, "a 64-bit integer", Value::as_i64)?),
-        DataType::F16 => {
-            TensorData::F16(each(flat, "a number", |v| v.as_f64().map(half::f16::from_f64))?)
-        }
-        DataType::F32 => TensorData::F32(each(flat, "a number", |v| v.as_f64().map(|x| x as f32))?),
-        DataType::F64 => TensorData::F64(each(flat, "a number", Value::as_f64)?),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::engine::DataType;
 
     fn step(shape: Vec<Dim>) -> TensorStep {
         TensorStep::new(&TensorSpec { name: "x".into(), datatype: DataType::F32, shape })

@@ -278,33 +278,7 @@ fn json_data(datatype: DataType, value: &Value, count: usize) -> Result<TensorDa
     if flat.len() != count {
         return Err(format!("the shape needs {count} elements, \"data\" has {}", flat.len()));
     }
-    fn each<T>(
-        flat: &[&Value],
-        what: &str,
-        f: impl Fn(&Value) -> Option<T>,
-    ) -> Result<Vec<T>, String> {
-        flat.iter()
-            .enumerate()
-            .map(|(i, v)| f(v).ok_or_else(|| format!("element {i} ({v}) is not {what}")))
-            .collect()
-    }
-    fn int<T: TryFrom<i64>>(v: &Value) -> Option<T> {
-        v.as_i64().and_then(|i| T::try_from(i).ok())
-    }
-    Ok(match datatype {
-        DataType::Bool => TensorData::Bool(each(&flat, "a boolean", Value::as_bool)?),
-        DataType::U8 => TensorData::U8(each(&flat, "an integer in 0..=255", int)?),
-        DataType::I8 => TensorData::I8(each(&flat, "an integer in -128..=127", int)?),
-        DataType::I32 => TensorData::I32(each(&flat, "a 32-bit integer", int)?),
-        DataType::I64 => TensorData::I64(each(&flat, "a 64-bit integer", Value::as_i64)?),
-        DataType::F16 => {
-            TensorData::F16(each(&flat, "a number", |v| v.as_f64().map(half::f16::from_f64))?)
-        }
-        DataType::F32 => {
-            TensorData::F32(each(&flat, "a number", |v| v.as_f64().map(|x| x as f32))?)
-        }
-        DataType::F64 => TensorData::F64(each(&flat, "a number", Value::as_f64)?),
-    })
+    TensorData::from_json(datatype, &flat)
 }
 
 /// Deep enough for any real tensor, shallow enough that a hostile body of
@@ -633,7 +607,7 @@ mod tests {
             ),
             (
                 r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,"a"]}]}"#,
-                "is not a number",
+                "element 1 is a string (\"a\"), not a number",
             ),
             (
                 r#"{"inputs":[{"name":"x","shape":[-1,2],"datatype":"FP32","data":[1,2]}]}"#,
@@ -662,7 +636,7 @@ mod tests {
         let ins = vec![spec("i", DataType::U8, vec![Dim::Fixed(2)])];
         let json = r#"{"inputs":[{"name":"i","shape":[2],"datatype":"UINT8","data":[1,256]}]}"#;
         let err = decode_request(json.as_bytes(), &[], &ins, &[], false, None).unwrap_err();
-        assert!(err.contains("element 1 (256)"), "{err}");
+        assert!(err.contains("element 1 is a number (256), not an integer in 0..=255"), "{err}");
     }
 
     #[test]
