@@ -184,7 +184,16 @@ pub fn request(state_dir: &Path, name: &str, request: Request) -> Result<(), Loc
         Request::Promote => PROMOTE,
         Request::Abort => ABORT,
     };
-    std::fs::write(&path, word)
+    write_whole(&path, word.as_bytes())
+}
+
+/// Writes a file whole, then renames it into place: a reader (the router,
+/// `tractor rollout status`, `up` itself) never sees half of it.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), LocalError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|source| LocalError::State { path: path.display().to_string(), source })
 }
 
@@ -496,12 +505,10 @@ impl Runner {
             shadow: plan.shadow.clone(),
         };
         if self.routes.as_ref() != Some(&table) {
-            let path = self.dir.join("routes.json");
-            let tmp = self.dir.join("routes.json.tmp");
-            // Written whole, then renamed: the router never reads half a table.
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&table).unwrap_or_default())
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|source| LocalError::State { path: path.display().to_string(), source })?;
+            write_whole(
+                &self.dir.join("routes.json"),
+                &serde_json::to_vec_pretty(&table).unwrap_or_default(),
+            )?;
             self.routes = Some(table);
         }
         if plan.reset_figures
@@ -520,20 +527,20 @@ impl Runner {
             }
             self.last_message = plan.status.message.clone();
         }
-        self.status = plan.status.clone();
-        let state = self.dir.join("status.json");
-        std::fs::write(&state, serde_json::to_vec_pretty(&self.status).unwrap_or_default())
-            .map_err(|source| LocalError::State { path: state.display().to_string(), source })?;
+        if self.status != plan.status || !self.dir.join("status.json").exists() {
+            self.status = plan.status.clone();
+            write_whole(
+                &self.dir.join("status.json"),
+                &serde_json::to_vec_pretty(&self.status).unwrap_or_default(),
+            )?;
+        }
         Ok(())
     }
 
     async fn start_router(&mut self) -> Result<(), LocalError> {
         let routes = self.dir.join("routes.json");
         if !routes.exists() {
-            std::fs::write(&routes, b"{\"backends\": []}").map_err(|source| LocalError::State {
-                path: routes.display().to_string(),
-                source,
-            })?;
+            write_whole(&routes, b"{\"backends\": []}")?;
         }
         let admin = free_port()?;
         let args = vec![
