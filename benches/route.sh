@@ -51,7 +51,7 @@ med = lambda rs, q: statistics.median(r["latency_ms"][q] for r in rs)
 d50, d99, r50, r99 = med(direct, "p50"), med(direct, "p99"), med(routed, "p50"), med(routed, "p99")
 serve_us = statistics.median((c[1] - c[0]) / d["requests"] * 1e6 for c, d in zip(cpu, direct))
 router_us = statistics.median((c[3] - c[2]) / r["requests"] * 1e6 for c, r in zip(cpu, routed))
-print(f"| {name} (c={conc}) | {d50:.3f} / {d99:.3f} ms | {r50:.3f} / {r99:.3f} ms | +{(r50 / d50 - 1) * 100:.0f}% | {serve_us:.0f} / {router_us:.0f} us |")
+print(f"| {name} (c={conc}) | {d50:.3f} / {d99:.3f} ms | {r50:.3f} / {r99:.3f} ms | {(r50 / d50 - 1) * 100:+.0f}% | {serve_us:.0f} / {router_us:.0f} us |")
 PY
   for p in "${pids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done; pids=()
 done
