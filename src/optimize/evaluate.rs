@@ -235,6 +235,51 @@ pub fn median_latency(
     Ok(times[times.len() / 2])
 }
 
+/// Medians of two models measured interleaved at `batch` rows of the same
+/// synthetic inputs, so both see the same machine state: their median
+/// latencies and the median of the per-pair ratios `b / a`, which is less
+/// sensitive to a slow stretch than the ratio of the medians. Pairs
+/// alternate which model runs first; a few warm-up runs each, then pairs
+/// until `budget` is spent (at least 5, at most 2000).
+///
+/// # Errors
+/// A model that fails to run, or models with different inputs.
+pub fn paired_latency(
+    a: &Model,
+    b: &Model,
+    batch: usize,
+    budget: Duration,
+) -> Result<(Duration, Duration, f64), EngineError> {
+    let inputs = crate::client::synthetic_inputs(a.inputs(), batch, 42);
+    for _ in 0..3 {
+        a.run(&inputs)?;
+        b.run(&inputs)?;
+    }
+    let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let start = Instant::now();
+    while ta.len() < 5 || (start.elapsed() < budget && ta.len() < 2000) {
+        let time = |m: &Model| -> Result<Duration, EngineError> {
+            let t = Instant::now();
+            m.run(&inputs)?;
+            Ok(t.elapsed())
+        };
+        let (x, y) = if ta.len() % 2 == 0 {
+            let x = time(a)?;
+            (x, time(b)?)
+        } else {
+            let y = time(b)?;
+            (time(a)?, y)
+        };
+        ratios.push(y.as_secs_f64() / x.as_secs_f64().max(1e-9));
+        ta.push(x);
+        tb.push(y);
+    }
+    ta.sort();
+    tb.sort();
+    ratios.sort_by(f64::total_cmp);
+    Ok((ta[ta.len() / 2], tb[tb.len() / 2], ratios[ratios.len() / 2]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
