@@ -80,6 +80,11 @@ for f in sorted(os.listdir(out)):
 PY
 
 echo
+echo "where the time of structured pruning goes (original, then 50% structured):"
+"$target/release/examples/optimize_big_model" --latency-breakdown $m/digits-mlp-v2.onnx "$out/digits-mlp-v2-structured.onnx" \
+    target/bench/mlp-4x1024.onnx "$out/mlp-4x1024-structured.onnx"
+
+echo
 echo "optimizer on a generated ${big_mb} MB model (dynamic-int8 without the per-layer timing, then with it):"
 "$target/release/examples/optimize_big_model" "$out/big.onnx" "$big_mb" 2>/dev/null
 ls -l "$out/big.onnx" | awk '{printf "input: %.1f MB\n", $5/1e6}'
