@@ -12,13 +12,17 @@ big_mb="${1:-100}"
 target="${CARGO_TARGET_DIR:-target}"
 out="target/bench/optimize"
 mkdir -p "$out"
-cargo build --release --quiet --bin tractor --example optimize_big_model
+cargo build --release --quiet --bin tractor --example optimize_big_model --example make_models
 bin="$target/release/tractor"
 m=tests/models
+# The 4x1024 MLP (16 MiB of weights, no validation data): structured pruning
+# on a model that is not overhead-bound at batch 1.
+"$target/release/examples/make_models" --bench target/bench >/dev/null
 
-run() { # name model flags...
+run() { # name model flags... (model relative to tests/models, or a path)
     local name="$1" model="$2"; shift 2
-    "$bin" optimize --input "$m/$model" --output "$out/$name.onnx" --report "$out/$name.json" "$@" \
+    [[ "$model" == */* ]] || model="$m/$model"
+    "$bin" optimize --input "$model" --output "$out/$name.onnx" --report "$out/$name.json" "$@" \
         2>"$out/$name.stderr" || echo "$name: exit $? ($(tail -1 "$out/$name.stderr"))"
 }
 
@@ -36,6 +40,9 @@ run diabetes-dynamic diabetes-mlp.onnx --quantize dynamic-int8 --validate $m/dia
 for s in 0.5 0.8 0.9; do
     run "digits-mlp-v2-magnitude-$s" digits-mlp-v2.onnx --prune "magnitude:$s" --validate $m/digits-test.npz --max-drop 100
 done
+printf 'passes:\n  - type: quantize\n    mode: weight-int8\n    blockSize: 32\n' >"$out/int8-block32.yaml"
+run digits-mlp-v2-weight-int8-block32 digits-mlp-v2.onnx --recipe "$out/int8-block32.yaml" --validate $m/digits-test.npz --max-drop 1
+run mlp-4x1024-structured target/bench/mlp-4x1024.onnx --prune structured:0.5
 run digits-mlp-v2-over-pruned digits-mlp-v2.onnx --prune magnitude:0.99 --validate $m/digits-test.npz --max-drop 1
 
 python3 - "$out" <<'PY'
@@ -63,7 +70,19 @@ for f in sorted(os.listdir(out)):
         metric += " REFUSED"
     print(f'| {f[:-5]} | {n["fileBytes"]/o["fileBytes"]:.3f} | {n["gzipBytes"]/o["gzipBytes"]:.3f} | '
           f'{n["parameters"]/o["parameters"]:.3f} | {metric} | {ratio(1)} | {ratio(32)} | {", ".join(forms)} |')
+print()
+print("quantize runs, the whole chosen model against fp32 (and any layers reverted):")
+for f in sorted(os.listdir(out)):
+    if f.endswith(".json"):
+        s = json.load(open(os.path.join(out, f)))["summary"]
+        if "quantize:" in s:
+            print(f'- {f[:-5]}: {s[s.index("quantize:") + 10:]}')
 PY
+
+echo
+echo "where the time of structured pruning goes (original, then 50% structured):"
+"$target/release/examples/optimize_big_model" --latency-breakdown $m/digits-mlp-v2.onnx "$out/digits-mlp-v2-structured.onnx" \
+    target/bench/mlp-4x1024.onnx "$out/mlp-4x1024-structured.onnx"
 
 echo
 echo "optimizer on a generated ${big_mb} MB model (dynamic-int8 without the per-layer timing, then with it):"
@@ -74,4 +93,11 @@ for mode in "--no-measure" ""; do
         --quantize dynamic-int8 --report "$out/big-q${mode}.report" $mode 2>&1 | grep -E "elapsed|error" || true
 done
 ls -l "$out/big-q.onnx" | awk '{printf "output: %.1f MB\n", $5/1e6}'
+python3 - "$out/big-q.report" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+forms = [l["form"] for p in r["passes"] for l in (p["notes"] or {}).get("layers", [])]
+print("with the timing:", r["summary"])
+print("layers:", ", ".join(forms))
+PY
 rm -f "$out/big.onnx" "$out/big-q.onnx"

@@ -1,5 +1,6 @@
-//! The `fold` pass: constant folding, BatchNormalization into the Conv or
-//! Gemm before it, MatMul + Add into Gemm, Identity and Dropout removal.
+//! The `fold` pass: constant folding, BatchNormalization into the Conv,
+//! Gemm or MatMul (+ Add) before it, MatMul + Add into Gemm, Identity and
+//! Dropout removal.
 //!
 //! Every rewrite is exact up to float rounding; the tests check outputs
 //! within 1e-5 relative.
@@ -46,6 +47,7 @@ pub fn fold(model: &mut pb::ModelProto) -> Result<FoldNotes, PassError> {
     notes.removed_identities = remove_identities(g);
     notes.folded_constants = fold_constants(g, &opsets)?;
     notes.folded_batch_norms = fold_batch_norms(g)?;
+    notes.folded_batch_norms += fold_matmul_batch_norms(g)?;
     notes.fused_gemms = fuse_matmul_add(g)?;
     graph::remove_unused(g);
     Ok(notes)
@@ -302,6 +304,134 @@ fn fold_batch_norms(g: &mut pb::GraphProto) -> Result<usize, PassError> {
     Ok(count)
 }
 
+/// BatchNormalization(MatMul(x, W) [+ b]) -> MatMul(x, W') + b' when x has
+/// rank 2, W is a 2-D float initializer [K, C] and b a constant of C (or 1,
+/// or 1 x C) values.
+///
+/// BatchNormalization normalizes axis 1. For a rank-2 activation [N, C] that
+/// is MatMul's output column axis, so the per-channel scale goes into W's
+/// columns; for rank 3 and up ([N, T, C]) axis 1 is not the column axis and
+/// the node is left alone, as it is when the rank is unknown.
+fn fold_matmul_batch_norms(g: &mut pb::GraphProto) -> Result<usize, PassError> {
+    let mut count = 0;
+    let mut namer = Namer::new(g);
+    // Candidates refused after reading their tensors, so the loop moves on.
+    let mut refused: HashSet<String> = HashSet::new();
+    loop {
+        let inits = graph::initializers(g);
+        let counts = graph::use_counts(g);
+        let ranks = ranks(g);
+        let producer: HashMap<&String, usize> = g
+            .node
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.output.iter().map(move |o| (o, i)))
+            .collect();
+        let is_float_init = |name: &String| {
+            inits.get(name).is_some_and(|i| g.initializer[*i].data_type == graph::FLOAT)
+        };
+        // (BN index, MatMul index, Add index and its bias name)
+        let candidate = g.node.iter().enumerate().find_map(|(bi, bn)| {
+            if bn.op_type != "BatchNormalization"
+                || bn.input.len() < 5
+                || bn.output.len() != 1
+                || refused.contains(&bn.name)
+            {
+                return None;
+            }
+            if !bn.input[1..5].iter().all(is_float_init) {
+                return None;
+            }
+            if counts.get(&bn.input[0]) != Some(&1) {
+                return None;
+            }
+            let pi = *producer.get(&bn.input[0])?;
+            let (mi, add) = match g.node[pi].op_type.as_str() {
+                "MatMul" => (pi, None),
+                "Add" if g.node[pi].input.len() == 2 => {
+                    let a = &g.node[pi];
+                    let (m, b) = [(0, 1), (1, 0)].into_iter().find_map(|(m, b)| {
+                        let mi = *producer.get(&a.input[m])?;
+                        (g.node[mi].op_type == "MatMul" && is_float_init(&a.input[b]))
+                            .then_some((mi, a.input[b].clone()))
+                    })?;
+                    if counts.get(&g.node[m].output[0]) != Some(&1) {
+                        return None;
+                    }
+                    (m, Some((pi, b)))
+                }
+                _ => return None,
+            };
+            let mm = &g.node[mi];
+            let w = g.initializer.get(*inits.get(mm.input.get(1)?)?)?;
+            let ok = w.data_type == graph::FLOAT
+                && w.dims.len() == 2
+                && ranks.get(&mm.input[0]) == Some(&2);
+            ok.then_some((bi, mi, add))
+        });
+        let Some((bi, mi, add)) = candidate else { break };
+        let bn = g.node[bi].clone();
+        let eps = graph::get_float(&bn, "epsilon", 1e-5);
+        let read = |name: &str| -> Result<FloatTensor, PassError> {
+            Ok(graph::read_f32(&g.initializer[inits[name]])?)
+        };
+        let (scale, shift, mean, var) =
+            (read(&bn.input[1])?, read(&bn.input[2])?, read(&bn.input[3])?, read(&bn.input[4])?);
+        let w = read(&g.node[mi].input[1])?;
+        let channels = w.dims[1];
+        let old_b = match &add {
+            Some((_, b)) => {
+                let b = read(b)?;
+                let shape_ok = matches!(b.dims.as_slice(), [] | [_] | [1, _]);
+                match b.data.len() {
+                    n if shape_ok && n == channels => Some(b.data),
+                    1 if shape_ok => Some(vec![b.data[0]; channels]),
+                    _ => None,
+                }
+            }
+            None => Some(vec![0.0; channels]),
+        };
+        let stats_ok = [&scale, &shift, &mean, &var].iter().all(|t| t.data.len() == channels);
+        let Some(old_b) = old_b.filter(|_| stats_ok) else {
+            refused.insert(bn.name.clone());
+            continue;
+        };
+        let s: Vec<f32> =
+            (0..channels).map(|c| scale.data[c] / (var.data[c] + eps).sqrt()).collect();
+        // W is K x C: element i is in column i % C.
+        let new_w: Vec<f32> = w.data.iter().enumerate().map(|(i, v)| v * s[i % channels]).collect();
+        let new_b: Vec<f32> =
+            (0..channels).map(|c| (old_b[c] - mean.data[c]) * s[c] + shift.data[c]).collect();
+        let mm_name = g.node[mi].name.clone();
+        let w_name = namer.fresh(&format!("{}_bnfolded", g.node[mi].input[1]));
+        let b_name = namer.fresh(&format!("{mm_name}_bnfolded_bias"));
+        g.initializer.push(graph::f32_tensor(&w_name, &w.dims, &new_w));
+        g.initializer.push(graph::f32_tensor(&b_name, &[channels], &new_b));
+        g.node[mi].input[1] = w_name;
+        match add {
+            Some((ai, bias)) => {
+                let a = &mut g.node[ai];
+                for i in &mut a.input {
+                    if *i == bias {
+                        i.clone_from(&b_name);
+                    }
+                }
+                a.output[0].clone_from(&bn.output[0]);
+                g.node.remove(bi);
+            }
+            None => {
+                // The BN node becomes the Add, in its place (after the MatMul).
+                let add_name = namer.fresh(&format!("{mm_name}_bnfolded_add"));
+                g.node[bi] =
+                    graph::node("Add", &add_name, &[&bn.input[0], &b_name], &[&bn.output[0]]);
+            }
+        }
+        count += 1;
+        graph::remove_unused(g);
+    }
+    Ok(count)
+}
+
 /// Rank of each value where it can be read from declarations or propagated
 /// through ops that keep or fix it.
 fn ranks(g: &pb::GraphProto) -> HashMap<String, usize> {
@@ -485,6 +615,97 @@ mod tests {
         // x = 5: conv = [11, 15]; BN = [(11-1)*0.5, 15*2+1] = [5, 31]
         assert_eq!(before, vec![5.0, 31.0]);
         assert_eq!(run(&m, &[1, 1, 1, 1], &[5.0]), before);
+    }
+
+    fn bn(eps: f32) -> pb::NodeProto {
+        let mut bn =
+            node("BatchNormalization", "bn", &["c", "scale", "shift", "mean", "var"], &["y"]);
+        bn.attribute.push(pb::AttributeProto {
+            name: "epsilon".into(),
+            r#type: 1,
+            f: eps,
+            ..Default::default()
+        });
+        bn
+    }
+
+    /// BN with scale [1, 2], shift [0, 1], mean [1, 0], var [3, 0] and eps 1:
+    /// s = scale / sqrt(var + eps) = [0.5, 2].
+    fn bn_stats() -> Vec<pb::TensorProto> {
+        vec![
+            f32_tensor("scale", &[2], &[1.0, 2.0]),
+            f32_tensor("shift", &[2], &[0.0, 1.0]),
+            f32_tensor("mean", &[2], &[1.0, 0.0]),
+            f32_tensor("var", &[2], &[3.0, 0.0]),
+        ]
+    }
+
+    #[test]
+    fn batch_norm_folds_into_matmul_and_add_by_hand() {
+        // x [N, 2] x W [[1, 2], [3, 4]] + b [1, -1], then BN over the 2 columns.
+        let mut m = model(
+            ("x", &[None, Some(2)]),
+            ("y", &[None, Some(2)]),
+            vec![
+                node("MatMul", "mm", &["x", "w"], &["m"]),
+                node("Add", "add", &["m", "b"], &["c"]),
+                bn(1.0),
+            ],
+            [
+                vec![
+                    f32_tensor("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]),
+                    f32_tensor("b", &[2], &[1.0, -1.0]),
+                ],
+                bn_stats(),
+            ]
+            .concat(),
+        );
+        // x = [1, 1]: MatMul [4, 6], Add [5, 5], BN [(5 - 1) * 0.5 + 0, 5 * 2 + 1] = [2, 11]
+        let before = run(&m, &[1, 2], &[1.0, 1.0]);
+        assert_eq!(before, vec![2.0, 11.0]);
+        let notes = fold(&mut m).unwrap();
+        assert_eq!((notes.folded_batch_norms, notes.fused_gemms), (1, 1));
+        let g = graph::graph(&m).unwrap();
+        assert_eq!(g.node.iter().map(|n| n.op_type.as_str()).collect::<Vec<_>>(), vec!["Gemm"]);
+        let inits = graph::initializers(g);
+        let w = graph::read_f32(&g.initializer[inits[&g.node[0].input[1]]]).unwrap();
+        let b = graph::read_f32(&g.initializer[inits[&g.node[0].input[2]]]).unwrap();
+        // Columns times s: [[0.5, 4], [1.5, 8]]; b' = (b - mean) * s + shift = [0, -1]
+        assert_eq!(w.data, vec![0.5, 4.0, 1.5, 8.0]);
+        assert_eq!(b.data, vec![0.0, -1.0]);
+        assert_eq!(run(&m, &[1, 2], &[1.0, 1.0]), before);
+    }
+
+    #[test]
+    fn batch_norm_after_a_bare_matmul_folds_within_1e5() {
+        // MatMul 3 -> 2 without bias; the BN becomes the Add of b'.
+        let mut m = model(
+            ("x", &[None, Some(3)]),
+            ("y", &[None, Some(2)]),
+            vec![node("MatMul", "mm", &["x", "w"], &["c"]), bn(1e-5)],
+            [vec![f32_tensor("w", &[3, 2], &values(6, 1, 1.0))], bn_stats()].concat(),
+        );
+        // var 0 + eps 1e-5: a large s on column 1, the hardest case for rounding.
+        let x = values(4 * 3, 2, 1.0);
+        let before = run(&m, &[4, 3], &x);
+        assert_eq!(fold(&mut m).unwrap().folded_batch_norms, 1);
+        let g = graph::graph(&m).unwrap();
+        assert!(g.node.iter().all(|n| n.op_type != "BatchNormalization"));
+        close(&run(&m, &[4, 3], &x), &before, 1e-5);
+    }
+
+    #[test]
+    fn batch_norm_after_a_rank3_matmul_is_left_alone() {
+        // [N, T, C]: BN's channel axis is T, not MatMul's output columns.
+        let mut m = model(
+            ("x", &[None, Some(2), Some(3)]),
+            ("y", &[None, Some(2), Some(2)]),
+            vec![node("MatMul", "mm", &["x", "w"], &["c"]), bn(1.0)],
+            [vec![f32_tensor("w", &[3, 2], &values(6, 1, 1.0))], bn_stats()].concat(),
+        );
+        assert_eq!(fold(&mut m).unwrap().folded_batch_norms, 0);
+        let g = graph::graph(&m).unwrap();
+        assert!(g.node.iter().any(|n| n.op_type == "BatchNormalization"));
     }
 
     #[test]

@@ -35,8 +35,8 @@ pub struct Recipe {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Pass {
-    /// Constant folding, BatchNormalization into Conv/Gemm, MatMul+Add into
-    /// Gemm, Identity and Dropout removal.
+    /// Constant folding, BatchNormalization into Conv/Gemm/MatMul(+Add),
+    /// MatMul+Add into Gemm, Identity and Dropout removal.
     Fold,
     Quantize(Quantize),
     Prune(Prune),
@@ -63,8 +63,11 @@ impl Pass {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Quantize {
     pub mode: QuantizeMode,
-    /// Elements per quantization block for `weight-int4` (and `weight-int8`
-    /// when set); per output channel when absent. A power of two >= 16 for int4.
+    /// Elements per quantization block along the reduction axis: for
+    /// `weight-int4` (default 32), and for the int8 modes when set (the
+    /// weight-only form, and the weight of `static-int8`'s QDQ form; the
+    /// `MatMulInteger` form of `dynamic-int8` stays per output channel).
+    /// Int8 is per output channel when absent. A power of two >= 16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<usize>,
     /// Round stochastically (unbiased) instead of to nearest.
@@ -118,7 +121,8 @@ pub enum QuantizeMode {
     DynamicInt8,
     /// int8 weights and activations from calibration, QDQ form.
     StaticInt8,
-    /// int8 weights only, dequantized in the graph.
+    /// int8 weights only (per output channel, or in blocks with
+    /// `blockSize`), dequantized in the graph.
     WeightInt8,
     /// 4-bit weights in blocks (`com.microsoft` `MatMulNBits`).
     WeightInt4,
