@@ -150,6 +150,10 @@ struct OptimizeArgs {
     /// dynamic-int8, static-int8, weight-int8 or weight-int4.
     #[arg(long)]
     quantize: Option<tractor::optimize::recipe::QuantizeMode>,
+    /// Elements per quantization block along the reduction axis (weight-int4:
+    /// default 32; int8: per output channel unless given).
+    #[arg(long)]
+    block_size: Option<usize>,
     /// Calibration data for static-int8 (.npz, .npy or CSV).
     #[arg(long)]
     calibration: Option<String>,
@@ -279,6 +283,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 fold: args.fold,
                 prune: args.prune,
                 quantize: args.quantize,
+                block_size: args.block_size,
                 calibration: args.calibration,
                 convert: args.convert.map(|_| ConvertFormat::Nnef),
                 validate: args.validate,

@@ -47,6 +47,8 @@ pub struct OptimizeOptions {
     /// `magnitude:0.5` or `structured:0.5`.
     pub prune: Option<String>,
     pub quantize: Option<QuantizeMode>,
+    /// Elements per quantization block (`--quantize`'s `blockSize`).
+    pub block_size: Option<usize>,
     pub calibration: Option<String>,
     pub convert: Option<ConvertFormat>,
     pub validate: Option<String>,
@@ -108,7 +110,12 @@ pub fn build_recipe(o: &OptimizeOptions) -> Result<Recipe, CliError> {
                 passes.push(Pass::Prune(parse_prune_flag(p).map_err(CliError::Flags)?));
             }
             if let Some(mode) = o.quantize {
-                passes.push(Pass::Quantize(Quantize::new(mode)));
+                passes.push(Pass::Quantize(Quantize {
+                    block_size: o.block_size,
+                    ..Quantize::new(mode)
+                }));
+            } else if o.block_size.is_some() {
+                return Err(CliError::Flags("--block-size needs --quantize".into()));
             }
             if let Some(format) = o.convert {
                 passes.push(Pass::Convert(Convert { format, compress: false, batch: None }));
@@ -286,5 +293,18 @@ mod tests {
         let no_drop = OptimizeOptions { validate: Some("d.npz".into()), ..Default::default() };
         assert!(build_recipe(&no_drop).unwrap_err().to_string().contains("--max-drop"));
         assert!(parse_prune_flag("random:0.5").is_err());
+    }
+
+    #[test]
+    fn the_block_size_flag_goes_to_the_quantize_pass() {
+        let o = OptimizeOptions {
+            quantize: Some(QuantizeMode::WeightInt8),
+            block_size: Some(32),
+            ..Default::default()
+        };
+        let Pass::Quantize(q) = &build_recipe(&o).unwrap().passes[0] else { panic!() };
+        assert_eq!((q.mode, q.block_size), (QuantizeMode::WeightInt8, Some(32)));
+        let alone = OptimizeOptions { block_size: Some(32), ..Default::default() };
+        assert!(build_recipe(&alone).unwrap_err().to_string().contains("needs --quantize"));
     }
 }
