@@ -108,6 +108,21 @@ fn bad_models_are_refused_with_a_reason() {
     assert!(matches!(bad_nnef, Err(EngineError::ParseModel { .. })));
 }
 
+/// The engine keeps tract's run states between runs; a state used for one
+/// batch size must answer the next, of another size, as a fresh one does.
+#[test]
+fn a_reused_run_state_answers_like_a_fresh_one() {
+    let path = real_model("digits-cnn.onnx");
+    let reused = load(&path);
+    for (i, rows) in [13, 1, 32, 1, 13, 2].into_iter().enumerate() {
+        let inputs = tractor::client::synthetic_inputs(reused.inputs(), rows, i as u64);
+        let again = reused.run(&inputs).unwrap();
+        let fresh = load(&path).run(&inputs).unwrap();
+        assert_eq!(again[0].shape, vec![rows, 10]);
+        assert_eq!(f32s(&again[0]), f32s(&fresh[0]), "batch of {rows} after other sizes");
+    }
+}
+
 #[test]
 fn run_checks_inputs_before_tract_sees_them() {
     let model = load(&fixture("mlp-batch.onnx"));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::{
     Datum, DatumType, Framework, InferenceFact, InferenceModelExt, IntoTValue, RunOptions, Symbol,
-    TDim, TValue, TVec, TypedFact, TypedModel, TypedSimplePlan,
+    TDim, TValue, TVec, TypedFact, TypedModel, TypedSimplePlan, TypedSimpleState,
 };
 use tract_onnx::tract_hir::infer::{DimFact, Factoid, ShapeFactoid};
 use tract_onnx::tract_hir::internal::tract_linalg::multithread::Executor;
@@ -174,6 +174,11 @@ pub struct EngineOptions {
 #[derive(Debug, Clone)]
 pub struct Model {
     plan: Arc<TypedSimplePlan>,
+    /// Run states kept between runs: tract's `plan.run` builds a fresh state
+    /// per call, about 0.8 µs of a 6 µs small-MLP run. A state resets its
+    /// turn (values, resolved batch size) at the end of every run, so one
+    /// may serve any batch size next; a state whose run failed is dropped.
+    states: Arc<std::sync::Mutex<Vec<TypedSimpleState>>>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     threads: usize,
@@ -240,7 +245,7 @@ impl Model {
             .into_optimized()
             .and_then(|m| m.into_runnable_with_options(&run_options))
             .map_err(|e| EngineError::Prepare(format!("{e:#}")))?;
-        Ok(Model { plan, inputs, outputs, threads, format, weight_bytes })
+        Ok(Model { plan, states: Arc::default(), inputs, outputs, threads, format, weight_bytes })
     }
 
     pub fn inputs(&self) -> &[TensorSpec] {
@@ -297,7 +302,15 @@ impl Model {
             spec.check_shape(&tensor.shape).map_err(EngineError::Run)?;
             values.push(to_tract(tensor)?.into_tvalue());
         }
-        let outputs = self.plan.run(values).map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let pooled = self.states.lock().ok().and_then(|mut states| states.pop());
+        let mut state = match pooled {
+            Some(state) => state,
+            None => self.plan.spawn().map_err(|e| EngineError::Run(format!("{e:#}")))?,
+        };
+        let outputs = state.run(values).map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        if let Ok(mut states) = self.states.lock() {
+            states.push(state);
+        }
         outputs.iter().map(|v| from_tract(v)).collect()
     }
 }
