@@ -404,7 +404,11 @@ pub async fn run(
         let app = admin_app(state.clone());
         async move { axum::serve(admin, app).await }
     });
-    let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    let draining = async move {
+        shutdown.await;
+        tracing::info!("shutdown signal received; draining in-flight requests");
+    };
+    let served = axum::serve(listener, app(state)).with_graceful_shutdown(draining).await;
     watcher.abort();
     admin_server.abort();
     served.map_err(RouteError::Http)

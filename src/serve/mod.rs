@@ -802,8 +802,12 @@ pub async fn run(
         .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(addr = %local, model = %config.name, version = %config.version, "listening");
+    let draining = async move {
+        shutdown.await;
+        tracing::info!("shutdown signal received; draining in-flight requests");
+    };
     let server =
-        axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).into_future();
+        axum::serve(listener, app(state.clone())).with_graceful_shutdown(draining).into_future();
     tokio::pin!(server);
     let started = Instant::now();
     let loading = load_model(&config);
@@ -843,7 +847,6 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutdown signal received; draining in-flight requests");
 }
 
 #[cfg(test)]
