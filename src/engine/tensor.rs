@@ -7,6 +7,8 @@ use std::fmt;
 
 use half::f16;
 
+use super::{Dim, TensorSpec};
+
 /// The element types tractor serves, named as the Open Inference Protocol names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DataType {
@@ -388,6 +390,41 @@ impl Tensor {
 /// Product of `shape`, or `None` on overflow.
 pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d))
+}
+
+/// Makes input tensors that fit `specs`: the batch axis (and any other
+/// variable axis) set to `batch` and 1, values drawn from a seeded generator
+/// in ranges any model accepts (0..1 floats, small integers).
+pub fn synthetic_inputs(specs: &[TensorSpec], batch: usize, seed: u64) -> Vec<Tensor> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    specs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<usize> = spec
+                .shape
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => *n,
+                    Dim::Batch => batch,
+                    Dim::Dynamic(_) => 1,
+                })
+                .collect();
+            let n = element_count(&shape).unwrap_or(0);
+            let data = match spec.datatype {
+                DataType::Bool => TensorData::Bool((0..n).map(|_| rng.bool()).collect()),
+                DataType::U8 => TensorData::U8((0..n).map(|_| rng.u8(0..8)).collect()),
+                DataType::I8 => TensorData::I8((0..n).map(|_| rng.i8(0..8)).collect()),
+                DataType::I32 => TensorData::I32((0..n).map(|_| rng.i32(0..8)).collect()),
+                DataType::I64 => TensorData::I64((0..n).map(|_| rng.i64(0..8)).collect()),
+                DataType::F16 => {
+                    TensorData::F16((0..n).map(|_| half::f16::from_f32(rng.f32())).collect())
+                }
+                DataType::F32 => TensorData::F32((0..n).map(|_| rng.f32()).collect()),
+                DataType::F64 => TensorData::F64((0..n).map(|_| rng.f64()).collect()),
+            };
+            Tensor { shape, data }
+        })
+        .collect()
 }
 
 #[cfg(test)]

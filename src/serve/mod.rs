@@ -190,6 +190,7 @@ impl AppState {
             outputs = ?model.outputs().iter().map(|s| (&s.name, s.datatype.v2_name(), s.v2_shape())).collect::<Vec<_>>(),
             batching = scheduler.policy().batching(),
             engine_threads = model.threads(),
+            batch_one_plan = model.has_single_plan(),
             slots = scheduler.policy().slots,
             processing = ?processor.input_steps().map(|(n, s)| (n, s.name())).collect::<Vec<_>>(),
             "model ready"
