@@ -34,6 +34,7 @@ for model in digits-mlp-v1 digits-mlp-v2; do
 done
 run digits-cnn-dynamic digits-cnn.onnx --quantize dynamic-int8 --validate $m/digits-test-images.npz --max-drop 1
 run digits-cnn-static digits-cnn.onnx --quantize static-int8 --calibration $m/digits-calibration-images.npz --validate $m/digits-test-images.npz --max-drop 1
+run digits-cnn-int4 digits-cnn.onnx --quantize weight-int4 --validate $m/digits-test-images.npz --max-drop 100
 run digits-cnn-structured digits-cnn.onnx --prune structured:0.5 --validate $m/digits-test-images.npz --max-drop 100
 run digits-cnn-bn-fold digits-cnn-bn.onnx --fold --validate $m/digits-test-images.npz --max-drop 0
 run diabetes-dynamic diabetes-mlp.onnx --quantize dynamic-int8 --validate $m/diabetes-test.npz --metric mse --max-drop 0.05
