@@ -33,6 +33,10 @@
 //! chosen model is timed against fp32 the same way; while it is more than
 //! [`WHOLE_MODEL_ALLOWED`] slower at batch 1 or 32, the quantized layer with
 //! the smallest measured gain goes back to fp32 ([`settle`]).
+//! Before any of that, fp32 is timed against a second copy of itself
+//! ([`NoiseFloor`]): where two copies of one model already measure further
+//! apart than those limits, the limits widen to that spread and a
+//! difference inside it counts as none, so noise does not make the choices.
 //! Weight-only forms are usually free, as tract dequantizes a constant once
 //! at load, but only while the float weight fits its constant-folding
 //! budget (`CONST_FOLD_MEM_BUDGET`, 4 MiB in tract-core 0.23.9): a bigger
@@ -72,6 +76,13 @@ pub const WHOLE_MODEL_ALLOWED: f64 = 1.05;
 
 /// Time per batch size of each whole-model check.
 const WHOLE_BUDGET: Duration = Duration::from_millis(400);
+
+/// fp32 is timed against a second fp32 copy this many times (a fresh load
+/// each, at [`LAYER_BUDGET`], the per-layer timing's own conditions) before
+/// any choice: on the 117 MB MLP two loads of the same file measured up to
+/// 1.19x apart at batch 1 on the shared 2-core machine, so a single
+/// pairing can look quiet by luck.
+const FLOOR_SAMPLES: usize = 3;
 
 /// How one layer is written.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -168,6 +179,74 @@ pub trait Timer {
     fn compare(&mut self, forms: &[Form], budget: Duration) -> Result<Paired, PassError>;
 }
 
+/// How far apart this machine times two copies of the same fp32 model,
+/// and the limits that follow: a ratio within the floor is not a
+/// measurable difference, either way.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NoiseFloor {
+    /// fp32 against a second load of fp32, one entry per pairing.
+    pub timings: Vec<Paired>,
+    /// The widest of those ratios either way (the larger of r and 1/r, over
+    /// every pairing and both batches); 1.0 when nothing was measured.
+    pub spread: f64,
+    /// The per-layer limit used: the larger of [`ALLOWED_SLOWDOWN`] and the spread.
+    pub layer_limit: f64,
+    /// The whole-model limit used: the larger of [`WHOLE_MODEL_ALLOWED`] and the spread.
+    pub whole_limit: f64,
+}
+
+impl NoiseFloor {
+    /// The floor of these fp32-against-fp32 pairings.
+    pub fn from_timings(timings: Vec<Paired>) -> Self {
+        let spread = timings
+            .iter()
+            .flat_map(|p| p.ratio)
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| r.max(1.0 / r))
+            .fold(1.0, f64::max);
+        NoiseFloor {
+            timings,
+            spread,
+            layer_limit: ALLOWED_SLOWDOWN.max(spread),
+            whole_limit: WHOLE_MODEL_ALLOWED.max(spread),
+        }
+    }
+
+    /// Times fp32 against itself [`FLOOR_SAMPLES`] times.
+    ///
+    /// # Errors
+    /// As [`Timer::compare`].
+    pub fn measure(layer_count: usize, timer: &mut dyn Timer) -> Result<Self, PassError> {
+        let float = vec![Form::Float; layer_count];
+        let timings = (0..FLOOR_SAMPLES)
+            .map(|_| timer.compare(&float, LAYER_BUDGET))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::from_timings(timings))
+    }
+
+    /// The gain (1 - ratio, summed over both batches) that counts: a
+    /// batch's ratio within the floor (between 1/spread and spread) adds 0.
+    pub fn counted_gain(&self, ratio: [f64; 2]) -> f64 {
+        ratio.iter().filter(|r| **r < 1.0 / self.spread || **r > self.spread).map(|r| 1.0 - r).sum()
+    }
+
+    /// A line for the summary when the floor is wider than the per-layer
+    /// limit, i.e. when the limits could not be held to.
+    pub fn remark(&self) -> Option<String> {
+        (self.spread > ALLOWED_SLOWDOWN).then(|| {
+            format!(
+                "timings on this machine vary by {:.0}% (fp32 against a copy of itself); \
+                 choices within that are not measurable, so a form counted as slower only \
+                 beyond {:.2}x per layer and {:.2}x for the whole model",
+                (self.spread - 1.0) * 100.0,
+                self.layer_limit,
+                self.whole_limit
+            )
+        })
+    }
+}
+
 /// One whole-model timing of the chosen forms.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -247,6 +326,25 @@ pub struct QuantizeNotes {
     /// The whole chosen model timed against fp32, and any reversals.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub whole_model: Option<WholeModelCheck>,
+    /// fp32 timed against a copy of itself before the choices, and the
+    /// limits that followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_floor: Option<NoiseFloor>,
+}
+
+impl QuantizeNotes {
+    /// The pass's part of the report's summary: the whole-model check, and
+    /// the noise floor when it was wider than the limits.
+    pub fn remark(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            self.whole_model.as_ref().map(WholeModelCheck::summary),
+            self.noise_floor.as_ref().and_then(NoiseFloor::remark),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 /// Finds MatMul, Gemm and Conv nodes with a float weight initializer.
@@ -1055,10 +1153,12 @@ impl Timer for TractTimer<'_> {
 
 /// Chooses one layer's form: each candidate alone (the other layers fp32)
 /// against fp32, again with a longer budget when a ratio is within
-/// [`NOISE_BAND`] of [`ALLOWED_SLOWDOWN`]; the lowest summed ratio among
-/// those within the limit at both batches wins, else fp32. Returns the form,
-/// the timings and its measured gain (1 - ratio, summed over both batches;
-/// 0 for fp32).
+/// [`NOISE_BAND`] of the floor's per-layer limit. Among the candidates
+/// within that limit at both batches, the first (in the order given) wins
+/// unless a later one's counted gain ([`NoiseFloor::counted_gain`]) beats
+/// it by more than the floor's spread: differences inside the noise do not
+/// decide. None within the limit: fp32. Returns the form, the timings and
+/// its counted gain (0 for fp32).
 ///
 /// # Errors
 /// As [`Timer::compare`].
@@ -1066,15 +1166,17 @@ pub fn choose_layer(
     index: usize,
     layer_count: usize,
     candidates: &[Form],
+    floor: &NoiseFloor,
     timer: &mut dyn Timer,
 ) -> Result<(Form, Vec<FormTiming>, f64), PassError> {
     let mut measured = Vec::new();
     let mut best: Option<(Form, f64)> = None;
+    let limit = floor.layer_limit;
     for form in candidates {
         let mut trial = vec![Form::Float; layer_count];
         trial[index] = *form;
         let mut p = timer.compare(&trial, LAYER_BUDGET)?;
-        let noisy = p.ratio.iter().any(|r| (r - ALLOWED_SLOWDOWN).abs() < NOISE_BAND);
+        let noisy = p.ratio.iter().any(|r| (r - limit).abs() < NOISE_BAND);
         if noisy {
             p = timer.compare(&trial, LAYER_BUDGET * NOISY_REPEAT)?;
         }
@@ -1085,22 +1187,24 @@ pub fn choose_layer(
             ratio: p.ratio,
             repeated: noisy,
         });
-        let allowed = p.ratio.iter().all(|r| *r <= ALLOWED_SLOWDOWN);
-        let cost: f64 = p.ratio.iter().sum();
-        if allowed && best.is_none_or(|(_, c)| cost < c) {
-            best = Some((*form, cost));
+        let allowed = p.ratio.iter().all(|r| *r <= limit);
+        let gain = floor.counted_gain(p.ratio);
+        let margin = floor.spread - 1.0;
+        if allowed && best.is_none_or(|(_, g)| gain > g + margin) {
+            best = Some((*form, gain));
         }
     }
     Ok(match best {
-        Some((form, cost)) => (form, measured, 2.0 - cost),
+        Some((form, gain)) => (form, measured, gain),
         None => (Form::Float, measured, 0.0),
     })
 }
 
 /// Times the whole model with `forms` against fp32; while it is more than
-/// [`WHOLE_MODEL_ALLOWED`] slower at either batch, puts the quantized layer
-/// with the smallest `gains` entry back to fp32 and times again. Ends when
-/// the model is within the limit or no layer is quantized.
+/// `limit` ([`WHOLE_MODEL_ALLOWED`], or the noise floor when wider) slower
+/// at either batch, puts the quantized layer with the smallest `gains`
+/// entry (the first of equals) back to fp32 and times again. Ends when the
+/// model is within the limit or no layer is quantized.
 ///
 /// # Errors
 /// As [`Timer::compare`].
@@ -1108,6 +1212,7 @@ pub fn settle(
     forms: &mut [Form],
     gains: &[f64],
     names: &[String],
+    limit: f64,
     timer: &mut dyn Timer,
 ) -> Result<WholeModelCheck, PassError> {
     let mut check = WholeModelCheck::default();
@@ -1118,7 +1223,7 @@ pub fn settle(
         }
         let paired = timer.compare(forms, WHOLE_BUDGET)?;
         check.timings.push(WholeTiming { quantized_layers, paired });
-        if paired.ratio.iter().all(|r| *r <= WHOLE_MODEL_ALLOWED) {
+        if paired.ratio.iter().all(|r| *r <= limit) {
             break;
         }
         let worst = (0..forms.len())
@@ -1189,13 +1294,16 @@ pub fn quantize(
     let mut forms = Vec::with_capacity(layers.len());
     let mut float_us = None;
     let mut whole_model = None;
-    if measure {
+    let mut noise_floor = None;
+    if measure && !layers.is_empty() {
         let float =
             Model::load(&graph::encode(model), ModelFormat::Onnx, &EngineOptions::default())?;
         let mut timer = TractTimer { model, layers: &layers, settings: &settings, float };
+        let floor = NoiseFloor::measure(layers.len(), &mut timer)?;
         let mut gains = Vec::with_capacity(layers.len());
         for (i, layer) in layers.iter().enumerate() {
-            let (form, measured, gain) = choose_layer(i, layers.len(), &candidates[i], &mut timer)?;
+            let (form, measured, gain) =
+                choose_layer(i, layers.len(), &candidates[i], &floor, &mut timer)?;
             if float_us.is_none() {
                 float_us = measured.first().map(|m| m.float_us);
             }
@@ -1209,7 +1317,7 @@ pub fn quantize(
             });
         }
         let names: Vec<String> = layers.iter().map(|l| l.node.clone()).collect();
-        let check = settle(&mut forms, &gains, &names, &mut timer)?;
+        let check = settle(&mut forms, &gains, &names, floor.whole_limit, &mut timer)?;
         if let Some(t) = check.timings.first() {
             float_us = Some(t.paired.float_us);
         }
@@ -1217,6 +1325,7 @@ pub fn quantize(
             choice.form = form.name();
         }
         whole_model = Some(check);
+        noise_floor = Some(floor);
     } else {
         for (i, layer) in layers.iter().enumerate() {
             // Unmeasured: the mode's own form; for int4 the standard-ops
@@ -1246,6 +1355,7 @@ pub fn quantize(
             measured: measure,
             float_us,
             whole_model,
+            noise_floor,
         },
     ))
 }
@@ -1477,11 +1587,27 @@ mod tests {
         calls: Vec<(Vec<Form>, Duration)>,
     }
 
+    impl FakeTimer {
+        fn new(cost: impl Fn(usize, Form, u32) -> [f64; 2] + 'static) -> Self {
+            FakeTimer { cost: Box::new(cost), calls: Vec::new() }
+        }
+    }
+
+    /// A machine where two fp32 copies measure alike.
+    fn quiet() -> NoiseFloor {
+        NoiseFloor::from_timings(Vec::new())
+    }
+
     impl Timer for FakeTimer {
         fn compare(&mut self, forms: &[Form], budget: Duration) -> Result<Paired, PassError> {
             let n = self.calls.iter().filter(|(f, _)| f == forms).count() as u32;
             self.calls.push((forms.to_vec(), budget));
-            let mut ratio = [1.0; 2];
+            // All fp32 (the noise floor): the cost of "layer" usize::MAX.
+            let mut ratio = if forms.iter().all(|f| *f == Form::Float) {
+                (self.cost)(usize::MAX, Form::Float, n)
+            } else {
+                [1.0; 2]
+            };
             for (i, f) in forms.iter().enumerate().filter(|(_, f)| **f != Form::Float) {
                 let r = (self.cost)(i, *f, n);
                 ratio = [ratio[0] + r[0] - 1.0, ratio[1] + r[1] - 1.0];
@@ -1495,10 +1621,12 @@ mod tests {
         // Alone each layer looks fine, together 4% slower per quantized
         // layer at batch 32: 12% -> revert b (gain 0.02), 8% -> revert c
         // (0.05), 4% -> within 5%, a stays.
-        let mut timer = FakeTimer { cost: Box::new(|_, _, _| [1.0, 1.04]), calls: Vec::new() };
+        let mut timer = FakeTimer::new(|_, _, _| [1.0, 1.04]);
         let mut forms = vec![Form::WeightInt8; 3];
         let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        let check = settle(&mut forms, &[0.10, 0.02, 0.05], &names, &mut timer).unwrap();
+        let check =
+            settle(&mut forms, &[0.10, 0.02, 0.05], &names, WHOLE_MODEL_ALLOWED, &mut timer)
+                .unwrap();
         assert_eq!(forms, vec![Form::WeightInt8, Form::Float, Form::Float]);
         assert_eq!(check.reverted, vec!["b", "c"]);
         assert_eq!(
@@ -1513,14 +1641,16 @@ mod tests {
         );
         assert!(line.ends_with("1.04x at batch 32 (100 -> 104 us)"), "{line}");
         // Within the limit at once: one timing, nothing reverted.
-        let mut ok = FakeTimer { cost: Box::new(|_, _, _| [1.01, 1.0]), calls: Vec::new() };
+        let mut ok = FakeTimer::new(|_, _, _| [1.01, 1.0]);
         let mut forms = vec![Form::WeightInt8; 2];
-        let check = settle(&mut forms, &[0.0, 0.0], &names[..2], &mut ok).unwrap();
+        let check =
+            settle(&mut forms, &[0.0, 0.0], &names[..2], WHOLE_MODEL_ALLOWED, &mut ok).unwrap();
         assert_eq!((check.timings.len(), check.reverted.len()), (1, 0));
         // Slower at batch 1 only, even with one layer: back to all fp32.
-        let mut slow = FakeTimer { cost: Box::new(|_, _, _| [1.2, 0.9]), calls: Vec::new() };
+        let mut slow = FakeTimer::new(|_, _, _| [1.2, 0.9]);
         let mut forms = vec![Form::DynamicInt8, Form::Float];
-        let check = settle(&mut forms, &[0.3, 0.0], &names[..2], &mut slow).unwrap();
+        let check =
+            settle(&mut forms, &[0.3, 0.0], &names[..2], WHOLE_MODEL_ALLOWED, &mut slow).unwrap();
         assert_eq!(forms, vec![Form::Float; 2]);
         assert_eq!(check.reverted, vec!["a"]);
         assert!(check.summary().ends_with("no layer quantized"), "{}", check.summary());
@@ -1530,16 +1660,14 @@ mod tests {
     fn per_layer_choice_repeats_only_within_noise() {
         // weight-int8 at 1.02x (within 3% of the 1.03 limit: measured again,
         // then 1.00x); dynamic at 1.5x (far: once).
-        let mut timer = FakeTimer {
-            cost: Box::new(|_, f, n| match (f, n) {
-                (Form::WeightInt8, 0) => [1.02, 1.02],
-                (Form::WeightInt8, _) => [1.0, 0.99],
-                _ => [1.5, 1.5],
-            }),
-            calls: Vec::new(),
-        };
+        let mut timer = FakeTimer::new(|_, f, n| match (f, n) {
+            (Form::WeightInt8, 0) => [1.02, 1.02],
+            (Form::WeightInt8, _) => [1.0, 0.99],
+            _ => [1.5, 1.5],
+        });
         let (form, measured, gain) =
-            choose_layer(1, 2, &[Form::WeightInt8, Form::DynamicInt8], &mut timer).unwrap();
+            choose_layer(1, 2, &[Form::WeightInt8, Form::DynamicInt8], &quiet(), &mut timer)
+                .unwrap();
         assert_eq!(form, Form::WeightInt8);
         assert!((gain - 0.01).abs() < 1e-9, "{gain}");
         assert_eq!(measured.iter().map(|m| m.repeated).collect::<Vec<_>>(), vec![true, false]);
@@ -1548,9 +1676,76 @@ mod tests {
         assert_eq!(budgets, vec![LAYER_BUDGET, LAYER_BUDGET * NOISY_REPEAT, LAYER_BUDGET]);
         assert_eq!(timer.calls[0].0, vec![Form::Float, Form::WeightInt8]);
         // Every form too slow: fp32, gain 0.
-        let mut slow = FakeTimer { cost: Box::new(|_, _, _| [1.2, 1.2]), calls: Vec::new() };
-        let (form, _, gain) = choose_layer(0, 1, &[Form::WeightInt8], &mut slow).unwrap();
+        let mut slow = FakeTimer::new(|_, _, _| [1.2, 1.2]);
+        let (form, _, gain) = choose_layer(0, 1, &[Form::WeightInt8], &quiet(), &mut slow).unwrap();
         assert_eq!((form, gain), (Form::Float, 0.0));
+    }
+
+    #[test]
+    fn a_noisy_machine_widens_the_limits_and_hides_small_differences() {
+        // fp32 against a copy of itself, three loads: 1.02 / 0.95 (1.053 the
+        // other way), then 1.19 at batch 1, then 0.99 / 1.01: spread 1.19.
+        let floor_ratios = [[1.02, 0.95], [1.19, 1.0], [0.99, 1.01]];
+        let mut timer = FakeTimer::new(move |layer, f, n| match (layer, f) {
+            (usize::MAX, _) => floor_ratios[n as usize],
+            // Slower than 3%, within the floor: allowed. dynamic 0.90 / 0.95
+            // is faster, but inside the floor (above 1 / 1.19 = 0.84): no gain.
+            (0, Form::WeightInt8) => [1.10, 1.05],
+            (0, _) => [0.90, 0.95],
+            // Faster beyond the floor at both batches: 0.4 + 0.2 counts.
+            (1, Form::WeightInt8) => [1.0, 1.0],
+            (1, _) => [0.6, 0.8],
+            // Slower than the floor: fp32.
+            (_, Form::WeightInt8) => [1.25, 1.0],
+            _ => [1.3, 1.3],
+        });
+        let floor = NoiseFloor::measure(3, &mut timer).unwrap();
+        assert_eq!(timer.calls.len(), FLOOR_SAMPLES);
+        assert!(timer.calls.iter().all(|(f, b)| *f == vec![Form::Float; 3] && *b == LAYER_BUDGET));
+        assert!((floor.spread - 1.19).abs() < 1e-12, "{}", floor.spread);
+        assert_eq!((floor.layer_limit, floor.whole_limit), (floor.spread, floor.spread));
+        let remark = floor.remark().unwrap();
+        assert!(remark.starts_with("timings on this machine vary by 19%"), "{remark}");
+        assert!(remark.contains("not measurable"), "{remark}");
+        let candidates = [Form::WeightInt8, Form::DynamicInt8];
+        let chosen: Vec<(Form, f64)> = (0..3)
+            .map(|i| {
+                let (form, _, gain) = choose_layer(i, 3, &candidates, &floor, &mut timer).unwrap();
+                (form, (gain * 1e9).round() / 1e9)
+            })
+            .collect();
+        assert_eq!(
+            chosen,
+            vec![(Form::WeightInt8, 0.0), (Form::DynamicInt8, 0.6), (Form::Float, 0.0)]
+        );
+        // On a quiet machine the same timings choose differently: layer 0's
+        // weight-int8 is too slow there and dynamic's 0.15 gain counts.
+        let (form, _, gain) = choose_layer(0, 3, &candidates, &quiet(), &mut timer).unwrap();
+        assert_eq!(form, Form::DynamicInt8);
+        assert!((gain - 0.15).abs() < 1e-9, "{gain}");
+        // The whole model 1.08x slower at batch 32: within a 1.19 floor,
+        // kept; at the 5% limit, one layer reverted (then 1.04x).
+        let names: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        let mut whole = FakeTimer::new(|_, _, _| [1.0, 1.04]);
+        let mut forms = vec![Form::WeightInt8; 2];
+        let check = settle(&mut forms, &[0.0; 2], &names, floor.whole_limit, &mut whole).unwrap();
+        assert!(check.reverted.is_empty() && forms == vec![Form::WeightInt8; 2]);
+        let check = settle(&mut forms, &[0.0; 2], &names, WHOLE_MODEL_ALLOWED, &mut whole).unwrap();
+        assert_eq!(check.reverted, vec!["a"]); // equal gains: the first goes first
+    }
+
+    #[test]
+    fn a_quiet_floor_keeps_the_limits() {
+        let p = |r: [f64; 2]| Paired { float_us: [10.0, 100.0], us: [10.0, 100.0], ratio: r };
+        let floor = NoiseFloor::from_timings(vec![p([1.01, 0.99]), p([1.0, 1.02])]);
+        assert!((floor.spread - 1.02).abs() < 1e-12);
+        assert_eq!((floor.layer_limit, floor.whole_limit), (ALLOWED_SLOWDOWN, WHOLE_MODEL_ALLOWED));
+        assert_eq!(floor.remark(), None);
+        // 0.97 is beyond 1 / 1.02 (counts), 0.99 is not.
+        assert!((floor.counted_gain([0.97, 0.99]) - 0.03).abs() < 1e-12);
+        // Slower beyond the floor counts as a loss, within it as nothing.
+        assert!((floor.counted_gain([1.025, 1.01]) + 0.025).abs() < 1e-12);
+        assert_eq!(quiet().spread, 1.0);
     }
 
     #[test]
