@@ -4,11 +4,14 @@
 # validation sets, and tract latency ratios (optimized / original, median
 # engine latency at batch 1 and 32, both measured inside the same
 # `tractor optimize` process). Then the optimizer itself on a generated
-# 100 MB model: seconds and peak memory.
-# Usage: benches/optimize.sh [size of the big model in MB, default 100]
+# 100 MB model: seconds and peak memory, and whether its per-layer choices
+# repeat from one measured run to the next (each run first times fp32
+# against a copy of itself: the noise floor).
+# Usage: benches/optimize.sh [size of the big model in MB, default 100] [measured runs of it, default 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 big_mb="${1:-100}"
+big_runs="${2:-1}"
 target="${CARGO_TARGET_DIR:-target}"
 out="target/bench/optimize"
 mkdir -p "$out"
@@ -34,6 +37,7 @@ for model in digits-mlp-v1 digits-mlp-v2; do
 done
 run digits-cnn-dynamic digits-cnn.onnx --quantize dynamic-int8 --validate $m/digits-test-images.npz --max-drop 1
 run digits-cnn-static digits-cnn.onnx --quantize static-int8 --calibration $m/digits-calibration-images.npz --validate $m/digits-test-images.npz --max-drop 1
+run digits-cnn-int4 digits-cnn.onnx --quantize weight-int4 --validate $m/digits-test-images.npz --max-drop 100
 run digits-cnn-structured digits-cnn.onnx --prune structured:0.5 --validate $m/digits-test-images.npz --max-drop 100
 run digits-cnn-bn-fold digits-cnn-bn.onnx --fold --validate $m/digits-test-images.npz --max-drop 0
 run diabetes-dynamic diabetes-mlp.onnx --quantize dynamic-int8 --validate $m/diabetes-test.npz --metric mse --max-drop 0.05
@@ -88,16 +92,25 @@ echo
 echo "optimizer on a generated ${big_mb} MB model (dynamic-int8 without the per-layer timing, then with it):"
 "$target/release/examples/optimize_big_model" "$out/big.onnx" "$big_mb" 2>/dev/null
 ls -l "$out/big.onnx" | awk '{printf "input: %.1f MB\n", $5/1e6}'
-for mode in "--no-measure" ""; do
+/usr/bin/time -f "%e s elapsed, %M KB peak RSS" "$bin" optimize --input "$out/big.onnx" --output "$out/big-q.onnx" \
+    --quantize dynamic-int8 --report "$out/big-q--no-measure.report" --no-measure 2>&1 | grep -E "elapsed|error" || true
+rm -f "$out"/big-q-*.report
+for i in $(seq 1 "$big_runs"); do
     /usr/bin/time -f "%e s elapsed, %M KB peak RSS" "$bin" optimize --input "$out/big.onnx" --output "$out/big-q.onnx" \
-        --quantize dynamic-int8 --report "$out/big-q${mode}.report" $mode 2>&1 | grep -E "elapsed|error" || true
+        --quantize dynamic-int8 --report "$out/big-q-$i.report" 2>&1 | grep -E "elapsed|error" || true
 done
 ls -l "$out/big-q.onnx" | awk '{printf "output: %.1f MB\n", $5/1e6}'
-python3 - "$out/big-q.report" <<'PY'
+python3 - "$out"/big-q-*.report <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-forms = [l["form"] for p in r["passes"] for l in (p["notes"] or {}).get("layers", [])]
-print("with the timing:", r["summary"])
-print("layers:", ", ".join(forms))
+for path in sys.argv[1:]:
+    r = json.load(open(path))
+    notes = [p["notes"] for p in r["passes"] if isinstance(p["notes"], dict) and "layers" in p["notes"]][0]
+    floor = notes.get("noiseFloor") or {}
+    pairs = " ".join(f'{t["ratio"][0]:.3f}/{t["ratio"][1]:.3f}' for t in floor.get("timings", []))
+    print(f"run {path.rsplit('-', 1)[1].split('.')[0]}:")
+    print(f'  fp32 against its copy (b1/b32): {pairs}; spread {floor.get("spread", 1):.3f}, '
+          f'limits {floor.get("layerLimit", 0):.3f} per layer, {floor.get("wholeLimit", 0):.3f} whole')
+    print("  layers:", ", ".join(l["form"] for l in notes["layers"]))
+    print("  summary:", r["summary"])
 PY
 rm -f "$out/big.onnx" "$out/big-q.onnx"

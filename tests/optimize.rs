@@ -140,6 +140,26 @@ fn weight_int4_is_a_fifth_of_the_mlp() {
 }
 
 #[test]
+fn weight_int4_covers_the_cnn_convs() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = data("digits-test-images.npz");
+    let (output, report, _) = optimize(
+        dir.path(),
+        "digits-cnn.onnx",
+        "cnn-int4",
+        &["--quantize", "weight-int4", "--validate", &test, "--max-drop", "1"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Every layer 4-bit, Conv included (0.197 of the file, drop 0.0 when written).
+    let notes = &report["passes"][0]["notes"];
+    assert_eq!(notes["skipped"].as_array().unwrap().len(), 0, "{notes}");
+    let layers = notes["layers"].as_array().unwrap();
+    assert_eq!(layers.iter().filter(|l| l["op"] == "Conv").count(), 2, "{notes}");
+    assert!(layers.iter().all(|l| l["form"] == "int4-unpacked"), "{notes}");
+    assert!(size_ratio(&report) <= 0.21, "{}", size_ratio(&report));
+}
+
+#[test]
 fn structured_pruning_halves_the_parameters() {
     let dir = tempfile::tempdir().unwrap();
     let test = data("digits-test.npz");

@@ -163,6 +163,13 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
             1e-4,
         ),
         (
+            "int4-cnn",
+            "digits-cnn.onnx",
+            "digits-test-images.npz",
+            vec!["--quantize".into(), "weight-int4".into()],
+            1e-4,
+        ),
+        (
             "int4-nbits-mlp",
             "digits-mlp-v2.onnx",
             "digits-test.npz",
@@ -256,4 +263,11 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
             .unwrap();
     assert_eq!(report["passes"][0]["notes"]["foldedBatchNorms"], 1, "{report}");
     assert_eq!(report["passes"][0]["notes"]["fusedGemms"], 1, "{report}");
+    // The CNN's Conv layers really are 4-bit (not skipped and left fp32).
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("int4-cnn.json")).unwrap()).unwrap();
+    let layers = report["passes"][0]["notes"]["layers"].as_array().unwrap();
+    let convs: Vec<&str> =
+        layers.iter().filter(|l| l["op"] == "Conv").map(|l| l["form"].as_str().unwrap()).collect();
+    assert!(!convs.is_empty() && convs.iter().all(|f| *f == "int4-unpacked"), "{report}");
 }

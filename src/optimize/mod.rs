@@ -192,7 +192,7 @@ fn apply_pass(
         Pass::Fold => serde_json::to_value(fold::fold(&mut proposal)?),
         Pass::Quantize(q) => {
             let (out, notes) = quantize::quantize(model, q, ctx)?;
-            remark = notes.whole_model.as_ref().map(quantize::WholeModelCheck::summary);
+            remark = notes.remark();
             proposal = out;
             serde_json::to_value(notes)
         }
