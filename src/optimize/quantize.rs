@@ -145,6 +145,11 @@ pub struct LayerChoice {
     /// when only this layer takes that form (the others stay fp32).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub measured: Vec<FormTiming>,
+    /// Set when the form was kept whatever its timing said: a weight-only
+    /// form that tract folds back to the fp32 weight at load runs the very
+    /// same plan, so a measured difference is noise by construction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_because: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -1063,6 +1068,14 @@ pub fn f16_exact(s: f32) -> f32 {
 /// folded at load only when its output stays under this (or its input size).
 pub const TRACT_FOLD_BUDGET: usize = 4 << 20;
 
+/// Whether tract turns this layer's `form` back into the fp32 weight when it
+/// loads the model (constant folding within its budget), so that the plan
+/// it runs is the fp32 plan: smaller on disk, never slower.
+fn folds_at_load(form: Form, layer: &Layer) -> bool {
+    matches!(form, Form::WeightInt8 | Form::WeightInt8Block | Form::Int4Unpacked)
+        && layer.w.data.len() * 4 <= TRACT_FOLD_BUDGET
+}
+
 /// Columns per block so that a K x cols float block fits the fold budget.
 fn split_columns(k: usize) -> usize {
     (TRACT_FOLD_BUDGET / (4 * k.max(1))).max(1)
@@ -1204,7 +1217,8 @@ pub fn choose_layer(
 /// `limit` ([`WHOLE_MODEL_ALLOWED`], or the noise floor when wider) slower
 /// at either batch, puts the quantized layer with the smallest `gains`
 /// entry (the first of equals) back to fp32 and times again. Ends when the
-/// model is within the limit or no layer is quantized.
+/// model is within the limit or no layer is left to revert (layers with an
+/// infinite gain are never reverted).
 ///
 /// # Errors
 /// As [`Timer::compare`].
@@ -1226,8 +1240,10 @@ pub fn settle(
         if paired.ratio.iter().all(|r| *r <= limit) {
             break;
         }
+        // An infinite gain marks a layer whose form cannot be slower (it
+        // folds to the fp32 weight at load): never reverted.
         let worst = (0..forms.len())
-            .filter(|i| forms[*i] != Form::Float)
+            .filter(|i| forms[*i] != Form::Float && gains[*i].is_finite())
             .min_by(|a, b| gains[*a].total_cmp(&gains[*b]));
         let Some(i) = worst else { break };
         forms[i] = Form::Float;
@@ -1302,10 +1318,19 @@ pub fn quantize(
         let floor = NoiseFloor::measure(layers.len(), &mut timer)?;
         let mut gains = Vec::with_capacity(layers.len());
         for (i, layer) in layers.iter().enumerate() {
-            let (form, measured, gain) =
+            let (mut form, measured, mut gain) =
                 choose_layer(i, layers.len(), &candidates[i], &floor, &mut timer)?;
             if float_us.is_none() {
                 float_us = measured.first().map(|m| m.float_us);
+            }
+            let mut kept_because = None;
+            let neutral = candidates[i].first().copied().filter(|f| folds_at_load(*f, layer));
+            if let Some(neutral) = neutral
+                && (form == Form::Float || form == neutral)
+            {
+                form = neutral;
+                gain = f64::INFINITY;
+                kept_because = Some("folded to the fp32 weight at load: the same plan as fp32");
             }
             forms.push(form);
             gains.push(gain);
@@ -1314,6 +1339,7 @@ pub fn quantize(
                 op: layer.op.clone(),
                 form: form.name(),
                 measured,
+                kept_because,
             });
         }
         let names: Vec<String> = layers.iter().map(|l| l.node.clone()).collect();
@@ -1342,6 +1368,7 @@ pub fn quantize(
                 op: layer.op.clone(),
                 form: form.name(),
                 measured: Vec::new(),
+                kept_because: None,
             });
         }
     }
@@ -1654,6 +1681,38 @@ mod tests {
         assert_eq!(forms, vec![Form::Float; 2]);
         assert_eq!(check.reverted, vec!["a"]);
         assert!(check.summary().ends_with("no layer quantized"), "{}", check.summary());
+        // A layer folded back to fp32 at load (infinite gain) is never
+        // reverted, however slow the timer says the model is: only the
+        // compute-int8 layer goes.
+        let mut noisy = FakeTimer::new(|_, _, _| [1.3, 1.3]);
+        let mut forms = vec![Form::WeightInt8, Form::DynamicInt8];
+        let check =
+            settle(&mut forms, &[f64::INFINITY, 0.2], &names[..2], WHOLE_MODEL_ALLOWED, &mut noisy)
+                .unwrap();
+        assert_eq!(forms, vec![Form::WeightInt8, Form::Float]);
+        assert_eq!(check.reverted, vec!["b"]);
+    }
+
+    #[test]
+    fn only_weight_forms_within_the_fold_budget_fold_at_load() {
+        let layer = |elements: usize| Layer {
+            node: "n".into(),
+            op: "MatMul".into(),
+            weight: "w".into(),
+            trans_b: false,
+            alpha: 1.0,
+            beta: 1.0,
+            w: FloatTensor { dims: vec![elements], data: vec![0.0; elements] },
+        };
+        let small = layer(1024);
+        let big = layer(TRACT_FOLD_BUDGET / 4 + 1);
+        assert!(folds_at_load(Form::WeightInt8, &small));
+        assert!(folds_at_load(Form::WeightInt8Block, &small));
+        assert!(folds_at_load(Form::Int4Unpacked, &small));
+        assert!(!folds_at_load(Form::WeightInt8, &big));
+        assert!(!folds_at_load(Form::DynamicInt8, &small));
+        assert!(!folds_at_load(Form::Int4NBits, &small));
+        assert!(!folds_at_load(Form::WeightInt8Split, &small));
     }
 
     #[test]
