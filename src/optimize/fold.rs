@@ -213,12 +213,7 @@ fn fold_batch_norms(g: &mut pb::GraphProto) -> Result<usize, PassError> {
     loop {
         let inits = graph::initializers(g);
         let counts = graph::use_counts(g);
-        let producer: HashMap<&String, usize> = g
-            .node
-            .iter()
-            .enumerate()
-            .flat_map(|(i, n)| n.output.iter().map(move |o| (o, i)))
-            .collect();
+        let producer = graph::producers(g);
         let candidate = g.node.iter().enumerate().find_map(|(bi, bn)| {
             if bn.op_type != "BatchNormalization" || bn.input.len() < 5 || bn.output.len() != 1 {
                 return None;
@@ -321,12 +316,7 @@ fn fold_matmul_batch_norms(g: &mut pb::GraphProto) -> Result<usize, PassError> {
         let inits = graph::initializers(g);
         let counts = graph::use_counts(g);
         let ranks = ranks(g);
-        let producer: HashMap<&String, usize> = g
-            .node
-            .iter()
-            .enumerate()
-            .flat_map(|(i, n)| n.output.iter().map(move |o| (o, i)))
-            .collect();
+        let producer = graph::producers(g);
         let is_float_init = |name: &String| {
             inits.get(name).is_some_and(|i| g.initializer[*i].data_type == graph::FLOAT)
         };
@@ -501,12 +491,7 @@ fn fuse_matmul_add(g: &mut pb::GraphProto) -> Result<usize, PassError> {
         let inits = graph::initializers(g);
         let counts = graph::use_counts(g);
         let ranks = ranks(g);
-        let producer: HashMap<&String, usize> = g
-            .node
-            .iter()
-            .enumerate()
-            .flat_map(|(i, n)| n.output.iter().map(move |o| (o, i)))
-            .collect();
+        let producer = graph::producers(g);
         let candidate = g.node.iter().enumerate().find_map(|(ai, add)| {
             if add.op_type != "Add" || add.input.len() != 2 {
                 return None;

@@ -165,6 +165,11 @@ pub fn initializers(g: &pb::GraphProto) -> HashMap<String, usize> {
     g.initializer.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect()
 }
 
+/// Index of the node that produces each value.
+pub fn producers(g: &pb::GraphProto) -> HashMap<&String, usize> {
+    g.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o, i))).collect()
+}
+
 /// How many nodes read each value, graph outputs counting as readers.
 pub fn use_counts(g: &pb::GraphProto) -> HashMap<String, usize> {
     let mut counts = HashMap::new();

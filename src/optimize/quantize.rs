@@ -443,24 +443,7 @@ pub fn quantize_i4(
     block: usize,
     rng: &mut Option<fastrand::Rng>,
 ) -> (Vec<i8>, Vec<f32>) {
-    let n = rows.len() / k.max(1);
-    let blocks = k.div_ceil(block);
-    let mut q = vec![0i8; n * blocks * block];
-    let mut scales = vec![1f32; n * blocks];
-    for r in 0..n {
-        for b in 0..blocks {
-            let start = b * block;
-            let end = (start + block).min(k);
-            let chunk = &rows[r * k + start..r * k + end];
-            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if amax > 0.0 { amax / 7.0 } else { 1.0 };
-            scales[r * blocks + b] = scale;
-            for (j, v) in chunk.iter().enumerate() {
-                q[(r * blocks + b) * block + j] = round(v / scale, rng).clamp(-8.0, 7.0) as i8;
-            }
-        }
-    }
-    (q, scales)
+    quantize_blocks(rows, k, block, (-8.0, 7.0), rng)
 }
 
 /// Symmetric int8 quantization of a weight given as rows of length `k` (one
@@ -472,6 +455,18 @@ pub fn quantize_i8_blocks(
     block: usize,
     rng: &mut Option<fastrand::Rng>,
 ) -> (Vec<i8>, Vec<f32>) {
+    quantize_blocks(rows, k, block, (-127.0, 127.0), rng)
+}
+
+/// Block-wise symmetric quantization to integers in `(low, high)`: each
+/// block's largest magnitude maps to `high`.
+fn quantize_blocks(
+    rows: &[f32],
+    k: usize,
+    block: usize,
+    (low, high): (f32, f32),
+    rng: &mut Option<fastrand::Rng>,
+) -> (Vec<i8>, Vec<f32>) {
     let n = rows.len() / k.max(1);
     let blocks = k.div_ceil(block);
     let mut q = vec![0i8; n * blocks * block];
@@ -481,10 +476,11 @@ pub fn quantize_i8_blocks(
             let start = b * block;
             let chunk = &rows[r * k + start..r * k + (start + block).min(k)];
             let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+            // An all-zero block gets scale 1 so dequantization stays finite.
+            let scale = if amax > 0.0 { amax / high } else { 1.0 };
             scales[r * blocks + b] = scale;
             for (j, v) in chunk.iter().enumerate() {
-                q[(r * blocks + b) * block + j] = round(v / scale, rng).clamp(-127.0, 127.0) as i8;
+                q[(r * blocks + b) * block + j] = round(v / scale, rng).clamp(low, high) as i8;
             }
         }
     }
