@@ -38,6 +38,16 @@ impl World {
         World { observed: Observed::default(), last: None }
     }
 
+    /// `stable` serving, then `canary` started at t=100, its pods ready,
+    /// and at its first step since t=110: where most canary stories begin.
+    fn canary_at_first_step(stable: &ValidSpec, canary: &ValidSpec) -> World {
+        let mut world = World::with_stable(stable);
+        world.step(canary, 100);
+        world.pods_ready(&canary.version);
+        world.step(canary, 110);
+        world
+    }
+
     /// Plans, then applies what the executor would (status, requests cleared).
     fn step(&mut self, spec: &ValidSpec, now: i64) -> Plan {
         let plan = plan(spec, &self.observed, at(now));
@@ -198,11 +208,8 @@ fn a_canary_promotes_through_every_step_when_analysis_passes() {
 #[test]
 fn a_failing_canary_is_rolled_back_with_the_figures() {
     let v1 = spec(CANARY, "1");
-    let mut world = World::with_stable(&v1);
     let v2 = spec(CANARY, "2");
-    world.step(&v2, 100);
-    world.pods_ready("2");
-    world.step(&v2, 110);
+    let mut world = World::canary_at_first_step(&v1, &v2);
 
     world.figures(100, 30, 20.0);
     let plan = world.step(&v2, 140);
@@ -232,11 +239,8 @@ fn a_failing_canary_is_rolled_back_with_the_figures() {
 #[test]
 fn slow_canaries_fail_on_latency() {
     let v1 = spec(CANARY, "1");
-    let mut world = World::with_stable(&v1);
     let v2 = spec(CANARY, "2");
-    world.step(&v2, 100);
-    world.pods_ready("2");
-    world.step(&v2, 110);
+    let mut world = World::canary_at_first_step(&v1, &v2);
     world.figures(100, 0, 450.0);
     let plan = world.step(&v2, 140);
     let analysis = plan.status.canary.unwrap().analysis.unwrap();
@@ -247,11 +251,8 @@ fn slow_canaries_fail_on_latency() {
 #[test]
 fn no_traffic_pauses_by_default_and_says_so() {
     let v1 = spec(CANARY, "1");
-    let mut world = World::with_stable(&v1);
     let v2 = spec(CANARY, "2");
-    world.step(&v2, 100);
-    world.pods_ready("2");
-    world.step(&v2, 110);
+    let mut world = World::canary_at_first_step(&v1, &v2);
     world.figures(3, 0, 10.0);
     let plan = world.step(&v2, 140);
     assert_eq!(
@@ -338,11 +339,8 @@ fn steps_without_a_pause_wait_for_a_manual_promote() {
 #[test]
 fn a_new_version_mid_canary_supersedes_it() {
     let v1 = spec(CANARY, "1");
-    let mut world = World::with_stable(&v1);
     let v2 = spec(CANARY, "2");
-    world.step(&v2, 100);
-    world.pods_ready("2");
-    world.step(&v2, 110);
+    let mut world = World::canary_at_first_step(&v1, &v2);
     let v3 = spec(CANARY, "3");
     let plan = world.step(&v3, 120);
     assert!(reasons(&plan).contains(&"CanarySuperseded"));
@@ -356,11 +354,8 @@ fn a_new_version_mid_canary_supersedes_it() {
 #[test]
 fn setting_the_version_back_mid_canary_abandons_it() {
     let v1 = spec(CANARY, "1");
-    let mut world = World::with_stable(&v1);
     let v2 = spec(CANARY, "2");
-    world.step(&v2, 100);
-    world.pods_ready("2");
-    world.step(&v2, 110);
+    let mut world = World::canary_at_first_step(&v1, &v2);
     let plan = world.step(&v1, 120);
     assert_eq!(plan.status.phase, Phase::Succeeded);
     assert!(plan.status.canary.is_none());
