@@ -419,3 +419,85 @@ fn promote_and_abort_by_hand() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no `tractor up` has run nothing"));
 }
+
+/// The optimization example: version 2 is optimized by a `tractor optimize`
+/// child (the controller's Job), registered with its digest and metrics,
+/// shadowed against the fp32 version 1 for agreement, and promoted.
+#[test]
+fn the_optimized_example_optimizes_then_rolls_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits/optimized.yaml");
+    let mut up = Up::start(&file, &state);
+    up.wait_for("Deployed", Duration::from_secs(60));
+    let optimized = up.wait_for("Optimized", Duration::from_secs(120));
+    let message = optimized["message"].as_str().unwrap().to_string();
+    assert!(message.contains("v2.onnx") && message.contains("accuracy=97.7"), "{message}");
+    let bench = Command::new(TRACTOR)
+        .args(["bench", "--url", &format!("http://127.0.0.1:{}", up.port), "--model", "digits"])
+        .args(["--concurrency", "2", "--duration", "40s", "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bench = KillOnDrop(bench);
+    let promoted = up.wait_for("Promoted", Duration::from_secs(90));
+    assert_eq!(promoted["weights"], serde_json::json!({ "2": 100 }));
+    let passed: Vec<&serde_json::Value> =
+        up.seen.iter().filter(|l| l["reason"] == "AnalysisPassed").collect();
+    assert!(
+        passed.iter().any(|l| l["message"].as_str().unwrap().contains("agreement")),
+        "the shadowed int8 version was judged on agreement: {passed:?}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("digits/status.json")).unwrap()).unwrap();
+    let artifact = state.join("digits/artifacts/v2.onnx");
+    assert_eq!(status["stable"]["version"], "2", "{status}");
+    assert!(status.to_string().contains(&artifact.display().to_string()), "{status}");
+    let optimized_size = std::fs::metadata(&artifact).unwrap().len();
+    let source_size = std::fs::metadata(model("digits-mlp-v2.onnx")).unwrap().len();
+    assert!(optimized_size * 10 < source_size * 4, "{optimized_size} vs {source_size} bytes");
+    drop(bench);
+    up.interrupt();
+}
+
+/// An optimization the accuracy gate refuses never reaches traffic: the
+/// version fails with the gate's figures and version 1 keeps serving.
+#[test]
+fn an_optimization_the_gate_refuses_is_not_deployed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digits.yaml");
+    let over_pruned = format!(
+        "  optimize:\n    passes: [{{type: prune, method: magnitude, sparsity: 0.99}}]\n    validation: {{data: '{}', metric: accuracy, maxDrop: 1.0}}\n",
+        model("digits-test.npz")
+    );
+    let docs = format!(
+        "{}---\n{}",
+        document("1", &model("digits-mlp-v2.onnx"), ""),
+        document("2", &model("digits-mlp-v2.onnx"), &over_pruned)
+    );
+    std::fs::write(&file, docs).unwrap();
+    let mut up = Up::start(&file, &dir.path().join("state"));
+    up.wait_for("Deployed", Duration::from_secs(60));
+    let failed = up.wait_for("OptimizationFailed", Duration::from_secs(120));
+    let reason = failed["message"].as_str().unwrap();
+    assert!(
+        reason.contains("version 2 not deployed") && reason.contains("ccuracy dropped"),
+        "{reason}"
+    );
+    assert!(!dir.path().join("state/digits/artifacts/v2.onnx").exists(), "no refused model left");
+    assert_eq!(up.served_by(), "1");
+    up.interrupt();
+}
+
+/// Kills a child process when dropped (a failed assertion must not leave
+/// the load generator running).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::process::{Child, Command};
 
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, Phase, ValidSpec};
+use crate::optimize::recipe::Pass;
 use crate::plan::{
     Artifact, Backend, EventKind, JobState, Observed, Plan, Registered, RouteTable, StatsReport,
 };
@@ -97,11 +98,27 @@ fn read_documents(path: &Path) -> Result<Vec<ModelDeployment>, LocalError> {
     Ok(docs)
 }
 
-/// Relative source paths are relative to the file, as a person reads them.
+/// Relative paths (the source, and the recipe's validation, calibration and
+/// merge files) are relative to the file, as a person reads them.
 fn resolve_source(spec: &mut ValidSpec, base: &Path) {
-    if !spec.source_uri.contains("://") && Path::new(&spec.source_uri).is_relative() {
-        let joined = base.join(&spec.source_uri);
-        spec.source_uri = std::fs::canonicalize(&joined).unwrap_or(joined).display().to_string();
+    let resolve = |location: &mut String| {
+        if !location.contains("://") && Path::new(location.as_str()).is_relative() {
+            let joined = base.join(&*location);
+            *location = std::fs::canonicalize(&joined).unwrap_or(joined).display().to_string();
+        }
+    };
+    resolve(&mut spec.source_uri);
+    if let Some(recipe) = spec.optimize.as_mut() {
+        if let Some(validation) = recipe.validation.as_mut() {
+            resolve(&mut validation.data);
+        }
+        for pass in &mut recipe.passes {
+            match pass {
+                Pass::Quantize(q) => q.calibration.iter_mut().for_each(resolve),
+                Pass::Merge(m) => m.models.iter_mut().for_each(resolve),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -361,28 +378,23 @@ impl Runner {
         match child.try_wait() {
             Ok(None) => Some(JobState::Running),
             Ok(Some(status)) => {
-                let log = output.with_extension("log");
-                let state = if status.success() {
-                    match std::fs::read(&*output) {
-                        Ok(bytes) => JobState::Succeeded {
-                            artifact: Artifact {
-                                uri: output.display().to_string(),
-                                sha256: Some(crate::store::sha256_hex(&bytes)),
-                            },
-                            size_bytes: Some(bytes.len() as u64),
-                            metrics: Default::default(),
-                        },
-                        Err(e) => JobState::Failed { reason: format!("no optimized model: {e}") },
+                // The same result the controller reads from a Job's
+                // termination message: artifact, digest, metrics, or why
+                // the gate refused it.
+                let message = std::fs::read_to_string(output.with_extension("result.json")).ok();
+                let state = match (&message, status.success()) {
+                    (Some(message), success) => {
+                        crate::controller::interpret(success, Some(message))
                     }
-                } else {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    let reason = text
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("failed")
-                        .to_string();
-                    JobState::Failed { reason }
+                    (None, _) => {
+                        let log = std::fs::read_to_string(output.with_extension("log"))
+                            .unwrap_or_default();
+                        let reason = why_it_stopped(&log).map_or_else(
+                            || format!("tractor optimize stopped ({status}) without a result"),
+                            str::to_string,
+                        );
+                        JobState::Failed { reason }
+                    }
                 };
                 self.job_result = Some((version.clone(), state.clone()));
                 self.job = None;
@@ -470,7 +482,12 @@ impl Runner {
                 recipe.display().to_string(),
                 "--report".into(),
                 artifacts.join(format!("v{}.report.json", job.version)).display().to_string(),
+                "--termination-message".into(),
+                output.with_extension("result.json").display().to_string(),
             ];
+            // A result left by an earlier run of this version must not be
+            // taken for this one's.
+            let _ = std::fs::remove_file(output.with_extension("result.json"));
             let child = self.spawn(
                 &format!("optimize {}", job.version),
                 &args,

@@ -326,6 +326,18 @@ impl<'a> Planner<'a> {
                 None
             }
             Some(JobState::Succeeded { artifact, size_bytes, metrics }) => {
+                // What a person wants to see of the result: its size and the
+                // metric the gate checked.
+                let figures: Vec<String> = size_bytes
+                    .map(|b| format!("{:.1} KiB", b as f64 / 1024.0))
+                    .into_iter()
+                    .chain(metrics.summary.clone())
+                    .collect();
+                let figures = if figures.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", figures.join(", "))
+                };
                 self.plan.register = Some(ModelVersionSpec {
                     model: self.spec.model_name.clone(),
                     version: version.to_string(),
@@ -342,7 +354,7 @@ impl<'a> Planner<'a> {
                 self.event(
                     EventKind::Normal,
                     "Optimized",
-                    format!("version {version} optimized: {}", artifact.uri),
+                    format!("version {version} optimized: {}{figures}", artifact.uri),
                 );
                 Some(artifact)
             }
