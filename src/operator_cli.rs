@@ -182,6 +182,18 @@ pub async fn run_rollout(args: RolloutArgs) -> anyhow::Result<()> {
             println!("{} asked to {word}; tractor up acts on it within a second", target.name);
         } else {
             print!("{}", describe_status(&local::status(state_dir, &target.name)?));
+            // What `kubectl get modelversions` shows in a cluster.
+            for v in local::registry(state_dir, &target.name)? {
+                println!(
+                    "registered: {} {} sha256:{} {} bytes {} (from {})",
+                    v.version,
+                    v.artifact.uri,
+                    v.artifact.sha256.get(..12).unwrap_or(&v.artifact.sha256),
+                    v.artifact.size_bytes.unwrap_or_default(),
+                    v.metrics.summary.as_deref().unwrap_or("-"),
+                    v.parent.as_deref().unwrap_or("-"),
+                );
+            }
         }
         return Ok(());
     }

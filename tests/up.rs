@@ -460,6 +460,33 @@ fn the_optimized_example_optimizes_then_rolls_out() {
     assert!(optimized_size * 10 < source_size * 4, "{optimized_size} vs {source_size} bytes");
     drop(bench);
     up.interrupt();
+
+    // Started again on the same state: it resumes at version 2 and serves the
+    // registered artifact; nothing is optimized or rolled out again.
+    let mut again = Up::start(&file, &state);
+    again.wait_for("Resumed", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while again.served_by() != "2" {
+        assert!(Instant::now() < deadline, "version 2 never served again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    again.seen.extend(again.lines.try_iter());
+    let reasons: Vec<&str> = again.seen.iter().filter_map(|l| l["reason"].as_str()).collect();
+    assert!(
+        !reasons.iter().any(|r| ["Optimizing", "CanaryStarted", "Deploying"].contains(r)),
+        "{reasons:?}"
+    );
+    let out = Command::new(TRACTOR)
+        .args(["rollout", "status", "digits", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("registered: 2 file://") && printed.contains("accuracy=97.7"),
+        "{printed}"
+    );
+    again.interrupt();
 }
 
 /// An optimization the accuracy gate refuses never reaches traffic: the

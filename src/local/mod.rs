@@ -19,7 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
-use crate::crd::{ModelDeployment, ModelDeploymentStatus, Phase, ValidSpec};
+use crate::crd::{ModelDeployment, ModelDeploymentStatus, ModelVersionSpec, Phase, ValidSpec};
 use crate::optimize::recipe::Pass;
 use crate::plan::{
     Artifact, Backend, EventKind, JobState, Observed, Plan, Registered, RouteTable, StatsReport,
@@ -163,6 +163,20 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// --state-dir`), the local counterpart of the controller's annotations: a
 /// file in the deployment's state directory, removed once acted on.
 const REQUEST_FILE: &str = "request";
+/// Registered versions (`ModelVersionSpec`s as JSON) in the state directory.
+const REGISTRY_FILE: &str = "registry.json";
+
+fn registered_of(entry: &ModelVersionSpec) -> Registered {
+    Registered {
+        version: entry.version.clone(),
+        artifact: Artifact {
+            uri: entry.artifact.uri.clone(),
+            sha256: Some(entry.artifact.sha256.clone()),
+        },
+        parent: entry.parent.clone(),
+        recipe: entry.recipe.clone(),
+    }
+}
 const PROMOTE: &str = "promote";
 const ABORT: &str = "abort";
 
@@ -228,6 +242,23 @@ pub fn status(state_dir: &Path, name: &str) -> Result<ModelDeploymentStatus, Loc
     })
 }
 
+/// The versions a local `up` registered for `name` (optimized artifacts with
+/// digest, lineage and metrics), oldest first; none before any optimization.
+///
+/// # Errors
+/// No state for `name` under `state_dir`, or a registry that cannot be read.
+pub fn registry(state_dir: &Path, name: &str) -> Result<Vec<ModelVersionSpec>, LocalError> {
+    let path = deployment_dir(state_dir, name)?.join(REGISTRY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LocalError::ReadSpec {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(LocalError::State { path: path.display().to_string(), source }),
+    }
+}
+
 /// Everything `up` keeps between ticks, persisted under the state directory.
 struct Runner {
     config: UpConfig,
@@ -240,6 +271,10 @@ struct Runner {
     job: Option<(String, Child, PathBuf)>,
     job_result: Option<(String, JobState)>,
     registered: Vec<Registered>,
+    /// The local twin of the cluster's `ModelVersion` objects: every
+    /// optimized artifact with its digest, lineage and metrics, kept in the
+    /// state directory so a restart neither forgets nor re-optimizes them.
+    registry: Vec<ModelVersionSpec>,
     status: ModelDeploymentStatus,
     last_message: Option<String>,
     routes: Option<RouteTable>,
@@ -496,15 +531,13 @@ impl Runner {
             self.job = Some((job.version.clone(), child, output));
         }
         if let Some(entry) = &plan.register {
-            self.registered.push(Registered {
-                version: entry.version.clone(),
-                artifact: Artifact {
-                    uri: entry.artifact.uri.clone(),
-                    sha256: Some(entry.artifact.sha256.clone()),
-                },
-                parent: entry.parent.clone(),
-                recipe: entry.recipe.clone(),
-            });
+            self.registered.push(registered_of(entry));
+            self.registry.retain(|e| e.version != entry.version);
+            self.registry.push(entry.clone());
+            write_whole(
+                &self.dir.join(REGISTRY_FILE),
+                &serde_json::to_vec_pretty(&self.registry).unwrap_or_default(),
+            )?;
             self.job_result = None;
         }
         let table = RouteTable {
@@ -590,6 +623,16 @@ impl Runner {
     }
 }
 
+/// Where a restarted `up` picks a multi-document file up again: at the
+/// document of the canary it was rolling out, else of the stable version,
+/// else at the start. Replaying from the first document would set the
+/// version back to 1 and roll everything out again.
+fn resume_at(docs: &[ModelDeployment], status: &ModelDeploymentStatus) -> usize {
+    let current =
+        status.canary.as_ref().map(|c| &c.version).or(status.stable.as_ref().map(|s| &s.version));
+    current.and_then(|v| docs.iter().rposition(|d| d.spec.model.version == *v)).unwrap_or(0)
+}
+
 fn settled(phase: Phase) -> bool {
     matches!(phase, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
 }
@@ -609,6 +652,10 @@ pub async fn up(
     let dir = config.state_dir.join(&name);
     std::fs::create_dir_all(&dir)
         .map_err(|source| LocalError::State { path: dir.display().to_string(), source })?;
+    let registry: Vec<ModelVersionSpec> = std::fs::read(dir.join(REGISTRY_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     let status: ModelDeploymentStatus = std::fs::read(dir.join("status.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -623,7 +670,8 @@ pub async fn up(
         router: None,
         job: None,
         job_result: None,
-        registered: Vec::new(),
+        registered: registry.iter().map(registered_of).collect(),
+        registry,
         status,
         last_message: None,
         routes: None,
@@ -657,7 +705,20 @@ async fn run_loop(
     // Compared by content, not modification time: two saves within one
     // timestamp tick (editors, scripts, tests) must not be missed.
     let mut contents = std::fs::read(&runner.config.file).ok();
-    let mut index = 0usize;
+    let mut index = resume_at(&docs, &runner.status);
+    if index > 0 {
+        runner.emit(
+            "Normal",
+            "Resumed",
+            &format!(
+                "document {} of {}: version {}, as the state directory left it",
+                index + 1,
+                docs.len(),
+                docs[index].spec.model.version
+            ),
+            &[],
+        );
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let now_contents = std::fs::read(&runner.config.file).ok();
@@ -723,6 +784,30 @@ async fn run_loop(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_restart_resumes_at_the_document_of_the_current_version() {
+        let doc = |v: &str| -> crate::crd::ModelDeployment {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "tractor.dev/v1alpha1", "kind": "ModelDeployment",
+                "metadata": {"name": "d"},
+                "spec": {"model": {"name": "d", "version": v, "source": {"uri": "m.onnx"}}}
+            }))
+            .unwrap()
+        };
+        let docs = [doc("1"), doc("2"), doc("3")];
+        let status = |stable: Option<&str>, canary: Option<&str>| {
+            serde_json::from_value::<crate::crd::ModelDeploymentStatus>(serde_json::json!({
+                "stable": stable.map(|v| serde_json::json!({"version": v, "weight": 100})),
+                "canary": canary.map(|v| serde_json::json!({"version": v, "weight": 20, "step": 0, "failures": 0})),
+            }))
+            .unwrap()
+        };
+        assert_eq!(super::resume_at(&docs, &status(None, None)), 0);
+        assert_eq!(super::resume_at(&docs, &status(Some("2"), None)), 1);
+        assert_eq!(super::resume_at(&docs, &status(Some("2"), Some("3"))), 2);
+        assert_eq!(super::resume_at(&docs, &status(Some("9"), None)), 0);
+    }
+
     #[test]
     fn a_fatal_error_is_the_reason_and_routine_logging_is_not() {
         let log = "2026-11-28T10:47:20Z  INFO tractor::serve: model ready\n\
