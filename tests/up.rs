@@ -107,8 +107,15 @@ impl Up {
         http.post(format!("http://127.0.0.1:{}/v2/models/digits/infer", self.port))
             .json(&body)
             .send()
+            .map_err(|e| eprintln!("served_by: {e}"))
             .ok()
-            .filter(|r| r.status().is_success())
+            .filter(|r| {
+                let ok = r.status().is_success();
+                if !ok {
+                    eprintln!("served_by: {} {:?}", r.status(), r.headers());
+                }
+                ok
+            })
             .and_then(|r| r.headers().get("x-tractor-version")?.to_str().ok().map(str::to_string))
             .unwrap_or_default()
     }
@@ -514,7 +521,7 @@ fn an_optimization_the_gate_refuses_is_not_deployed() {
         "{reason}"
     );
     assert!(!dir.path().join("state/digits/artifacts/v2.onnx").exists(), "no refused model left");
-    assert_eq!(up.served_by(), "1");
+    up.wait_served_by("1");
     up.interrupt();
 }
 
@@ -527,4 +534,40 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The router is a child like the others: killed, it is started again and
+/// traffic flows; a port already taken is an error at start, not a router
+/// that silently never was.
+#[test]
+fn the_router_is_supervised_and_a_taken_port_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digits.yaml");
+    std::fs::write(&file, document("1", &model("digits-mlp-v1.onnx"), "")).unwrap();
+    let mut up = Up::start(&file, &dir.path().join("state"));
+    up.wait_for("Deployed", Duration::from_secs(60));
+    let out =
+        Command::new("pgrep").args(["-a", "-P", &up.child.id().to_string()]).output().unwrap();
+    let router = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains(" route "))
+        .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+        .expect("a route child");
+    Command::new("kill").args(["-KILL", &router.to_string()]).status().unwrap();
+    up.wait_for("RouterExited", Duration::from_secs(10));
+    up.wait_for("RouterStarted", Duration::from_secs(20));
+    up.wait_served_by("1");
+    up.interrupt();
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let state = dir.path().join("state2");
+    let refused = Command::new(TRACTOR)
+        .args(["up", "-f", file.to_str().unwrap(), "--port", &port])
+        .args(["--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("the router stopped") && stderr.contains("cannot listen"), "{stderr}");
 }

@@ -27,6 +27,8 @@ use crate::plan::{
 
 /// How often the world is looked at: a step or a weight change shows within this.
 const TICK: Duration = Duration::from_millis(250);
+/// How long a starting router may take to answer its health check.
+const ROUTER_START: Duration = Duration::from_secs(10);
 /// A child's health check must answer within this to count as ready.
 const HEALTH_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -42,6 +44,8 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the router stopped: {0}")]
+    Router(String),
     #[error("state directory {path}: {source}")]
     State {
         path: String,
@@ -278,6 +282,7 @@ struct Runner {
     status: ModelDeploymentStatus,
     last_message: Option<String>,
     routes: Option<RouteTable>,
+    router_backoff: Backoff,
 }
 
 impl Runner {
@@ -322,6 +327,7 @@ impl Runner {
     }
 
     async fn observe(&mut self, spec: &ValidSpec) -> Observed {
+        self.supervise_router().await;
         let mut ready = BTreeMap::new();
         let mut failing = BTreeMap::new();
         let mut exited = Vec::new();
@@ -587,11 +593,14 @@ impl Runner {
         Ok(())
     }
 
+    /// Starts the router and waits until it answers, so that a port already
+    /// in use is an error at once rather than a router that never was.
     async fn start_router(&mut self) -> Result<(), LocalError> {
         let routes = self.dir.join("routes.json");
-        if !routes.exists() {
-            write_whole(&routes, b"{\"backends\": []}")?;
-        }
+        // A table left by an earlier run names ports that are gone, or are
+        // now someone else's: start empty; the next tick writes the real one.
+        write_whole(&routes, b"{\"backends\": []}")?;
+        self.routes = None;
         let admin = free_port()?;
         let args = vec![
             "route".to_string(),
@@ -602,9 +611,68 @@ impl Runner {
             "--routes-file".into(),
             routes.display().to_string(),
         ];
-        let child = self.spawn("route", &args, &self.dir.join("route.log"))?;
+        let log = self.dir.join("route.log");
+        let mut child = self.spawn("route", &args, &log)?;
+        let deadline = std::time::Instant::now() + ROUTER_START;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let reason = why_it_stopped(&text).unwrap_or("nothing in its log").to_string();
+                return Err(LocalError::Router(format!("{status}: {reason}")));
+            }
+            let health = format!("http://127.0.0.1:{admin}/healthz");
+            if self.http.get(&health).timeout(HEALTH_TIMEOUT).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.router = Some((child, admin));
         Ok(())
+    }
+
+    /// A router that stopped is started again (after 1, 2, 4... s while it
+    /// keeps failing), and the event is shown, as for a version's server.
+    async fn supervise_router(&mut self) {
+        if let Some((child, _)) = &mut self.router
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            let text = std::fs::read_to_string(self.dir.join("route.log")).unwrap_or_default();
+            let reason =
+                why_it_stopped(&text).map_or(status.to_string(), |l| format!("{status}: {l}"));
+            self.emit(
+                "Warning",
+                "RouterExited",
+                &format!("router exited ({reason}); restarting"),
+                &[],
+            );
+            self.router = None;
+        }
+        if self.router.is_some() || std::time::Instant::now() < self.router_backoff.next {
+            return;
+        }
+        match self.start_router().await {
+            Ok(()) => {
+                self.router_backoff.restarts = 0;
+                self.emit(
+                    "Normal",
+                    "RouterStarted",
+                    &format!("router on http://127.0.0.1:{}", self.config.port),
+                    &[],
+                );
+            }
+            Err(e) => {
+                let delay = Duration::from_secs(1u64 << self.router_backoff.restarts.min(5))
+                    .min(MAX_BACKOFF);
+                self.router_backoff.restarts += 1;
+                self.router_backoff.next = std::time::Instant::now() + delay;
+                self.emit(
+                    "Warning",
+                    "RouterFailed",
+                    &format!("{e}; trying again in {}s", delay.as_secs()),
+                    &[],
+                );
+            }
+        }
     }
 
     async fn stop(&mut self) {
@@ -675,6 +743,11 @@ pub async fn up(
         status,
         last_message: None,
         routes: None,
+        router_backoff: Backoff {
+            restarts: 0,
+            next: std::time::Instant::now(),
+            reason: String::new(),
+        },
     };
     runner.start_router().await?;
     runner.emit(
