@@ -578,7 +578,10 @@ impl Runner {
             self.emit(kind, event.reason, &event.message, &plan.weights);
         }
         if plan.status.message != self.last_message {
-            if let Some(message) = &plan.status.message {
+            // An event of this tick may already have said the same words.
+            if let Some(message) = &plan.status.message
+                && !plan.events.iter().any(|e| &e.message == message)
+            {
                 self.emit("Normal", plan.status.phase.as_str(), message, &plan.weights);
             }
             self.last_message = plan.status.message.clone();
