@@ -32,7 +32,7 @@ fn a_passing_optimization_becomes_a_registered_artifact() {
     let (ok, message) =
         optimize(&["--fold", "--quantize", "weight-int8", "--max-drop", "1"], dir.path());
     assert!(ok, "{message}");
-    match tractor::controller::interpret(true, Some(&message)) {
+    match tractor::plan::JobState::from_termination_message(true, Some(&message)) {
         JobState::Succeeded { artifact, size_bytes, metrics } => {
             let bytes = std::fs::read(dir.path().join("out.onnx")).unwrap();
             assert_eq!(
@@ -52,7 +52,7 @@ fn a_refused_optimization_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, message) = optimize(&["--prune", "magnitude:0.99", "--max-drop", "1"], dir.path());
     assert!(!ok);
-    match tractor::controller::interpret(false, Some(&message)) {
+    match tractor::plan::JobState::from_termination_message(false, Some(&message)) {
         JobState::Failed { reason } => {
             assert!(reason.to_lowercase().contains("accuracy dropped"), "{reason}")
         }

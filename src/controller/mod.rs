@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::crd::{ModelDeployment, ModelVersion};
 use crate::plan::{EventKind, Plan};
 pub use objects::OperatorConfig;
-pub use observe::{Observation, interpret};
+pub use observe::Observation;
 pub use router_stats::{HttpRouterStats, RouterStats};
 
 /// Field manager of every server-side apply.

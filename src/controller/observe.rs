@@ -8,11 +8,10 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use serde::Deserialize;
 
 use super::objects::{self, COMPONENT, DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::{Context, Error};
-use crate::crd::{ModelDeployment, ModelVersion, ValidSpec, VersionMetrics};
+use crate::crd::{ModelDeployment, ModelVersion, ValidSpec};
 use crate::plan::{Artifact, JobState, Observed, Registered};
 
 /// What was observed, plus what the executor itself needs to clean up.
@@ -23,22 +22,6 @@ pub struct Observation {
     pub serving_versions: Vec<String>,
     /// The version of the optimization Job that exists, if any.
     pub job_version: Option<String>,
-}
-
-/// The compact result `tractor optimize --termination-message` writes.
-#[derive(Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct JobResult {
-    #[serde(default)]
-    pub uri: Option<String>,
-    #[serde(default)]
-    pub sha256: Option<String>,
-    #[serde(default)]
-    pub size_bytes: Option<u64>,
-    #[serde(default)]
-    pub metrics: VersionMetrics,
-    #[serde(default)]
-    pub error: Option<String>,
 }
 
 /// Every version the status or the spec names, to map sanitized labels back.
@@ -209,54 +192,5 @@ async fn job_state(
         .flatten()
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
         .next_back();
-    Ok(interpret(status.succeeded.unwrap_or(0) > 0, message.as_deref()))
-}
-
-/// Turns a finished Job's termination message into the planner's view.
-pub fn interpret(succeeded: bool, message: Option<&str>) -> JobState {
-    let parsed = message.and_then(|m| serde_json::from_str::<JobResult>(m).ok());
-    match (succeeded, parsed) {
-        (true, Some(JobResult { uri: Some(uri), sha256, size_bytes, metrics, error: None })) => {
-            JobState::Succeeded { artifact: Artifact { uri, sha256 }, size_bytes, metrics }
-        }
-        (_, Some(JobResult { error: Some(error), .. })) => JobState::Failed { reason: error },
-        (true, _) => JobState::Failed {
-            reason: "the job succeeded but wrote no result to its termination message".into(),
-        },
-        (false, _) => JobState::Failed {
-            reason: message
-                .map(|m| m.lines().last().unwrap_or(m).to_string())
-                .unwrap_or_else(|| "the optimization job failed without a message".into()),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn termination_messages_become_job_states() {
-        let ok =
-            r#"{"uri":"s3://a/v2.onnx","sha256":"ab","sizeBytes":10,"metrics":{"accuracy":0.97}}"#;
-        match interpret(true, Some(ok)) {
-            JobState::Succeeded { artifact, size_bytes, metrics } => {
-                assert_eq!(artifact.uri, "s3://a/v2.onnx");
-                assert_eq!(size_bytes, Some(10));
-                assert_eq!(metrics.accuracy, Some(0.97));
-            }
-            other => panic!("{other:?}"),
-        }
-        let refused = r#"{"error":"accuracy dropped 3.0 points, more than maxDrop 1.0"}"#;
-        assert_eq!(
-            interpret(false, Some(refused)),
-            JobState::Failed {
-                reason: "accuracy dropped 3.0 points, more than maxDrop 1.0".into()
-            }
-        );
-        assert!(
-            matches!(interpret(false, Some("panic\nout of memory")), JobState::Failed { reason } if reason == "out of memory")
-        );
-        assert!(matches!(interpret(true, None), JobState::Failed { .. }));
-    }
+    Ok(JobState::from_termination_message(status.succeeded.unwrap_or(0) > 0, message.as_deref()))
 }

@@ -425,7 +425,7 @@ impl Runner {
                 let message = std::fs::read_to_string(output.with_extension("result.json")).ok();
                 let state = match (&message, status.success()) {
                     (Some(message), success) => {
-                        crate::controller::interpret(success, Some(message))
+                        JobState::from_termination_message(success, Some(message))
                     }
                     (None, _) => {
                         let log = std::fs::read_to_string(output.with_extension("log"))

@@ -73,6 +73,48 @@ pub enum JobState {
     },
 }
 
+/// The compact result `tractor optimize --termination-message` writes: the
+/// contract between the optimization Job (or `up`'s optimize child) and
+/// whoever carries the plan out.
+#[derive(Debug, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct JobResult {
+    #[serde(default)]
+    uri: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    size_bytes: Option<u64>,
+    #[serde(default)]
+    metrics: crate::crd::VersionMetrics,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+impl JobState {
+    /// A finished job as the planner sees it, from whether it succeeded and
+    /// the termination message it left (the controller reads it from the
+    /// pod, `tractor up` from a file: one parser for both).
+    pub fn from_termination_message(succeeded: bool, message: Option<&str>) -> JobState {
+        let parsed = message.and_then(|m| serde_json::from_str::<JobResult>(m).ok());
+        match (succeeded, parsed) {
+            (
+                true,
+                Some(JobResult { uri: Some(uri), sha256, size_bytes, metrics, error: None }),
+            ) => JobState::Succeeded { artifact: Artifact { uri, sha256 }, size_bytes, metrics },
+            (_, Some(JobResult { error: Some(error), .. })) => JobState::Failed { reason: error },
+            (true, _) => JobState::Failed {
+                reason: "the job succeeded but wrote no result to its termination message".into(),
+            },
+            (false, _) => JobState::Failed {
+                reason: message
+                    .map(|m| m.lines().last().unwrap_or(m).to_string())
+                    .unwrap_or_else(|| "the optimization job failed without a message".into()),
+            },
+        }
+    }
+}
+
 /// The router's figures for the canary since the last analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CanaryFigures {

@@ -617,3 +617,25 @@ fn pods_that_keep_failing_say_why() {
     assert_eq!(plan.status.phase, Phase::Failed);
     assert!(plan.status.history.last().unwrap().reason.contains("inputs[0].image.width"));
 }
+
+#[test]
+fn termination_messages_become_job_states() {
+    let ok = r#"{"uri":"s3://a/v2.onnx","sha256":"ab","sizeBytes":10,"metrics":{"accuracy":0.97}}"#;
+    match JobState::from_termination_message(true, Some(ok)) {
+        JobState::Succeeded { artifact, size_bytes, metrics } => {
+            assert_eq!(artifact.uri, "s3://a/v2.onnx");
+            assert_eq!(size_bytes, Some(10));
+            assert_eq!(metrics.accuracy, Some(0.97));
+        }
+        other => panic!("{other:?}"),
+    }
+    let refused = r#"{"error":"accuracy dropped 3.0 points, more than maxDrop 1.0"}"#;
+    assert_eq!(
+        JobState::from_termination_message(false, Some(refused)),
+        JobState::Failed { reason: "accuracy dropped 3.0 points, more than maxDrop 1.0".into() }
+    );
+    assert!(
+        matches!(JobState::from_termination_message(false, Some("panic\nout of memory")), JobState::Failed { reason } if reason == "out of memory")
+    );
+    assert!(matches!(JobState::from_termination_message(true, None), JobState::Failed { .. }));
+}
