@@ -10,38 +10,13 @@ use std::path::Path;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
-use http_body_util::BodyExt;
 use image::{DynamicImage, GrayImage, ImageFormat};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use common::{config, load, real_model, repo_path};
+use common::{Answer, config, load, real_model, repo_path, send};
 use tractor::engine::{Tensor, TensorData};
 use tractor::process::ProcessingConfig;
-use tractor::serve::{AppState, ServeError, app};
-
-struct Answer {
-    status: StatusCode,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn error(&self) -> String {
-        self.json()["error"].as_str().expect("an error message").to_string()
-    }
-}
-
-async fn send(state: &AppState, request: Request<Body>) -> Answer {
-    let response = app(state.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
-    Answer { status, body }
-}
+use tractor::serve::{AppState, ServeError};
 
 async fn post_json(state: &AppState, uri: &str, body: &Value) -> Answer {
     let request = Request::post(uri)

@@ -6,38 +6,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use common::{fixture, load, ready_state, real_model};
+use common::{Answer, fixture, load, ready_state, real_model, send};
 use tractor::engine::{Tensor, TensorData};
-use tractor::serve::{AppState, app};
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn error(&self) -> String {
-        self.json()["error"].as_str().expect("an error message").to_string()
-    }
-}
-
-async fn send(state: &AppState, request: Request<Body>) -> Answer {
-    let response = app(state.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
-    Answer { status, headers, body }
-}
+use tractor::serve::AppState;
 
 async fn get(state: &AppState, uri: &str) -> Answer {
     send(state, Request::get(uri).body(Body::empty()).unwrap()).await

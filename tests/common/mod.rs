@@ -54,3 +54,33 @@ pub fn ready_state(path: &Path, name: &str, tweak: impl FnOnce(&mut ServeConfig)
     state.install(load(path)).unwrap();
     state
 }
+
+/// What the in-process app answered: status, headers, body.
+pub struct Answer {
+    pub status: axum::http::StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `{"error": ...}` message of a refused request.
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().expect("an error message").to_string()
+    }
+}
+
+/// Sends one request through the serving app in-process (no socket).
+pub async fn send(state: &AppState, request: axum::http::Request<axum::body::Body>) -> Answer {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let response = tractor::serve::app(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Answer { status, headers, body }
+}
