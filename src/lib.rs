@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod contract;
 pub mod controller;
 pub mod crd;
 pub mod engine;
