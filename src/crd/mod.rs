@@ -5,6 +5,8 @@
 //! CEL rules); [`validate`] checks the rest and is the one parse path both the
 //! controller's status conditions and the planner read the spec through.
 
+pub mod processing;
+pub mod recipe;
 mod structural;
 mod validate;
 
@@ -16,10 +18,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use processing::ProcessingSpec;
+pub use recipe::Recipe;
 pub use validate::{Analysis, Rollout, SpecError, Step, ValidSpec, validate};
-
-use crate::optimize::Recipe;
-use crate::process::ProcessingSpec;
 
 /// The API group of every tractor resource.
 pub const GROUP: &str = "tractor.dev";

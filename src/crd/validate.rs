@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use super::{ModelDeploymentSpec, OnNoData, SourceFormat};
-use crate::optimize::Recipe;
+use super::{ModelDeploymentSpec, OnNoData, Recipe, SourceFormat};
 
 /// Defaults, with where the numbers come from.
 pub mod defaults {

@@ -19,8 +19,8 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
+use crate::crd::recipe::Pass;
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, ModelVersionSpec, Phase, ValidSpec};
-use crate::optimize::recipe::Pass;
 use crate::plan::{
     Artifact, Backend, EventKind, JobState, Observed, Plan, Registered, RouteTable, StatsReport,
 };

@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use super::recipe::{
+use super::{Context, Dataset, OptimizeError, Report};
+use crate::crd::recipe::{
     Convert, ConvertFormat, Merge, MergeMode, Metric, NameMap, Pass, Prune, PruneMethod, Quantize,
     QuantizeMode, Recipe, Validation,
 };
-use super::{Context, Dataset, OptimizeError, Report};
 use crate::store::{self, StoreError};
 
 /// Errors of the optimize and merge commands.

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::data::{DataError, Dataset, as_f64};
-use super::recipe::Metric;
+use crate::crd::recipe::Metric;
 use crate::engine::{DataType, EngineError, Model, Tensor};
 
 /// Rows per engine call while evaluating: large enough to amortize the call,

@@ -8,7 +8,7 @@ use tract_onnx::pb;
 
 use super::PassError;
 use super::graph::{self, Namer};
-use super::recipe::NameMap;
+use crate::crd::recipe::NameMap;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -8,7 +8,7 @@ use tract_onnx::pb;
 
 use super::PassError;
 use super::graph::{self, FloatTensor};
-use super::recipe::{Norm, Prune, PruneMethod};
+use crate::crd::recipe::{Norm, Prune, PruneMethod};
 
 /// Element-wise ops a hidden unit passes through unchanged in position.
 const CHANNELWISE: &[&str] = &[

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use super::spec::FeaturesInput;
 use super::{ProcessError, json_kind, quoted, spec_error};
+use crate::crd::processing::FeaturesInput;
 use crate::engine::{DataType, Dim, TensorSpec};
 
 /// One feature ready to apply: `(x - offset) / divisor`.
@@ -175,7 +175,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::process::Feature;
+    use crate::crd::processing::Feature;
 
     fn model(n: usize) -> TensorSpec {
         TensorSpec {

@@ -10,8 +10,8 @@ use std::io::Cursor;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
-use super::spec::{ColorMode, Crop, ImageInput, Layout, ResizeFilter};
 use super::{ProcessError, spec_error};
+use crate::crd::processing::{ColorMode, Crop, ImageInput, Layout, ResizeFilter};
 use crate::engine::{DataType, Dim, TensorSpec};
 
 /// Largest width or height accepted when the spec sets none: enough for

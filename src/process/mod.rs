@@ -18,22 +18,18 @@
 mod features;
 mod image;
 mod output;
-mod spec;
 mod tensor;
 
 use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use crate::crd::processing::{ProcessingError, ProcessingSpec};
 use crate::engine::{DataType, Dim, Tensor, TensorData, TensorSpec, element_count};
 
 pub use self::features::FeaturesStep;
 pub use self::image::ImageStep;
 pub use self::output::{OutputStep, softmax, top_k};
-pub use self::spec::{
-    Affine, Argmax, ColorMode, Crop, Feature, FeaturesInput, ImageInput, InputProcessing, Layout,
-    OutputProcessing, ProcessingSpec, ResizeFilter, TensorInput, Threshold, TopK,
-};
 pub use self::tensor::TensorStep;
 pub(crate) use crate::engine::json_kind;
 
@@ -50,8 +46,8 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid processing spec: {0}")]
-    Parse(String),
+    #[error(transparent)]
+    Parse(#[from] ProcessingError),
     /// The spec does not fit the model; `field` is the spec path
     /// (`inputs[0].image.width`).
     #[error("processing spec {field}: {reason}")]
@@ -542,12 +538,15 @@ impl ProcessingConfig {
     /// Reads a spec file (YAML or JSON).
     ///
     /// # Errors
-    /// As [`ProcessingSpec::from_file`].
+    /// An unreadable file, or what [`ProcessingSpec::parse`] refuses, naming the file.
     pub fn from_file(path: &Path) -> Result<ProcessingConfig, ProcessError> {
-        Ok(ProcessingConfig {
-            spec: ProcessingSpec::from_file(path)?,
-            base_dir: path.parent().map(Path::to_path_buf),
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ProcessError::ReadFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let spec =
+            ProcessingSpec::parse(&text).map_err(|e| e.in_file(path.display().to_string()))?;
+        Ok(ProcessingConfig { spec, base_dir: path.parent().map(Path::to_path_buf) })
     }
 
     /// Checks the spec against a model; see [`Processor::new`].

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::spec::OutputProcessing;
 use super::{ProcessError, spec_error};
+use crate::crd::processing::OutputProcessing;
 use crate::engine::{Dim, Tensor, TensorSpec, element_count};
 
 /// The threshold when the spec gives none: the midpoint of a probability.
@@ -296,8 +296,8 @@ fn read_labels(path: &str, base_dir: Option<&Path>) -> Result<Vec<String>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::processing::{Affine, Argmax, Threshold, TopK};
     use crate::engine::{DataType, TensorData};
-    use crate::process::{Affine, Argmax, Threshold, TopK};
 
     fn model(width: usize) -> TensorSpec {
         TensorSpec {

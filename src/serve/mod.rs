@@ -34,8 +34,9 @@ use batcher::{BatchError, Scheduler};
 pub use error::ApiError;
 use metrics::{Metrics, Outcome};
 
+use crate::crd::ProcessingSpec;
 use crate::engine::{EngineOptions, Model, ModelFormat, Tensor, TensorSpec, Threads};
-use crate::process::{ProcessError, ProcessingConfig, ProcessingSpec, Processor};
+use crate::process::{ProcessError, ProcessingConfig, Processor};
 use crate::store;
 
 /// Everything `tractor serve` is told on its command line.

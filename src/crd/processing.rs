@@ -1,6 +1,7 @@
-//! The declarative processing spec: what `tractor serve --processing FILE`
-//! reads (YAML or JSON) and what the `ModelDeployment` CRD embeds as
-//! `spec.serving.processing`.
+//! The declarative processing spec: what the `ModelDeployment` CRD embeds
+//! as `spec.serving.processing` and what `tractor serve --processing FILE`
+//! reads (YAML or JSON). Checking it against a model, and reading files, is
+//! `crate::process`'s part.
 //!
 //! The types are plain structs with optional fields and unit-variant string
 //! enums, so that the schema schemars derives stays structural, as
@@ -9,12 +10,51 @@
 //! `affine` and at most one decision (`topK`, `argmax`, `threshold`), applied
 //! in that order.
 
-use std::path::Path;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::ProcessError;
+/// Errors of reading a processing spec, named after the step that refused it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessingError {
+    /// `file` is where the text came from, when it came from a file.
+    #[error("invalid processing spec: {}{source}", file_prefix(.file))]
+    ParseJson {
+        file: Option<String>,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid processing spec: {}{source}", file_prefix(.file))]
+    ParseYaml {
+        file: Option<String>,
+        #[source]
+        source: serde_saphyr::Error,
+    },
+    /// `key` is the path of a key no type reads (`outputs[0].top_k`).
+    #[error("invalid processing spec: {}unknown field {key}", file_prefix(.file))]
+    UnknownField { file: Option<String>, key: String },
+}
+
+impl ProcessingError {
+    /// The same error, saying which file the text was read from.
+    pub fn in_file(self, path: impl Into<String>) -> ProcessingError {
+        let path = Some(path.into());
+        match self {
+            ProcessingError::ParseJson { source, .. } => {
+                ProcessingError::ParseJson { file: path, source }
+            }
+            ProcessingError::ParseYaml { source, .. } => {
+                ProcessingError::ParseYaml { file: path, source }
+            }
+            ProcessingError::UnknownField { key, .. } => {
+                ProcessingError::UnknownField { file: path, key }
+            }
+        }
+    }
+}
+
+fn file_prefix(file: &Option<String>) -> String {
+    file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default()
+}
 
 /// Input and output processing around one model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -224,47 +264,32 @@ impl ProcessingSpec {
     ///
     /// # Errors
     /// Malformed text or unknown fields, with the parser's position.
-    pub fn parse(text: &str) -> Result<ProcessingSpec, ProcessError> {
-        let parse_error = |e: &dyn std::fmt::Display| ProcessError::Parse(e.to_string());
+    pub fn parse(text: &str) -> Result<ProcessingSpec, ProcessingError> {
         let json = text.trim_start().starts_with('{');
         // Typed first: YAML scalars take the type the field asks for (an
         // output named `y` stays a string, where an untyped YAML 1.1 read
         // makes it `true`).
-        let spec: ProcessingSpec = if json {
-            serde_json::from_str(text).map_err(|e| parse_error(&e))?
-        } else {
-            serde_saphyr::from_str(text).map_err(|e| parse_error(&e))?
-        };
+        let spec: ProcessingSpec = parse_as(text, json)?;
         // The types cannot deny unknown fields (`additionalProperties: false`
         // does not belong in a CRD schema), so a file's typo is found by a
         // round trip of the keys: one that does not come back was not understood.
-        let raw: serde_json::Value = if json {
-            serde_json::from_str(text).map_err(|e| parse_error(&e))?
-        } else {
-            serde_saphyr::from_str(text).map_err(|e| parse_error(&e))?
-        };
-        let understood = serde_json::to_value(&spec).map_err(|e| parse_error(&e))?;
-        if let Some(path) = unknown_key(&raw, &understood, String::new()) {
-            return Err(ProcessError::Parse(format!("unknown field {path}")));
+        let raw: serde_json::Value = parse_as(text, json)?;
+        let understood = serde_json::to_value(&spec)
+            .map_err(|source| ProcessingError::ParseJson { file: None, source })?;
+        if let Some(key) = unknown_key(&raw, &understood, String::new()) {
+            return Err(ProcessingError::UnknownField { file: None, key });
         }
         Ok(spec)
     }
+}
 
-    /// Reads and parses a spec file.
-    ///
-    /// # Errors
-    /// An unreadable file, or what [`ProcessingSpec::parse`] refuses.
-    pub fn from_file(path: &Path) -> Result<ProcessingSpec, ProcessError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ProcessError::ReadFile {
-            path: path.display().to_string(),
-            source,
-        })?;
-        ProcessingSpec::parse(&text).map_err(|e| match e {
-            ProcessError::Parse(reason) => {
-                ProcessError::Parse(format!("{}: {reason}", path.display()))
-            }
-            other => other,
-        })
+fn parse_as<T: serde::de::DeserializeOwned>(text: &str, json: bool) -> Result<T, ProcessingError> {
+    if json {
+        serde_json::from_str(text)
+            .map_err(|source| ProcessingError::ParseJson { file: None, source })
+    } else {
+        serde_saphyr::from_str(text)
+            .map_err(|source| ProcessingError::ParseYaml { file: None, source })
     }
 }
 
