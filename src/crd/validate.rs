@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::processing::{ProcessingError, ValidProcessing};
 use super::{ModelDeploymentSpec, OnNoData, Recipe, SourceFormat};
 
 /// Defaults, with where the numbers come from.
@@ -52,6 +53,9 @@ pub struct ValidSpec {
     pub replicas: i32,
     pub max_batch_size: u32,
     pub max_batch_delay: Duration,
+    /// `spec.serving.processing`, checked as far as it can be without the
+    /// model; it serializes as the document the user wrote.
+    pub processing: Option<ValidProcessing>,
     pub rollout: Rollout,
 }
 
@@ -156,6 +160,13 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
             (b.max_batch_size, delay.unwrap_or(Duration::ZERO))
         }
     };
+    let processing =
+        spec.serving.processing.as_ref().map(|p| p.check()).transpose().map_err(|e| match e {
+            ProcessingError::Check { field, reason } => {
+                invalid(format!("spec.serving.processing.{field}"), reason)
+            }
+            other => invalid("spec.serving.processing", other.to_string()),
+        })?;
     let rollout = &spec.rollout;
     let mut steps = Vec::with_capacity(rollout.steps.len());
     for (i, step) in rollout.steps.iter().enumerate() {
@@ -201,6 +212,7 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
         replicas: spec.serving.replicas,
         max_batch_size,
         max_batch_delay,
+        processing,
         rollout: Rollout {
             steps,
             analysis,
@@ -268,6 +280,14 @@ mod tests {
             ("serving: {batching: {maxBatchSize: 0}}", "spec.serving.batching.maxBatchSize"),
             ("rollout: {keepWarm: forever}", "spec.rollout.keepWarm"),
             ("serving: {tokenSecret: {name: s, key: k}}", "spec.serving.tokenSecret"),
+            (
+                "serving: {processing: {inputs: [{name: x, image: {}, tensor: {}}]}}",
+                "spec.serving.processing.inputs[0]",
+            ),
+            (
+                "serving: {processing: {outputs: [{name: y, topK: {labels: [a], labelsFile: l}}]}}",
+                "spec.serving.processing.outputs[0].topK",
+            ),
         ];
         for (extra, field) in cases {
             let err = validate(&spec(&format!("{BASE}{extra}\n"))).unwrap_err();

@@ -4,35 +4,28 @@
 use serde_json::Value;
 
 use super::{ProcessError, json_kind, quoted, spec_error};
-use crate::crd::processing::FeaturesInput;
+use crate::crd::processing::ScaledFeature;
 use crate::engine::{DataType, Dim, TensorSpec};
-
-/// One feature ready to apply: `(x - offset) / divisor`.
-#[derive(Debug, Clone, PartialEq)]
-struct FieldPlan {
-    name: String,
-    offset: f64,
-    divisor: f64,
-    default: Option<f64>,
-}
 
 /// A features step checked against its model input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeaturesStep {
-    fields: Vec<FieldPlan>,
+    fields: Vec<ScaledFeature>,
     instance_shape: Vec<usize>,
 }
 
 impl FeaturesStep {
     /// Checks the fields against the model input: `[batch, n]` (or `[1, n]`,
-    /// or `[n]`) with `n` the number of fields.
+    /// or `[n]`) with `n` the number of fields. The fields themselves were
+    /// checked without the model ([`FeaturesInput::check`]).
+    ///
+    /// [`FeaturesInput::check`]: crate::crd::processing::FeaturesInput::check
     ///
     /// # Errors
-    /// [`ProcessError::Spec`] naming the field: a count that differs from
-    /// the model's width, a repeated name, half a scaling pair, both
-    /// scalings, a zero `std` or `max == min`.
+    /// [`ProcessError::Spec`] naming the field: a model input that is not
+    /// floating point or not `[batch, n]`, or a count that differs from `n`.
     pub fn new(
-        spec: &FeaturesInput,
+        fields: &[ScaledFeature],
         model: &TensorSpec,
         field: &str,
     ) -> Result<FeaturesStep, ProcessError> {
@@ -59,60 +52,17 @@ impl FeaturesStep {
                 ));
             }
         };
-        if spec.fields.len() != width {
+        if fields.len() != width {
             return Err(spec_error(
                 format!("{field}.fields"),
                 format!(
                     "{} fields, but model input {:?} takes {width} values",
-                    spec.fields.len(),
+                    fields.len(),
                     model.name
                 ),
             ));
         }
-        let mut fields = Vec::with_capacity(width);
-        for (i, f) in spec.fields.iter().enumerate() {
-            let here = format!("{field}.fields[{i}]");
-            if spec.fields[..i].iter().any(|g| g.name == f.name) {
-                return Err(spec_error(
-                    format!("{here}.name"),
-                    format!("{:?} is listed twice", f.name),
-                ));
-            }
-            let finite = |name: &str, v: Option<f64>| -> Result<Option<f64>, ProcessError> {
-                match v {
-                    Some(x) if !x.is_finite() => Err(spec_error(
-                        format!("{here}.{name}"),
-                        format!("{x} is not a finite number"),
-                    )),
-                    other => Ok(other),
-                }
-            };
-            let (mean, std) = (finite("mean", f.mean)?, finite("std", f.std)?);
-            let (min, max) = (finite("min", f.min)?, finite("max", f.max)?);
-            let default = finite("default", f.default)?;
-            let (offset, divisor) = match (mean, std, min, max) {
-                (None, None, None, None) => (0.0, 1.0),
-                (Some(_), Some(0.0), None, None) => {
-                    return Err(spec_error(format!("{here}.std"), "is zero; it divides"));
-                }
-                (Some(m), Some(s), None, None) => (m, s),
-                (None, None, Some(lo), Some(hi)) if hi == lo => {
-                    return Err(spec_error(format!("{here}.max"), "equals min; it divides"));
-                }
-                (None, None, Some(lo), Some(hi)) => (lo, hi - lo),
-                (Some(_) | None, Some(_) | None, None, None) => {
-                    return Err(spec_error(here, "give both mean and std, or neither"));
-                }
-                (None, None, _, _) => {
-                    return Err(spec_error(here, "give both min and max, or neither"));
-                }
-                _ => {
-                    return Err(spec_error(here, "give mean/std or min/max, not both"));
-                }
-            };
-            fields.push(FieldPlan { name: f.name.clone(), offset, divisor, default });
-        }
-        Ok(FeaturesStep { fields, instance_shape })
+        Ok(FeaturesStep { fields: fields.to_vec(), instance_shape })
     }
 
     /// Values per instance.
@@ -175,7 +125,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::crd::processing::Feature;
+    use crate::crd::processing::{Feature, FeaturesInput};
+
+    /// The whole path a spec takes: checked alone, then against the model.
+    fn step(spec: &FeaturesInput, n: usize, field: &str) -> Result<FeaturesStep, ProcessError> {
+        FeaturesStep::new(&spec.check(field)?, &model(n), field)
+    }
 
     fn model(n: usize) -> TensorSpec {
         TensorSpec {
@@ -201,7 +156,7 @@ mod tests {
 
     #[test]
     fn fields_are_ordered_scaled_and_defaulted() {
-        let step = FeaturesStep::new(&three(), &model(3), "inputs[0].features").unwrap();
+        let step = step(&three(), 3, "inputs[0].features").unwrap();
         // Order follows the spec, not the object: age (52-50)/10 = 0.2,
         // grade (3-1)/2 = 1, x as is.
         let row = step.row(&json!({"x": -4, "grade": 3, "age": 52})).unwrap();
@@ -213,7 +168,7 @@ mod tests {
 
     #[test]
     fn client_mistakes_name_the_field() {
-        let step = FeaturesStep::new(&three(), &model(3), "f").unwrap();
+        let step = step(&three(), 3, "f").unwrap();
         let cases = [
             (json!({"grade": 1, "x": 0}), "missing required field \"age\""),
             (json!({"age": "52", "x": 0}), "field \"age\" must be a number, got a string (\"52\")"),
@@ -243,7 +198,7 @@ mod tests {
             (twice, 2, "f.fields[1].name"),
         ];
         for (spec, n, field) in cases {
-            match FeaturesStep::new(&spec, &model(n), "f") {
+            match step(&spec, n, "f") {
                 Err(ProcessError::Spec { field: f, reason }) => assert_eq!(f, field, "{reason}"),
                 other => panic!("{spec:?}: {other:?}"),
             }

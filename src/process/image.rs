@@ -44,6 +44,8 @@ pub struct ImageStep {
 impl ImageStep {
     /// Checks the image settings against the model input (rank 4, 1 or 3
     /// channels on the layout's channel axis, sizes the spec can produce).
+    /// What needs no model (finite numbers, no zero `std`) is
+    /// [`ImageInput::check`]'s, which the caller ran.
     ///
     /// # Errors
     /// [`ProcessError::Spec`] naming the field under `field`.
@@ -143,9 +145,6 @@ impl ImageStep {
         let width = size("width", spec.width, w_axis)?;
         let height = size("height", spec.height, h_axis)?;
         let scale = spec.scale.unwrap_or(1.0);
-        if !scale.is_finite() {
-            return Err(err("scale", format!("{scale} is not a finite number")));
-        }
         let per_channel = |sub: &str,
                            given: &Option<Vec<f64>>,
                            default: f64|
@@ -161,20 +160,11 @@ impl ImageStep {
                     ));
                 }
             };
-            if values.iter().any(|v| !v.is_finite()) {
-                return Err(err(sub, "holds a value that is not a finite number".into()));
-            }
             Ok(values.into_iter().map(|v| v as f32).collect())
         };
         let mean = per_channel("mean", &spec.mean, 0.0)?;
         let std = per_channel("std", &spec.std, 1.0)?;
-        if std.contains(&0.0) {
-            return Err(err("std", "holds a zero; it divides".into()));
-        }
         let max_dimension = spec.max_dimension.unwrap_or(DEFAULT_MAX_DIMENSION);
-        if max_dimension == 0 {
-            return Err(err("maxDimension", "must be at least 1".into()));
-        }
         let (w, h, c) = (width as usize, height as usize, channels);
         let mut instance_shape = match layout {
             Layout::Nchw => vec![c, h, w],
@@ -437,7 +427,11 @@ mod tests {
             ),
         ];
         for (spec, model, field) in cases {
-            match ImageStep::new(&spec, &model, "inputs[0].image") {
+            let step = spec
+                .check("inputs[0].image")
+                .map_err(ProcessError::from)
+                .and_then(|()| ImageStep::new(&spec, &model, "inputs[0].image"));
+            match step {
                 Err(ProcessError::Spec { field: f, reason }) => assert_eq!(f, field, "{reason}"),
                 other => panic!("{spec:?}: {other:?}"),
             }

@@ -4,8 +4,10 @@
 //! engine.
 //!
 //! # Expected flow
-//! [`ProcessingSpec`] is parsed from a file or taken from the CRD;
-//! [`Processor::new`] checks it against the model's inputs and outputs once,
+//! [`ProcessingSpec`] (an API type, `crate::crd::processing`) is parsed from
+//! a file or taken from the CRD; [`Processor::new`] checks it on its own
+//! through [`ProcessingSpec::check`], the same check `crd::validate` runs
+//! for the controller, then against the model's inputs and outputs once,
 //! at start-up, and names the spec field that does not fit. Per request,
 //! [`Processor::build_inputs`] turns one value per instance and input into
 //! the model's batched tensors (every client mistake a
@@ -24,19 +26,15 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::crd::processing::{ProcessingError, ProcessingSpec};
+use crate::crd::processing::{InputStepSpec, ProcessingError, ProcessingSpec};
 use crate::engine::{DataType, Dim, Tensor, TensorData, TensorSpec, element_count};
 
 pub use self::features::FeaturesStep;
 pub use self::image::ImageStep;
 pub use self::output::{OutputStep, softmax, top_k};
 pub use self::tensor::TensorStep;
+pub use crate::crd::processing::{INPUT_STEPS, OUTPUT_STEPS};
 pub(crate) use crate::engine::json_kind;
-
-/// The input steps, by the names the spec uses.
-pub const INPUT_STEPS: [&str; 3] = ["image", "features", "tensor"];
-/// The output steps, by the names the spec uses, in the order they apply.
-pub const OUTPUT_STEPS: [&str; 5] = ["softmax", "affine", "topK", "argmax", "threshold"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -47,7 +45,7 @@ pub enum ProcessError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Parse(#[from] ProcessingError),
+    Parse(ProcessingError),
     /// The spec does not fit the model; `field` is the spec path
     /// (`inputs[0].image.width`).
     #[error("processing spec {field}: {reason}")]
@@ -71,6 +69,17 @@ impl ProcessError {
     /// Whether the client caused it (an HTTP 400) rather than the server.
     pub fn is_client_error(&self) -> bool {
         matches!(self, ProcessError::Input { .. } | ProcessError::Request(_))
+    }
+}
+
+/// A check of the spec alone fails as a spec that does not fit: the same
+/// field paths, whichever of the two found it.
+impl From<ProcessingError> for ProcessError {
+    fn from(e: ProcessingError) -> ProcessError {
+        match e {
+            ProcessingError::Check { field, reason } => ProcessError::Spec { field, reason },
+            other => ProcessError::Parse(other),
+        }
     }
 }
 
@@ -127,23 +136,26 @@ pub struct Processor {
 }
 
 impl Processor {
-    /// Checks `spec` against the model's inputs and outputs.
+    /// Checks `spec` on its own ([`ProcessingSpec::check`]), then against
+    /// the model's inputs and outputs.
     ///
     /// `base_dir` resolves relative `labelsFile` paths (the spec file's folder).
     ///
     /// # Errors
-    /// [`ProcessError::Spec`] naming the first field that does not fit the
-    /// model (unknown input, two steps on one input, a size that cannot
-    /// produce the model's shape, labels whose count differs from the
-    /// output width...), or an unreadable labels file.
+    /// [`ProcessError::Spec`] naming the first field that cannot be used
+    /// (two steps on one input, a zero `std`, ...) or does not fit the model
+    /// (unknown input, a size that cannot produce the model's shape, labels
+    /// whose count differs from the output width...), or an unreadable
+    /// labels file.
     pub fn new(
         spec: &ProcessingSpec,
         model_inputs: &[TensorSpec],
         model_outputs: &[TensorSpec],
         base_dir: Option<&Path>,
     ) -> Result<Processor, ProcessError> {
+        let valid = spec.check()?;
         let mut steps: Vec<Option<InputStep>> = vec![None; model_inputs.len()];
-        for (i, input) in spec.inputs.iter().enumerate() {
+        for (i, input) in valid.inputs.iter().enumerate() {
             let field = format!("inputs[{i}]");
             let index =
                 model_inputs.iter().position(|s| s.name == input.name).ok_or_else(|| {
@@ -156,30 +168,17 @@ impl Processor {
                         ),
                     )
                 })?;
-            if steps[index].is_some() {
-                return Err(spec_error(
-                    format!("{field}.name"),
-                    format!("input {:?} is listed twice", input.name),
-                ));
-            }
             let model = &model_inputs[index];
-            let named = [input.image.is_some(), input.features.is_some(), input.tensor.is_some()];
-            if named.iter().filter(|n| **n).count() > 1 {
-                return Err(spec_error(
-                    field,
-                    format!("name one step of {}, not several", quoted(INPUT_STEPS.into_iter())),
-                ));
-            }
-            let step = if let Some(image) = &input.image {
-                InputStep::Image(ImageStep::new(image, model, &format!("{field}.image"))?)
-            } else if let Some(features) = &input.features {
-                InputStep::Features(FeaturesStep::new(
-                    features,
+            let step = match &input.step {
+                InputStepSpec::Image(image) => {
+                    InputStep::Image(ImageStep::new(image, model, &format!("{field}.image"))?)
+                }
+                InputStepSpec::Features(fields) => InputStep::Features(FeaturesStep::new(
+                    fields,
                     model,
                     &format!("{field}.features"),
-                )?)
-            } else {
-                InputStep::Tensor(TensorStep::new(model))
+                )?),
+                InputStepSpec::Tensor => InputStep::Tensor(TensorStep::new(model)),
             };
             steps[index] = Some(step);
         }
@@ -192,8 +191,8 @@ impl Processor {
                 step: step.unwrap_or_else(|| InputStep::Tensor(TensorStep::new(spec))),
             })
             .collect();
-        let mut outputs: Vec<OutputStep> = Vec::with_capacity(spec.outputs.len());
-        for (i, output) in spec.outputs.iter().enumerate() {
+        let mut outputs: Vec<OutputStep> = Vec::with_capacity(valid.outputs.len());
+        for (i, output) in valid.outputs.iter().enumerate() {
             let field = format!("outputs[{i}]");
             let index =
                 model_outputs.iter().position(|s| s.name == output.name).ok_or_else(|| {
@@ -206,12 +205,6 @@ impl Processor {
                         ),
                     )
                 })?;
-            if outputs.iter().any(|o| o.index() == index) {
-                return Err(spec_error(
-                    format!("{field}.name"),
-                    format!("output {:?} is listed twice", output.name),
-                ));
-            }
             outputs.push(OutputStep::new(output, index, &model_outputs[index], &field, base_dir)?);
         }
         Ok(Processor { inputs, outputs, model_outputs: model_outputs.to_vec() })

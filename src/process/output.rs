@@ -8,11 +8,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::{ProcessError, spec_error};
-use crate::crd::processing::OutputProcessing;
+use crate::crd::processing::{DecisionSpec, Labels, ValidOutput};
 use crate::engine::{Dim, Tensor, TensorSpec, element_count};
-
-/// The threshold when the spec gives none: the midpoint of a probability.
-const DEFAULT_THRESHOLD: f64 = 0.5;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Decision {
@@ -45,13 +42,17 @@ pub struct OutputStep {
 }
 
 impl OutputStep {
+    /// Checks an output, already checked on its own
+    /// ([`OutputProcessing::check`]), against the model output.
+    ///
+    /// [`OutputProcessing::check`]: crate::crd::processing::OutputProcessing::check
+    ///
     /// # Errors
-    /// [`ProcessError::Spec`] naming the field under `field`: two
-    /// decisions, `k` of 0 or over the width, labels whose count differs
-    /// from the width, an unreadable labels file, a threshold on a row of
-    /// more than two values.
+    /// [`ProcessError::Spec`] naming the field under `field`: `k` over the
+    /// width, labels whose count differs from the width, an unreadable
+    /// labels file, a threshold on a row of more than two values.
     pub fn new(
-        spec: &OutputProcessing,
+        spec: &ValidOutput,
         index: usize,
         model: &TensorSpec,
         field: &str,
@@ -67,25 +68,14 @@ impl OutputStep {
             })
             .collect::<Option<Vec<usize>>>()
             .and_then(|dims| element_count(&dims));
-        let decisions = [spec.top_k.is_some(), spec.argmax.is_some(), spec.threshold.is_some()];
-        if decisions.iter().filter(|d| **d).count() > 1 {
-            return Err(spec_error(field, "name at most one of topK, argmax and threshold"));
-        }
         let labels = |sub: &str,
-                      list: &Option<Vec<String>>,
-                      file: &Option<String>|
+                      source: &Option<Labels>|
          -> Result<Option<Vec<String>>, ProcessError> {
-            let labels = match (list, file) {
-                (Some(_), Some(_)) => {
-                    return Err(spec_error(
-                        format!("{field}.{sub}"),
-                        "give labels or labelsFile, not both",
-                    ));
-                }
-                (Some(list), None) => list.clone(),
-                (None, Some(path)) => read_labels(path, base_dir)
+            let labels = match source {
+                Some(Labels::Inline(list)) => list.clone(),
+                Some(Labels::File(path)) => read_labels(path, base_dir)
                     .map_err(|reason| spec_error(format!("{field}.{sub}.labelsFile"), reason))?,
-                (None, None) => return Ok(None),
+                None => return Ok(None),
             };
             if let Some(w) = width
                 && labels.len() != w
@@ -101,69 +91,41 @@ impl OutputStep {
             }
             Ok(Some(labels))
         };
-        let decision = if let Some(top) = &spec.top_k {
-            let k = top.k.unwrap_or(1) as usize;
-            if k == 0 || width.is_some_and(|w| k > w) {
-                return Err(spec_error(
-                    format!("{field}.topK.k"),
-                    format!("{k} is not between 1 and the output width {}", width.unwrap_or(0)),
-                ));
-            }
-            Decision::TopK { k, labels: labels("topK", &top.labels, &top.labels_file)? }
-        } else if let Some(arg) = &spec.argmax {
-            Decision::Argmax { labels: labels("argmax", &arg.labels, &arg.labels_file)? }
-        } else if let Some(t) = &spec.threshold {
-            if width.is_some_and(|w| w > 2) || width == Some(0) {
-                return Err(spec_error(
-                    format!("{field}.threshold"),
-                    format!(
-                        "output {:?} has {} values per row; a threshold reads one score (or the second of two)",
-                        model.name,
-                        width.unwrap_or(0)
-                    ),
-                ));
-            }
-            let threshold = t.threshold.unwrap_or(DEFAULT_THRESHOLD);
-            if !threshold.is_finite() {
-                return Err(spec_error(
-                    format!("{field}.threshold.threshold"),
-                    "is not a finite number",
-                ));
-            }
-            let labels = match t.labels.as_deref() {
-                None => ["0".to_string(), "1".to_string()],
-                Some([neg, pos]) => [neg.clone(), pos.clone()],
-                Some(other) => {
+        let decision = match &spec.decision {
+            DecisionSpec::TopK { k, labels: source } => {
+                if width.is_some_and(|w| *k > w) {
                     return Err(spec_error(
-                        format!("{field}.threshold.labels"),
-                        format!("{} labels; give two (negative, positive)", other.len()),
+                        format!("{field}.topK.k"),
+                        format!("{k} is not between 1 and the output width {}", width.unwrap_or(0)),
                     ));
                 }
-            };
-            Decision::Threshold { threshold, labels }
-        } else {
-            Decision::Value
-        };
-        let affine = match &spec.affine {
-            None => None,
-            Some(a) => {
-                let (scale, offset) = (a.scale.unwrap_or(1.0), a.offset.unwrap_or(0.0));
-                if !scale.is_finite() || !offset.is_finite() {
+                Decision::TopK { k: *k, labels: labels("topK", source)? }
+            }
+            DecisionSpec::Argmax { labels: source } => {
+                Decision::Argmax { labels: labels("argmax", source)? }
+            }
+            DecisionSpec::Threshold { threshold, labels } => {
+                if width.is_some_and(|w| w > 2) || width == Some(0) {
                     return Err(spec_error(
-                        format!("{field}.affine"),
-                        "scale and offset must be finite numbers",
+                        format!("{field}.threshold"),
+                        format!(
+                            "output {:?} has {} values per row; a threshold reads one score (or the second of two)",
+                            model.name,
+                            width.unwrap_or(0)
+                        ),
                     ));
                 }
-                Some((scale, offset))
+                Decision::Threshold { threshold: *threshold, labels: labels.clone() }
             }
+            DecisionSpec::Value => Decision::Value,
         };
         Ok(OutputStep {
             name: model.name.clone(),
             index,
             batched,
             width,
-            softmax: spec.softmax.unwrap_or(false),
-            affine,
+            softmax: spec.softmax,
+            affine: spec.affine,
             decision,
         })
     }
@@ -296,7 +258,7 @@ fn read_labels(path: &str, base_dir: Option<&Path>) -> Result<Vec<String>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::processing::{Affine, Argmax, Threshold, TopK};
+    use crate::crd::processing::{Affine, Argmax, OutputProcessing, Threshold, TopK};
     use crate::engine::{DataType, TensorData};
 
     fn model(width: usize) -> TensorSpec {
@@ -307,8 +269,17 @@ mod tests {
         }
     }
 
+    /// The whole path a spec takes: checked alone, then against the model.
+    fn checked(
+        spec: &OutputProcessing,
+        width: usize,
+        base_dir: Option<&Path>,
+    ) -> Result<OutputStep, ProcessError> {
+        OutputStep::new(&spec.check("outputs[0]")?, 0, &model(width), "outputs[0]", base_dir)
+    }
+
     fn step(spec: OutputProcessing, width: usize) -> OutputStep {
-        OutputStep::new(&spec, 0, &model(width), "outputs[0]", None).unwrap()
+        checked(&spec, width, None).unwrap()
     }
 
     fn rows(values: Vec<f32>, width: usize) -> Tensor {
@@ -437,7 +408,7 @@ mod tests {
             ),
         ];
         for (spec, field) in cases {
-            match OutputStep::new(&spec, 0, &model(10), "outputs[0]", None) {
+            match checked(&spec, 10, None) {
                 Err(ProcessError::Spec { field: f, reason }) => assert_eq!(f, field, "{reason}"),
                 other => panic!("{spec:?}: {other:?}"),
             }
@@ -453,7 +424,7 @@ mod tests {
             argmax: Some(Argmax { labels: None, labels_file: Some("l.txt".into()) }),
             ..Default::default()
         };
-        let s = OutputStep::new(&spec, 0, &model(2), "outputs[0]", Some(dir.path())).unwrap();
+        let s = checked(&spec, 2, Some(dir.path())).unwrap();
         let answers = s.answer_rows(&rows(vec![0.1, 0.9], 2), 1).unwrap();
         assert_eq!(answers[0]["label"], "dog");
     }
