@@ -26,8 +26,10 @@ pub enum ProcessingError {
     #[error("invalid processing spec: {}{source}", file_prefix(.file))]
     ParseYaml {
         file: Option<String>,
+        /// Boxed: the YAML error is large, and every `Result` of the
+        /// processing code would carry its size.
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     /// `key` is the path of a key no type reads (`outputs[0].top_k`).
     #[error("invalid processing spec: {}unknown field {key}", file_prefix(.file))]
@@ -295,7 +297,7 @@ fn parse_as<T: serde::de::DeserializeOwned>(text: &str, json: bool) -> Result<T,
             .map_err(|source| ProcessingError::ParseJson { file: None, source })
     } else {
         serde_saphyr::from_str(text)
-            .map_err(|source| ProcessingError::ParseYaml { file: None, source })
+            .map_err(|source| ProcessingError::ParseYaml { file: None, source: Box::new(source) })
     }
 }
 

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Errors of reading a recipe, named after the step that refused it.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
+    /// Boxed: the YAML error is large, and every `Result` would carry its size.
     #[error("cannot parse the recipe as YAML or JSON: {0}")]
-    Parse(#[source] serde_saphyr::Error),
+    Parse(#[source] Box<serde_saphyr::Error>),
     /// A pass whose values serde cannot check; `index` is its position.
     #[error("invalid recipe: pass {index}: {reason}")]
     CheckPass { index: usize, reason: String },
@@ -303,7 +304,8 @@ impl Recipe {
     /// # Errors
     /// Unparsable text, unknown fields, or values out of range.
     pub fn parse(text: &str) -> Result<Recipe, RecipeError> {
-        let recipe: Recipe = serde_saphyr::from_str(text).map_err(RecipeError::Parse)?;
+        let recipe: Recipe =
+            serde_saphyr::from_str(text).map_err(|e| RecipeError::Parse(Box::new(e)))?;
         recipe.check()?;
         Ok(recipe)
     }
