@@ -157,17 +157,7 @@ impl Processor {
         let mut steps: Vec<Option<InputStep>> = vec![None; model_inputs.len()];
         for (i, input) in valid.inputs.iter().enumerate() {
             let field = format!("inputs[{i}]");
-            let index =
-                model_inputs.iter().position(|s| s.name == input.name).ok_or_else(|| {
-                    spec_error(
-                        format!("{field}.name"),
-                        format!(
-                            "the model has no input {:?}; it takes {}",
-                            input.name,
-                            quoted(model_inputs.iter().map(|s| s.name.as_str()))
-                        ),
-                    )
-                })?;
+            let index = position(model_inputs, &input.name, &field, "input", "takes")?;
             let model = &model_inputs[index];
             let step = match &input.step {
                 InputStepSpec::Image(image) => {
@@ -194,17 +184,7 @@ impl Processor {
         let mut outputs: Vec<OutputStep> = Vec::with_capacity(valid.outputs.len());
         for (i, output) in valid.outputs.iter().enumerate() {
             let field = format!("outputs[{i}]");
-            let index =
-                model_outputs.iter().position(|s| s.name == output.name).ok_or_else(|| {
-                    spec_error(
-                        format!("{field}.name"),
-                        format!(
-                            "the model has no output {:?}; it gives {}",
-                            output.name,
-                            quoted(model_outputs.iter().map(|s| s.name.as_str()))
-                        ),
-                    )
-                })?;
+            let index = position(model_outputs, &output.name, &field, "output", "gives")?;
             outputs.push(OutputStep::new(output, index, &model_outputs[index], &field, base_dir)?);
         }
         Ok(Processor { inputs, outputs, model_outputs: model_outputs.to_vec() })
@@ -412,6 +392,26 @@ impl Processor {
             })
             .collect()
     }
+}
+
+/// Where the tensor `name` is among the model's inputs or outputs (`kind`),
+/// for the spec entry at `field`.
+fn position(
+    model: &[TensorSpec],
+    name: &str,
+    field: &str,
+    kind: &str,
+    verb: &str,
+) -> Result<usize, ProcessError> {
+    model.iter().position(|s| s.name == name).ok_or_else(|| {
+        spec_error(
+            format!("{field}.name"),
+            format!(
+                "the model has no {kind} {name:?}; it {verb} {}",
+                quoted(model.iter().map(|s| s.name.as_str()))
+            ),
+        )
+    })
 }
 
 /// Image bytes from a value: raw bytes, a base64 string, or `{"b64": ...}`
