@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use tractor::bench::{self, BenchConfig, StopAfter, Target};
 use tractor::client::{self, Endpoint};
+use tractor::contract::job::JobResult;
 use tractor::engine::Threads;
 use tractor::serve::{self, ServeConfig};
 
@@ -149,7 +150,7 @@ struct OptimizeArgs {
     prune: Option<String>,
     /// dynamic-int8, static-int8, weight-int8 or weight-int4.
     #[arg(long)]
-    quantize: Option<tractor::optimize::recipe::QuantizeMode>,
+    quantize: Option<tractor::crd::recipe::QuantizeMode>,
     /// Elements per quantization block along the reduction axis (weight-int4:
     /// default 32; int8: per output channel unless given).
     #[arg(long)]
@@ -165,7 +166,7 @@ struct OptimizeArgs {
     validate: Option<String>,
     /// accuracy, mse or cross-entropy.
     #[arg(long)]
-    metric: Option<tractor::optimize::recipe::Metric>,
+    metric: Option<tractor::crd::recipe::Metric>,
     /// Largest allowed drop: accuracy points, or MSE / cross-entropy increase.
     #[arg(long)]
     max_drop: Option<f64>,
@@ -228,13 +229,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The compact result the controller turns into a `ModelVersion`: what
-/// `controller::observe::JobResult` reads.
-fn job_result(finished: &tractor::optimize::cli::Finished) -> serde_json::Value {
-    use tractor::optimize::recipe::Metric;
+/// The compact result the controller (or `tractor up`) turns into a
+/// `ModelVersion`, read back by the planner through the same type.
+fn job_result(finished: &tractor::optimize::cli::Finished) -> JobResult {
+    use tractor::crd::recipe::Metric;
     let report = &finished.report;
     let Some(uri) = &finished.written else {
-        return serde_json::json!({ "error": report.reason.clone().unwrap_or_else(|| "refused".into()) });
+        return JobResult::refused(report.reason.clone().unwrap_or_else(|| "refused".into()));
     };
     let mut metrics = tractor::crd::VersionMetrics {
         parameters: Some(report.optimized.parameters),
@@ -252,7 +253,12 @@ fn job_result(finished: &tractor::optimize::cli::Finished) -> serde_json::Value 
         *value = Some(gate.optimized);
         metrics.summary = Some(format!("{name}={:.4}", gate.optimized));
     }
-    serde_json::json!({ "uri": uri, "sha256": finished.sha256, "sizeBytes": finished.size_bytes, "metrics": metrics })
+    JobResult::written(
+        uri.clone(),
+        Some(finished.sha256.clone()),
+        Some(finished.size_bytes),
+        metrics,
+    )
 }
 
 /// In a Kubernetes container, the reason a process stopped goes to the
@@ -294,7 +300,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             let finished = cli::optimize(&options).await?;
             if let Some(path) = &args.termination_message {
-                std::fs::write(path, job_result(&finished).to_string())
+                std::fs::write(path, job_result(&finished).to_message())
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             match finished.written {

@@ -263,7 +263,7 @@ pub struct RouteArgs {
     admin_listen: SocketAddr,
     /// A version as NAME=URL[@WEIGHT]; repeat for each.
     #[arg(long = "backend", value_parser = tractor::route::parse_backend, conflicts_with_all = ["routes_file", "routes_configmap"])]
-    backends: Vec<tractor::plan::Backend>,
+    backends: Vec<tractor::contract::routes::Backend>,
     /// Version that gets a copy of every request, measured for agreement.
     #[arg(long, requires = "backends")]
     shadow: Option<String>,
@@ -302,7 +302,10 @@ pub async fn run_route(args: RouteArgs) -> anyhow::Result<()> {
             if backends.len() == 1 && backends[0].weight == 0 {
                 backends[0].weight = 100;
             }
-            RoutesSource::Static(tractor::plan::RouteTable { backends, shadow: args.shadow })
+            RoutesSource::Static(tractor::contract::routes::RouteTable {
+                backends,
+                shadow: args.shadow,
+            })
         }
     };
     let config = RouteConfig {

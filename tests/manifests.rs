@@ -141,7 +141,7 @@ fn render(
     let mut out = Vec::new();
     for desired in &plan.versions {
         let v = Some(desired.version.as_str());
-        if let Some(cm) = objects::processing_configmap(md, &desired.version) {
+        if let Some(cm) = objects::processing_configmap(md, spec, &desired.version) {
             out.push(roundtrip("ConfigMap", v, &cm));
         }
         out.push(roundtrip(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use tractor::plan::{Backend, RouteTable};
+use tractor::contract::routes::{Backend, RouteTable};
 use tractor::route::{RouteConfig, RouterState, RoutesSource, admin_app, app};
 
 /// A fake model version: answers V2 infer requests with its name and fixed logits.

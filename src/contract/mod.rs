@@ -6,4 +6,7 @@
 //! writer and the reader of a message cannot drift apart. It sits just
 //! above `crd`: it may import `crd` and nothing else of ours.
 
+pub mod args;
+pub mod job;
+pub mod routes;
 pub mod v2;

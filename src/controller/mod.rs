@@ -223,7 +223,7 @@ async fn apply(
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
 
     for desired in &plan.versions {
-        if let Some(cm) = objects::processing_configmap(md, &desired.version) {
+        if let Some(cm) = objects::processing_configmap(md, spec, &desired.version) {
             ssa(&configmaps, &cm, "ConfigMap").await?;
         }
         ssa(
@@ -278,7 +278,8 @@ async fn apply(
             delete(&services, &name, "Service").await?;
             delete(&deployments, &name, "Deployment").await?;
             if md.spec.serving.processing.is_some() {
-                let cm = objects::object_name(&[&name, "processing"]);
+                // The name it was created under: one function for both.
+                let cm = objects::processing_configmap_name(md, version);
                 delete(&configmaps, &cm, "ConfigMap").await?;
             }
         }

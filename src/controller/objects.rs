@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use crate::contract::args::{self, OptimizeFiles, RoutesAt, ServePlacement, ServedArtifact};
 use crate::crd::{ModelDeployment, ModelVersion, ModelVersionSpec, ValidSpec};
 use crate::plan::{DesiredVersion, OptimizeJob};
 
@@ -167,21 +168,30 @@ fn http_probe(path: &str, port: i32, period: i32) -> Probe {
     }
 }
 
-fn processing_configmap_name(md: &ModelDeployment, version: &str) -> String {
+/// Where a version's pods find the processing document.
+const PROCESSING_MOUNT: &str = "/etc/tractor/processing";
+const PROCESSING_KEY: &str = "processing.json";
+
+/// The name of a version's processing ConfigMap: one function for creating
+/// and deleting it, so a long name cut to 63 characters is the same both ways.
+pub fn processing_configmap_name(md: &ModelDeployment, version: &str) -> String {
     object_name(&[&md.name_any(), &format!("v{version}"), "processing"])
 }
 
 /// The ConfigMap carrying `spec.serving.processing` for a version's pods.
-pub fn processing_configmap(md: &ModelDeployment, version: &str) -> Option<ConfigMap> {
-    let processing = md.spec.serving.processing.as_ref()?;
-    let json = serde_json::to_string_pretty(processing).ok()?;
+pub fn processing_configmap(
+    md: &ModelDeployment,
+    spec: &ValidSpec,
+    version: &str,
+) -> Option<ConfigMap> {
+    let json = args::processing_document(spec)?;
     Some(ConfigMap {
         metadata: meta(
             md,
             processing_configmap_name(md, version),
             labels(md, "serve", Some(version)),
         ),
-        data: Some(BTreeMap::from([("processing.json".to_string(), json)])),
+        data: Some(BTreeMap::from([(PROCESSING_KEY.to_string(), json)])),
         ..ConfigMap::default()
     })
 }
@@ -194,22 +204,25 @@ pub fn version_deployment(
     config: &OperatorConfig,
 ) -> Deployment {
     let labels = labels(md, "serve", Some(&desired.version));
-    let mut env = vec![
-        env_var("TRACTOR_MODEL", desired.artifact.uri.clone()),
-        env_var("TRACTOR_MODEL_NAME", spec.model_name.clone()),
-        env_var("TRACTOR_MODEL_VERSION", desired.version.clone()),
-        env_var("TRACTOR_HTTP_PORT", SERVE_PORT.to_string()),
-        env_var("TRACTOR_MAX_BATCH_SIZE", spec.max_batch_size.to_string()),
-        env_var("TRACTOR_MAX_BATCH_DELAY_US", spec.max_batch_delay.as_micros().to_string()),
-        env_var("TRACTOR_LOG_FORMAT", config.log_format.clone()),
-    ];
-    if let Some(sha) = &desired.artifact.sha256 {
-        env.push(env_var("TRACTOR_SHA256", sha.clone()));
-    }
+    let child = args::serve(
+        spec,
+        &ServedArtifact {
+            version: &desired.version,
+            uri: &desired.artifact.uri,
+            sha256: desired.artifact.sha256.as_deref(),
+        },
+        &ServePlacement {
+            host: None,
+            port: SERVE_PORT as u16,
+            processing_file: format!("{PROCESSING_MOUNT}/{PROCESSING_KEY}"),
+        },
+    );
+    let mut env: Vec<EnvVar> =
+        child.env().into_iter().map(|(name, value)| env_var(&name, value)).collect();
+    env.push(env_var("TRACTOR_LOG_FORMAT", config.log_format.clone()));
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    if md.spec.serving.processing.is_some() {
-        env.push(env_var("TRACTOR_PROCESSING", "/etc/tractor/processing/processing.json"));
+    if spec.processing.is_some() {
         volumes.push(Volume {
             name: "processing".into(),
             config_map: Some(ConfigMapVolumeSource {
@@ -220,7 +233,7 @@ pub fn version_deployment(
         });
         mounts.push(VolumeMount {
             name: "processing".into(),
-            mount_path: "/etc/tractor/processing".into(),
+            mount_path: PROCESSING_MOUNT.into(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -228,7 +241,7 @@ pub fn version_deployment(
     let container = Container {
         name: "serve".into(),
         image: Some(md.spec.serving.image.clone().unwrap_or_else(|| config.image.clone())),
-        args: Some(vec!["serve".into()]),
+        args: Some(child.flags_without_env()),
         env: Some(env),
         env_from: store_env_from(config),
         ports: Some(vec![ContainerPort {
@@ -330,10 +343,10 @@ pub fn routes_configmap(
     weights: &[(String, u32)],
     shadow: Option<&str>,
 ) -> ConfigMap {
-    let table = crate::plan::RouteTable {
+    let table = crate::contract::routes::RouteTable {
         backends: weights
             .iter()
-            .map(|(version, weight)| crate::plan::Backend {
+            .map(|(version, weight)| crate::contract::routes::Backend {
                 version: version.clone(),
                 url: version_url(md, version),
                 weight: *weight,
@@ -357,15 +370,14 @@ pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deplo
     let container = Container {
         name: "route".into(),
         image: Some(config.image.clone()),
-        args: Some(vec![
-            "route".into(),
-            "--listen".into(),
-            format!("0.0.0.0:{ROUTE_PORT}"),
-            "--admin-listen".into(),
-            format!("0.0.0.0:{ROUTE_ADMIN_PORT}"),
-            "--routes-configmap".into(),
-            routes_configmap_name(md),
-        ]),
+        args: Some(
+            args::route(
+                &format!("0.0.0.0:{ROUTE_PORT}"),
+                &format!("0.0.0.0:{ROUTE_ADMIN_PORT}"),
+                &RoutesAt::ConfigMap(routes_configmap_name(md)),
+            )
+            .argv(),
+        ),
         env: Some(vec![
             env_var("TRACTOR_LOG_FORMAT", config.log_format.clone()),
             EnvVar {
@@ -486,17 +498,14 @@ pub fn artifact_uri(md: &ModelDeployment, config: &OperatorConfig, version: &str
 /// from the Job's pod.
 pub fn optimize_job(md: &ModelDeployment, job: &OptimizeJob, config: &OperatorConfig) -> Job {
     let labels = labels(md, "optimize", Some(&job.version));
-    let args = vec![
-        "optimize".to_string(),
-        "--input".into(),
-        job.source.uri.clone(),
-        "--output".into(),
-        artifact_uri(md, config, &job.version),
-        "--recipe".into(),
-        "/etc/tractor/recipe/recipe.json".into(),
-        "--termination-message".into(),
-        "/dev/termination-log".into(),
-    ];
+    let args = args::optimize(&OptimizeFiles {
+        input: job.source.uri.clone(),
+        output: artifact_uri(md, config, &job.version),
+        recipe: "/etc/tractor/recipe/recipe.json".into(),
+        report: None,
+        termination_message: "/dev/termination-log".into(),
+    })
+    .argv();
     Job {
         metadata: meta(md, job_name(md, &job.version), labels.clone()),
         spec: Some(JobSpec {

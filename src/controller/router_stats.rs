@@ -10,8 +10,9 @@
 
 use futures::future::BoxFuture;
 
+use crate::contract::routes::StatsReport;
 use crate::crd::ModelDeployment;
-use crate::plan::{CanaryFigures, StatsReport};
+use crate::plan::CanaryFigures;
 
 /// Reads and resets a router's statistics.
 pub trait RouterStats: Send + Sync {
@@ -52,7 +53,7 @@ impl RouterStats for HttpRouterStats {
                 return Err(format!("{url} answered {}", response.status()));
             }
             let report: StatsReport = response.json().await.map_err(|e| format!("{url}: {e}"))?;
-            Ok(report.figures(version))
+            Ok(CanaryFigures::of(&report, version))
         })
     }
 

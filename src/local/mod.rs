@@ -19,11 +19,11 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
+use crate::contract::args::{self, OptimizeFiles, RoutesAt, ServePlacement, ServedArtifact};
+use crate::contract::routes::{Backend, RouteTable, StatsReport};
 use crate::crd::recipe::Pass;
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, ModelVersionSpec, Phase, ValidSpec};
-use crate::plan::{
-    Artifact, Backend, EventKind, JobState, Observed, Plan, Registered, RouteTable, StatsReport,
-};
+use crate::plan::{Artifact, CanaryFigures, EventKind, JobState, Observed, Plan, Registered};
 
 /// How often the world is looked at: a step or a weight change shows within this.
 const TICK: Duration = Duration::from_millis(250);
@@ -382,9 +382,11 @@ impl Runner {
             (Some(canary), Some((_, admin))) if canary.step_started.is_some() => {
                 let url = format!("http://127.0.0.1:{admin}/admin/stats");
                 match self.http.get(&url).timeout(HEALTH_TIMEOUT).send().await {
-                    Ok(r) => {
-                        r.json::<StatsReport>().await.ok().and_then(|s| s.figures(&canary.version))
-                    }
+                    Ok(r) => r
+                        .json::<StatsReport>()
+                        .await
+                        .ok()
+                        .and_then(|s| CanaryFigures::of(&s, &canary.version)),
                     Err(_) => None,
                 }
             }
@@ -460,24 +462,24 @@ impl Runner {
             }
             let port = free_port()?;
             let log = self.dir.join(format!("serve-{}.log", desired.version));
-            let mut args = vec![
-                "serve".to_string(),
-                "--model".into(),
-                desired.artifact.uri.clone(),
-                "--name".into(),
-                spec.model_name.clone(),
-                "--model-version".into(),
-                desired.version.clone(),
-                "--host".into(),
-                "127.0.0.1".into(),
-                "--http-port".into(),
-                port.to_string(),
-                "--max-batch-size".into(),
-                spec.max_batch_size.to_string(),
-            ];
-            if let Some(sha) = &desired.artifact.sha256 {
-                args.extend(["--sha256".into(), sha.clone()]);
+            let processing_file = self.dir.join(format!("processing-{}.json", desired.version));
+            if let Some(document) = args::processing_document(spec) {
+                write_whole(&processing_file, document.as_bytes())?;
             }
+            let args = args::serve(
+                spec,
+                &ServedArtifact {
+                    version: &desired.version,
+                    uri: &desired.artifact.uri,
+                    sha256: desired.artifact.sha256.as_deref(),
+                },
+                &ServePlacement {
+                    host: Some("127.0.0.1".into()),
+                    port,
+                    processing_file: processing_file.display().to_string(),
+                },
+            )
+            .argv();
             let child = self.spawn(&format!("serve {}", desired.version), &args, &log)?;
             self.servers.insert(desired.version.clone(), Server { child, port, log });
         }
@@ -513,19 +515,16 @@ impl Runner {
                     source,
                 })?;
             let output = artifacts.join(format!("v{}.onnx", job.version));
-            let args = vec![
-                "optimize".to_string(),
-                "--input".into(),
-                job.source.uri.clone(),
-                "--output".into(),
-                output.display().to_string(),
-                "--recipe".into(),
-                recipe.display().to_string(),
-                "--report".into(),
-                artifacts.join(format!("v{}.report.json", job.version)).display().to_string(),
-                "--termination-message".into(),
-                output.with_extension("result.json").display().to_string(),
-            ];
+            let args = args::optimize(&OptimizeFiles {
+                input: job.source.uri.clone(),
+                output: output.display().to_string(),
+                recipe: recipe.display().to_string(),
+                report: Some(
+                    artifacts.join(format!("v{}.report.json", job.version)).display().to_string(),
+                ),
+                termination_message: output.with_extension("result.json").display().to_string(),
+            })
+            .argv();
             // A result left by an earlier run of this version must not be
             // taken for this one's.
             let _ = std::fs::remove_file(output.with_extension("result.json"));
@@ -605,15 +604,12 @@ impl Runner {
         write_whole(&routes, b"{\"backends\": []}")?;
         self.routes = None;
         let admin = free_port()?;
-        let args = vec![
-            "route".to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{}", self.config.port),
-            "--admin-listen".into(),
-            format!("127.0.0.1:{admin}"),
-            "--routes-file".into(),
-            routes.display().to_string(),
-        ];
+        let args = args::route(
+            &format!("127.0.0.1:{}", self.config.port),
+            &format!("127.0.0.1:{admin}"),
+            &RoutesAt::File(routes.display().to_string()),
+        )
+        .argv();
         let log = self.dir.join("route.log");
         let mut child = self.spawn("route", &args, &log)?;
         let deadline = std::time::Instant::now() + ROUTER_START;

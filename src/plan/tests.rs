@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
 use super::*;
 use crate::crd::{ModelDeploymentSpec, validate};
 
@@ -638,4 +640,38 @@ fn termination_messages_become_job_states() {
         matches!(JobState::from_termination_message(false, Some("panic\nout of memory")), JobState::Failed { reason } if reason == "out of memory")
     );
     assert!(matches!(JobState::from_termination_message(true, None), JobState::Failed { .. }));
+}
+
+#[test]
+fn steps_edited_to_none_mid_canary_promote_it_instead_of_panicking() {
+    let v1 = spec(CANARY, "1");
+    let v2 = spec(CANARY, "2");
+    let mut world = World::canary_at_first_step(&v1, &v2);
+    assert_eq!(world.last.as_ref().unwrap().status.canary.as_ref().unwrap().weight, 10);
+    let no_steps = spec("rollout: {steps: []}", "2");
+    let plan = world.step(&no_steps, 120);
+    assert_eq!(plan.status.stable.as_ref().unwrap().version, "2");
+    assert_eq!(plan.weights, vec![("2".to_string(), 100)]);
+    assert!(reasons(&plan).contains(&"Promoted"), "{:?}", reasons(&plan));
+}
+
+#[test]
+fn steps_shortened_mid_canary_hold_the_canary_at_the_last_one() {
+    let v1 = spec(CANARY, "1");
+    let v2 = spec(CANARY, "2");
+    let mut world = World::canary_at_first_step(&v1, &v2);
+    world.figures(200, 0, 20.0);
+    world.step(&v2, 140);
+    world.figures(200, 0, 20.0);
+    let plan = world.step(&v2, 170);
+    assert_eq!(plan.status.canary.as_ref().unwrap().step, 1);
+    let one_step = spec("rollout: {steps: [{weight: 10, pause: 1m}]}", "2");
+    let plan = world.step(&one_step, 175);
+    assert_eq!(plan.weights, vec![("1".to_string(), 50), ("2".to_string(), 50)]);
+    world.figures(200, 0, 20.0);
+    world.step(&one_step, 200);
+    world.figures(200, 0, 20.0);
+    let plan = world.step(&one_step, 231);
+    assert_eq!(plan.status.stable.as_ref().unwrap().version, "2", "{:?}", plan.status.message);
+    assert!(reasons(&plan).contains(&"Promoted"));
 }

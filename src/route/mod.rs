@@ -32,7 +32,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::plan::{Backend, RouteTable};
+use crate::contract::routes::{Backend, RouteTable};
 pub use stats::Stats;
 pub use table::{RoutesSource, TableError, parse_backend};
 

@@ -9,7 +9,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::plan::{StatsReport, VersionStats};
+use crate::contract::routes::{StatsReport, VersionStats};
 
 /// Latencies kept per version per window; beyond it, reservoir sampling
 /// keeps an unbiased sample so percentiles stay honest at any rate.

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::watcher;
 
 use super::RouterState;
-use crate::plan::{Backend, RouteTable};
+use crate::contract::routes::{Backend, RouteTable};
 
 /// How often a routes file is checked for changes. The local runner rewrites
 /// it at each step; a quarter second keeps a step change well under a second.
