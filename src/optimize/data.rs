@@ -23,6 +23,8 @@ pub enum DataError {
     MissingTargets,
     #[error("{0}")]
     Shape(String),
+    #[error(transparent)]
+    Tensor(#[from] crate::engine::TensorError),
 }
 
 /// Named arrays read from one file.
@@ -108,7 +110,7 @@ fn cast_to(t: &Tensor, to: crate::engine::DataType) -> Result<Tensor, DataError>
             )));
         }
     };
-    Tensor::new(t.shape.clone(), data).map_err(DataError::Shape)
+    Tensor::new(t.shape.clone(), data).map_err(DataError::Tensor)
 }
 
 /// Any numeric tensor as f64 values (booleans as 0/1).
@@ -176,7 +178,7 @@ fn npy_to_tensor<R: std::io::Read>(
         (TypeChar::Bool, 1) => TensorData::Bool(npy.into_vec().map_err(read_err)?),
         _ => return Err(unsupported()),
     };
-    Tensor::new(shape, data).map_err(DataError::Shape)
+    Tensor::new(shape, data).map_err(DataError::Tensor)
 }
 
 fn parse_csv(file: &str, bytes: &[u8]) -> Result<Dataset, DataError> {
@@ -220,7 +222,7 @@ fn parse_csv(file: &str, bytes: &[u8]) -> Result<Dataset, DataError> {
     let features = header.len() - usize::from(target.is_some());
     let mut arrays = vec![(
         "x".to_string(),
-        Tensor::new(vec![rows, features], TensorData::F32(x)).map_err(DataError::Shape)?,
+        Tensor::new(vec![rows, features], TensorData::F32(x)).map_err(DataError::Tensor)?,
     )];
     if target.is_some() {
         // Whole numbers are class labels; anything else is a regression target.
@@ -229,7 +231,7 @@ fn parse_csv(file: &str, bytes: &[u8]) -> Result<Dataset, DataError> {
         } else {
             TensorData::F32(y.iter().map(|v| *v as f32).collect())
         };
-        arrays.push(("y".into(), Tensor::new(vec![rows], data).map_err(DataError::Shape)?));
+        arrays.push(("y".into(), Tensor::new(vec![rows], data).map_err(DataError::Tensor)?));
     }
     Ok(Dataset { arrays })
 }
