@@ -361,7 +361,7 @@ impl Processor {
                         .collect::<Result<Vec<&Value>, _>>()?;
                     step.build(&values, plan.batched).map_err(|r| ProcessError::Input {
                         input: plan.spec.name.clone(),
-                        reason: r,
+                        reason: r.to_string(),
                     })
                 }
             }?;
@@ -480,7 +480,7 @@ fn float_tensor(
         }
     };
     Tensor::new(shape, data)
-        .map_err(|reason| ProcessError::Build { input: spec.name.clone(), reason })
+        .map_err(|e| ProcessError::Build { input: spec.name.clone(), reason: e.to_string() })
 }
 
 /// Raw rows of an output, each as nested JSON arrays.
