@@ -288,10 +288,10 @@ impl Tally {
             Ok(()) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 // Recording resizes the histogram; only a value past u64's range
-        // (never a latency) could fail, and is then clamped.
-        if self.latencies.record(micros).is_err() {
-            self.latencies.saturating_record(micros);
-        }
+                // (never a latency) could fail, and is then clamped.
+                if self.latencies.record(micros).is_err() {
+                    self.latencies.saturating_record(micros);
+                }
             }
             Err(e) => {
                 self.errors += 1;

@@ -39,7 +39,9 @@ use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
 use tractor::controller::leader::LeaseLock;
-use tractor::controller::{self, Context, ControllerMetrics, OperatorConfig, RouterStats, RouterStatsError};
+use tractor::controller::{
+    self, Context, ControllerMetrics, OperatorConfig, RouterStats, RouterStatsError,
+};
 use tractor::crd::{ModelDeployment, ModelVersion};
 use tractor::plan::CanaryFigures;
 

@@ -14,7 +14,9 @@ use kube::client::Body;
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
-use tractor::controller::{self, Context, ControllerMetrics, OperatorConfig, RouterStats, RouterStatsError};
+use tractor::controller::{
+    self, Context, ControllerMetrics, OperatorConfig, RouterStats, RouterStatsError,
+};
 use tractor::crd::ModelDeployment;
 use tractor::plan::CanaryFigures;
 

@@ -40,7 +40,9 @@ pub enum TensorError {
     RowsOutOfRange { start: usize, end: usize, rows: usize },
     #[error("input {name:?} has shape {shape:?}, the model expects rank {rank} {expected}")]
     Rank { name: String, shape: Vec<usize>, rank: usize, expected: String },
-    #[error("input {name:?} has shape {shape:?}, the model expects {expected} (axis {axis} must be {size})")]
+    #[error(
+        "input {name:?} has shape {shape:?}, the model expects {expected} (axis {axis} must be {size})"
+    )]
     Axis { name: String, shape: Vec<usize>, expected: String, axis: usize, size: usize },
     #[error("input {name:?} has an empty batch")]
     EmptyBatch { name: String },
@@ -513,7 +515,10 @@ mod tests {
     #[test]
     fn le_bytes_refuse_partial_elements_and_bad_bools() {
         let err = TensorData::from_le_bytes(DataType::F32, &[0, 0, 0]).unwrap_err();
-        assert_eq!(err.to_string(), "3 bytes is not a whole number of FP32 elements (4 bytes each)");
+        assert_eq!(
+            err.to_string(),
+            "3 bytes is not a whole number of FP32 elements (4 bytes each)"
+        );
         let err = TensorData::from_le_bytes(DataType::Bool, &[2]).unwrap_err();
         assert_eq!(err.to_string(), "BOOL byte 2 is neither 0 nor 1");
     }

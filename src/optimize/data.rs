@@ -185,7 +185,8 @@ fn parse_csv(file: &str, bytes: &[u8]) -> Result<Dataset, DataError> {
     let err = |reason: String| DataError::Read { file: file.into(), reason };
     // Ragged rows are reported with their row number rather than refused
     // by the reader with its own words; blank lines are skipped as before.
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(bytes);
+    let mut reader =
+        csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(bytes);
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| err(format!("cannot read the CSV header: {e}")))?

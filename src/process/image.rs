@@ -246,7 +246,8 @@ impl ImageStep {
 
     /// Decodes under the size limit, read from the header first.
     fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, ImageError> {
-        let open = || ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(ImageError::Read);
+        let open =
+            || ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(ImageError::Read);
         let reader = open()?;
         match reader.format() {
             Some(ImageFormat::Png | ImageFormat::Jpeg) => {}

@@ -330,7 +330,9 @@ impl Processor {
                     let mut data = Vec::with_capacity(rows * step.row_len());
                     for (row, value) in column.iter().enumerate() {
                         let bytes = image_bytes(value).map_err(|r| input_error(row, r))?;
-                        data.extend(step.process(&bytes).map_err(|r| input_error(row, r.to_string()))?);
+                        data.extend(
+                            step.process(&bytes).map_err(|r| input_error(row, r.to_string()))?,
+                        );
                     }
                     float_tensor(&plan.spec, plan.batched, rows, &step.instance_shape(), data)
                 }

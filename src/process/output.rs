@@ -295,10 +295,9 @@ fn read_labels(
         Some(dir) if path.is_relative() => dir.join(path),
         _ => path.to_path_buf(),
     };
-    let text = std::fs::read_to_string(&full)
-        .map_err(|e| {
-            spec_error(format!("{field}.labelsFile"), format!("cannot read {}: {e}", full.display()))
-        })?;
+    let text = std::fs::read_to_string(&full).map_err(|e| {
+        spec_error(format!("{field}.labelsFile"), format!("cannot read {}: {e}", full.display()))
+    })?;
     let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     while labels.last().is_some_and(String::is_empty) {
         labels.pop();

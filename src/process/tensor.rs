@@ -97,7 +97,10 @@ impl TensorStep {
             match &shape {
                 None => shape = Some(this),
                 Some(first) if *first != this => {
-                    return Err(at(TensorStepError::Mismatch { shape: this, first: first.clone() }));
+                    return Err(at(TensorStepError::Mismatch {
+                        shape: this,
+                        first: first.clone(),
+                    }));
                 }
                 Some(_) => {}
             }

@@ -276,9 +276,10 @@ async fn send(
     body: Bytes,
 ) -> Result<Answer, BackendError> {
     let version = || backend.version.clone();
-    let uri: axum::http::Uri = format!("{}{path_and_query}", backend.url.trim_end_matches('/'))
-        .parse()
-        .map_err(|source| BackendError::Url { version: version(), url: backend.url.clone(), source })?;
+    let uri: axum::http::Uri =
+        format!("{}{path_and_query}", backend.url.trim_end_matches('/')).parse().map_err(
+            |source| BackendError::Url { version: version(), url: backend.url.clone(), source },
+        )?;
     let mut request = axum::http::Request::new(Body::from(body));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
@@ -289,11 +290,10 @@ async fn send(
         }
     }
     let exchange = async {
-        let response = inner
-            .http
-            .request(request)
-            .await
-            .map_err(|e| BackendError::Transport { version: version(), reason: transport_error(&e) })?;
+        let response = inner.http.request(request).await.map_err(|e| BackendError::Transport {
+            version: version(),
+            reason: transport_error(&e),
+        })?;
         let (parts, body) = response.into_parts();
         let body = body
             .collect()

@@ -166,7 +166,8 @@ mod tests {
         let v = report.versions["2"];
         assert_eq!((v.requests, v.errors), (100, 10));
         // Within the histogram's 0.1%, and never below the true rank.
-        let near = |got: Option<f64>, want: f64| got.is_some_and(|g| g >= want && g <= want * 1.001);
+        let near =
+            |got: Option<f64>, want: f64| got.is_some_and(|g| g >= want && g <= want * 1.001);
         assert!(near(v.latency_p50_ms, 50.0), "{:?}", v.latency_p50_ms);
         assert!(near(v.latency_p99_ms, 99.0), "{:?}", v.latency_p99_ms);
         assert_eq!(v.agreement, Some(0.9));

@@ -209,7 +209,9 @@ fn run_batch(model: &Model, mut batch: Vec<Job>) {
     let joined: Result<Vec<Tensor>, TensorError> = (0..model.inputs().len())
         .map(|i| Tensor::concat_rows(&batch.iter().map(|j| &j.inputs[i]).collect::<Vec<_>>()))
         .collect();
-    let outputs = joined.map_err(|e| BatchError::Join(e.to_string())).and_then(|inputs| Ok(model.run(&inputs)?));
+    let outputs = joined
+        .map_err(|e| BatchError::Join(e.to_string()))
+        .and_then(|inputs| Ok(model.run(&inputs)?));
     let compute = started.elapsed();
     let mut offset = 0;
     for job in batch {
