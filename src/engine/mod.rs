@@ -179,6 +179,19 @@ impl TensorSpec {
     }
 }
 
+#[cfg(test)]
+impl TensorSpec {
+    /// A batched float tensor of `width` values per row: the shape most
+    /// unit tests of processing and serving need.
+    pub(crate) fn f32_rows(name: &str, width: usize) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype: DataType::F32,
+            shape: vec![Dim::Batch, Dim::Fixed(width)],
+        }
+    }
+}
+
 /// Options that shape how a model is prepared.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EngineOptions {

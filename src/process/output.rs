@@ -312,11 +312,7 @@ mod tests {
     use crate::process::{Affine, Argmax, Threshold, TopK};
 
     fn model(width: usize) -> TensorSpec {
-        TensorSpec {
-            name: "logits".into(),
-            datatype: DataType::F32,
-            shape: vec![Dim::Batch, Dim::Fixed(width)],
-        }
+        TensorSpec::f32_rows("logits", width)
     }
 
     fn step(spec: OutputProcessing, width: usize) -> OutputStep {
