@@ -308,7 +308,7 @@ fn read_labels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{DataType, TensorData};
+    use crate::engine::TensorData;
     use crate::process::{Affine, Argmax, Threshold, TopK};
 
     fn model(width: usize) -> TensorSpec {
