@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::client::{self, ClientError, Endpoint};
@@ -13,6 +14,10 @@ use crate::engine::{EngineOptions, Model, Threads};
 
 /// Distinct generated requests a run cycles through.
 const GENERATED_INPUTS: u64 = 32;
+/// Significant digits of the latency histograms: every figure is within
+/// 0.1% of the exact nearest-rank value, and a run of any length costs a
+/// fixed ~200 KiB per worker instead of one entry per request.
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 
 /// When a run of one concurrency level stops.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +53,12 @@ pub enum BenchError {
     Engine(#[from] crate::engine::EngineError),
     #[error("every request failed; the first error: {0}")]
     AllFailed(String),
+    #[error(transparent)]
+    Send(#[from] reqwest::Error),
+    #[error("{status}: {body}")]
+    Status { status: reqwest::StatusCode, body: String },
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
 }
 
 /// Latency figures in milliseconds.
@@ -97,25 +108,26 @@ impl Report {
     }
 }
 
-/// Nearest-rank percentiles of `samples` (sorted in place).
-pub fn latency_summary(samples: &mut [Duration]) -> Latency {
-    if samples.is_empty() {
+/// Nearest-rank percentiles of the latencies (microseconds) in `histogram`,
+/// in milliseconds, each the upper bound of its bucket (so at most 0.1% high).
+pub fn latency_summary(histogram: &Histogram<u64>) -> Latency {
+    if histogram.is_empty() {
         return Latency { mean: 0.0, p50: 0.0, p90: 0.0, p99: 0.0, max: 0.0 };
     }
-    samples.sort_unstable();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let rank = |p: f64| {
-        let idx = ((p / 100.0) * samples.len() as f64).ceil() as usize;
-        ms(samples[idx.clamp(1, samples.len()) - 1])
-    };
-    let mean = samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64;
+    let ms = |micros: u64| micros as f64 / 1e3;
     Latency {
-        mean,
-        p50: rank(50.0),
-        p90: rank(90.0),
-        p99: rank(99.0),
-        max: ms(samples[samples.len() - 1]),
+        mean: histogram.mean() / 1e3,
+        p50: ms(histogram.value_at_quantile(0.50)),
+        p90: ms(histogram.value_at_quantile(0.90)),
+        p99: ms(histogram.value_at_quantile(0.99)),
+        max: ms(histogram.max()),
     }
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    // Auto-resizing from 1 µs: no latency is ever out of range.
+    Histogram::new(LATENCY_SIGNIFICANT_DIGITS)
+        .expect("3 significant digits is within hdrhistogram's 0..=5")
 }
 
 /// Runs every concurrency level in turn.
@@ -156,7 +168,7 @@ enum Runner {
 }
 
 impl Runner {
-    async fn once(&self) -> Result<(), String> {
+    async fn once(&self) -> Result<(), BenchError> {
         match self {
             Runner::Http { http, url, bodies, next } => {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % bodies.len();
@@ -166,22 +178,18 @@ impl Runner {
                     .header("content-type", "application/json")
                     .body(body.clone())
                     .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 let status = response.status();
-                let text = response.bytes().await.map_err(|e| e.to_string())?;
+                let text = response.bytes().await?;
                 if status.is_success() {
                     Ok(())
                 } else {
-                    Err(format!("{status}: {}", String::from_utf8_lossy(&text)))
+                    Err(BenchError::Status { status, body: String::from_utf8_lossy(&text).into() })
                 }
             }
             Runner::Engine { model, inputs } => {
                 let (model, inputs) = (model.clone(), inputs.clone());
-                tokio::task::spawn_blocking(move || model.run(&inputs).map(|_| ()))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())
+                Ok(tokio::task::spawn_blocking(move || model.run(&inputs).map(|_| ())).await??)
             }
         }
     }
@@ -261,21 +269,43 @@ impl Quota {
 }
 
 /// What one worker saw.
-#[derive(Default)]
 struct Tally {
-    latencies: Vec<Duration>,
+    /// Microseconds of the requests that succeeded.
+    latencies: Histogram<u64>,
     errors: usize,
     first_error: Option<String>,
 }
 
+impl Default for Tally {
+    fn default() -> Self {
+        Tally { latencies: latency_histogram(), errors: 0, first_error: None }
+    }
+}
+
 impl Tally {
-    fn record(&mut self, started: Instant, result: Result<(), String>) {
+    fn record<E: Into<BenchError>>(&mut self, started: Instant, result: Result<(), E>) {
         match result {
-            Ok(()) => self.latencies.push(started.elapsed()),
+            Ok(()) => {
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                // Recording resizes the histogram; only a value past u64's range
+                // (never a latency) could fail, and is then clamped.
+                if self.latencies.record(micros).is_err() {
+                    self.latencies.saturating_record(micros);
+                }
+            }
             Err(e) => {
                 self.errors += 1;
-                self.first_error.get_or_insert(e);
+                self.first_error.get_or_insert_with(|| e.into().to_string());
             }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        // Both histograms auto-resize, so adding never runs out of range.
+        let _ = self.latencies.add(&other.latencies);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
         }
     }
 }
@@ -303,7 +333,7 @@ async fn run_level(runner: &Runner, concurrency: usize, stop: StopAfter) -> Leve
                     let mut tally = Tally::default();
                     while quota.take() {
                         let t0 = Instant::now();
-                        tally.record(t0, model.run(&inputs).map(|_| ()).map_err(|e| e.to_string()));
+                        tally.record(t0, model.run(&inputs).map(|_| ()));
                     }
                     tally
                 });
@@ -323,22 +353,18 @@ async fn run_level(runner: &Runner, concurrency: usize, stop: StopAfter) -> Leve
     let mut total = Tally::default();
     while let Some(joined) = workers.join_next().await {
         if let Ok(tally) = joined {
-            total.latencies.extend(tally.latencies);
-            total.errors += tally.errors;
-            if total.first_error.is_none() {
-                total.first_error = tally.first_error;
-            }
+            total.merge(tally);
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let ok = total.latencies.len();
+    let ok = usize::try_from(total.latencies.len()).unwrap_or(usize::MAX);
     LevelResult {
         concurrency,
         requests: ok + total.errors,
         errors: total.errors,
         duration_s: elapsed,
         throughput_rps: if elapsed > 0.0 { ok as f64 / elapsed } else { 0.0 },
-        latency_ms: latency_summary(&mut total.latencies),
+        latency_ms: latency_summary(&total.latencies),
         first_error: total.first_error,
     }
 }
@@ -347,14 +373,38 @@ async fn run_level(runner: &Runner, concurrency: usize, stop: StopAfter) -> Leve
 mod tests {
     use super::*;
 
+    fn histogram(samples_ms: impl IntoIterator<Item = u64>) -> Histogram<u64> {
+        let mut h = latency_histogram();
+        for ms in samples_ms {
+            h.record(ms * 1000).unwrap();
+        }
+        h
+    }
+
+    /// Within the histogram's precision of `want`, and never below it.
+    fn near(got: f64, want: f64) -> bool {
+        got >= want && got <= want * 1.001
+    }
+
     #[test]
     fn percentiles_use_nearest_rank() {
-        let mut samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        let l = latency_summary(&mut samples);
-        assert_eq!((l.p50, l.p90, l.p99, l.max), (50.0, 90.0, 99.0, 100.0));
-        assert!((l.mean - 50.5).abs() < 1e-9);
-        let mut one = vec![Duration::from_millis(3)];
-        assert_eq!(latency_summary(&mut one).p99, 3.0);
-        assert_eq!(latency_summary(&mut []).p50, 0.0);
+        let l = latency_summary(&histogram(1..=100));
+        assert!(near(l.p50, 50.0) && near(l.p90, 90.0) && near(l.p99, 99.0), "{l:?}");
+        assert!(near(l.max, 100.0), "{l:?}");
+        assert!((l.mean - 50.5).abs() < 50.5e-3, "{l:?}");
+        assert!(near(latency_summary(&histogram([3])).p99, 3.0));
+        assert_eq!(latency_summary(&latency_histogram()).p50, 0.0);
+    }
+
+    #[test]
+    fn tallies_merge_latencies_and_keep_the_first_error() {
+        let mut a = Tally::default();
+        a.record(Instant::now(), Ok::<(), BenchError>(()));
+        let mut b = Tally::default();
+        b.record(Instant::now(), Err(BenchError::AllFailed("boom".into())));
+        b.record(Instant::now(), Err(BenchError::AllFailed("later".into())));
+        a.merge(b);
+        assert_eq!((a.latencies.len(), a.errors), (1, 2));
+        assert_eq!(a.first_error.as_deref(), Some("every request failed; the first error: boom"));
     }
 }

@@ -74,7 +74,7 @@ pub async fn fetch_input_specs(
             let name =
                 input["name"].as_str().ok_or_else(|| protocol("an input has no name".into()))?;
             let datatype = DataType::from_v2_name(input["datatype"].as_str().unwrap_or_default())
-                .map_err(protocol)?;
+                .map_err(|e| protocol(e.to_string()))?;
             let shape = input["shape"]
                 .as_array()
                 .ok_or_else(|| protocol(format!("input {name:?} has no shape")))?

@@ -39,7 +39,9 @@ use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
 use tractor::controller::leader::LeaseLock;
-use tractor::controller::{self, Context, ControllerMetrics, OperatorConfig, RouterStats};
+use tractor::controller::{
+    self, Context, ControllerMetrics, OperatorConfig, RouterStats, RouterStatsError,
+};
 use tractor::crd::{ModelDeployment, ModelVersion};
 use tractor::plan::CanaryFigures;
 
@@ -119,10 +121,10 @@ impl RouterStats for FakeRouter {
         &'a self,
         _: &'a ModelDeployment,
         _: &'a str,
-    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, String>> {
+    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, RouterStatsError>> {
         Box::pin(async move { Ok(*self.figures.lock().unwrap()) })
     }
-    fn reset<'a>(&'a self, _: &'a ModelDeployment) -> BoxFuture<'a, Result<(), String>> {
+    fn reset<'a>(&'a self, _: &'a ModelDeployment) -> BoxFuture<'a, Result<(), RouterStatsError>> {
         Box::pin(async move {
             *self.resets.lock().unwrap() += 1;
             Ok(())

@@ -14,7 +14,9 @@ use kube::client::Body;
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
-use tractor::controller::{self, Context, ControllerMetrics, OperatorConfig, RouterStats};
+use tractor::controller::{
+    self, Context, ControllerMetrics, OperatorConfig, RouterStats, RouterStatsError,
+};
 use tractor::crd::ModelDeployment;
 use tractor::plan::CanaryFigures;
 
@@ -34,10 +36,10 @@ impl RouterStats for FakeRouter {
         &'a self,
         _: &'a ModelDeployment,
         _: &'a str,
-    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, String>> {
+    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, RouterStatsError>> {
         Box::pin(async move { Ok(*self.figures.lock().unwrap()) })
     }
-    fn reset<'a>(&'a self, _: &'a ModelDeployment) -> BoxFuture<'a, Result<(), String>> {
+    fn reset<'a>(&'a self, _: &'a ModelDeployment) -> BoxFuture<'a, Result<(), RouterStatsError>> {
         Box::pin(async move {
             *self.resets.lock().unwrap() += 1;
             Ok(())

@@ -29,7 +29,7 @@ use crate::crd::{ModelDeployment, ModelVersion};
 use crate::plan::{EventKind, Plan};
 pub use objects::OperatorConfig;
 pub use observe::Observation;
-pub use router_stats::{HttpRouterStats, RouterStats};
+pub use router_stats::{HttpRouterStats, RouterStats, RouterStatsError};
 
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "tractor";

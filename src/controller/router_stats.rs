@@ -14,14 +14,34 @@ use crate::contract::routes::StatsReport;
 use crate::crd::ModelDeployment;
 use crate::plan::CanaryFigures;
 
+/// Why the router's statistics could not be read or reset; the controller
+/// logs it and judges "no data" for this interval.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterStatsError {
+    #[error("{url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} answered {status}")]
+    Status { url: String, status: reqwest::StatusCode },
+    #[error("{url}: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
 /// Reads and resets a router's statistics.
 pub trait RouterStats: Send + Sync {
     fn read<'a>(
         &'a self,
         md: &'a ModelDeployment,
         version: &'a str,
-    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, String>>;
-    fn reset<'a>(&'a self, md: &'a ModelDeployment) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, RouterStatsError>>;
+    fn reset<'a>(&'a self, md: &'a ModelDeployment) -> BoxFuture<'a, Result<(), RouterStatsError>>;
 }
 
 /// The router's admin API over HTTP, at its in-cluster Service.
@@ -45,27 +65,38 @@ impl RouterStats for HttpRouterStats {
         &'a self,
         md: &'a ModelDeployment,
         version: &'a str,
-    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, String>> {
+    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, RouterStatsError>> {
         Box::pin(async move {
             let url = format!("{}/admin/stats", super::objects::router_admin_url(md));
-            let response = self.http.get(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
-            if !response.status().is_success() {
-                return Err(format!("{url} answered {}", response.status()));
-            }
-            let report: StatsReport = response.json().await.map_err(|e| format!("{url}: {e}"))?;
+            let response = self.http.get(&url).send().await;
+            let response = checked(&url, response)?;
+            let report: StatsReport = response
+                .json()
+                .await
+                .map_err(|source| RouterStatsError::Decode { url: url.clone(), source })?;
             Ok(CanaryFigures::of(&report, version))
         })
     }
 
-    fn reset<'a>(&'a self, md: &'a ModelDeployment) -> BoxFuture<'a, Result<(), String>> {
+    fn reset<'a>(&'a self, md: &'a ModelDeployment) -> BoxFuture<'a, Result<(), RouterStatsError>> {
         Box::pin(async move {
             let url = format!("{}/admin/stats/reset", super::objects::router_admin_url(md));
-            let response = self.http.post(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("{url} answered {}", response.status()))
-            }
+            let response = self.http.post(&url).send().await;
+            checked(&url, response).map(|_| ())
         })
+    }
+}
+
+/// A response that arrived with a success status.
+fn checked(
+    url: &str,
+    response: Result<reqwest::Response, reqwest::Error>,
+) -> Result<reqwest::Response, RouterStatsError> {
+    let response =
+        response.map_err(|source| RouterStatsError::Request { url: url.to_string(), source })?;
+    if response.status().is_success() {
+        Ok(response)
+    } else {
+        Err(RouterStatsError::Status { url: url.to_string(), status: response.status() })
     }
 }

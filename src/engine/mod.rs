@@ -23,7 +23,9 @@ use tract_onnx::tract_hir::infer::{DimFact, Factoid, ShapeFactoid};
 use tract_onnx::tract_hir::internal::tract_linalg::multithread::Executor;
 use tract_onnx::tract_hir::internal::{DimLike, SpecialOps};
 
-pub use tensor::{DataType, Tensor, TensorData, element_count, json_kind, synthetic_inputs};
+pub use tensor::{
+    DataType, Tensor, TensorData, TensorError, element_count, json_kind, synthetic_inputs,
+};
 
 /// Models whose weights take more than this many bytes run matrix products on
 /// every core by default. Measured on the 2-core machine: a 16 MiB
@@ -42,6 +44,10 @@ pub enum EngineError {
     Prepare(String),
     #[error("the model failed to run: {0}")]
     Run(String),
+    /// An input that does not fit the model, or an output tract gave in a
+    /// shape its data does not fill.
+    #[error("the model failed to run: {0}")]
+    Tensor(#[from] TensorError),
     #[error("reading {path}: {source}")]
     ReadFile {
         path: String,
@@ -90,15 +96,20 @@ pub enum Threads {
     Count(usize),
 }
 
+/// A `--engine-threads` value that is neither `auto` nor a count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected \"auto\" or a thread count >= 1, got {0:?}")]
+pub struct ParseThreadsError(String);
+
 impl std::str::FromStr for Threads {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Threads, String> {
+    type Err = ParseThreadsError;
+    fn from_str(s: &str) -> Result<Threads, ParseThreadsError> {
         if s == "auto" {
             return Ok(Threads::Auto);
         }
         match s.parse::<usize>() {
             Ok(n) if n >= 1 => Ok(Threads::Count(n)),
-            _ => Err(format!("expected \"auto\" or a thread count >= 1, got {s:?}")),
+            _ => Err(ParseThreadsError(s.to_string())),
         }
     }
 }
@@ -137,32 +148,47 @@ impl TensorSpec {
     ///
     /// # Errors
     /// A message naming the tensor, saying what the model expects.
-    pub fn check_shape(&self, shape: &[usize]) -> Result<(), String> {
+    pub fn check_shape(&self, shape: &[usize]) -> Result<(), TensorError> {
         let expected = || format!("{:?}", self.v2_shape());
         if shape.len() != self.shape.len() {
-            return Err(format!(
-                "input {:?} has shape {shape:?}, the model expects rank {} {}",
-                self.name,
-                self.shape.len(),
-                expected()
-            ));
+            return Err(TensorError::Rank {
+                name: self.name.clone(),
+                shape: shape.to_vec(),
+                rank: self.shape.len(),
+                expected: expected(),
+            });
         }
         for (axis, (got, want)) in shape.iter().zip(&self.shape).enumerate() {
             match want {
                 Dim::Fixed(n) if got != n => {
-                    return Err(format!(
-                        "input {:?} has shape {shape:?}, the model expects {} (axis {axis} must be {n})",
-                        self.name,
-                        expected()
-                    ));
+                    return Err(TensorError::Axis {
+                        name: self.name.clone(),
+                        shape: shape.to_vec(),
+                        expected: expected(),
+                        axis,
+                        size: *n,
+                    });
                 }
                 Dim::Batch if *got == 0 => {
-                    return Err(format!("input {:?} has an empty batch", self.name));
+                    return Err(TensorError::EmptyBatch { name: self.name.clone() });
                 }
                 _ => {}
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl TensorSpec {
+    /// A batched float tensor of `width` values per row: the shape most
+    /// unit tests of processing and serving need.
+    pub(crate) fn f32_rows(name: &str, width: usize) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype: DataType::F32,
+            shape: vec![Dim::Batch, Dim::Fixed(width)],
+        }
     }
 }
 
@@ -362,7 +388,7 @@ impl Model {
                     spec.datatype
                 )));
             }
-            spec.check_shape(&tensor.shape).map_err(EngineError::Run)?;
+            spec.check_shape(&tensor.shape)?;
             values.push(to_tract(tensor)?.into_tvalue());
         }
         let runner = match &self.single {
@@ -424,12 +450,7 @@ fn faster_at_batch_one(single: &Runner, any_batch: &Runner, specs: &[TensorSpec]
 /// # Errors
 /// As [`Model::load`] for ONNX, and serialization failures.
 pub fn onnx_to_nnef(onnx: &[u8]) -> Result<Vec<u8>, EngineError> {
-    let typed = onnx_to_typed(onnx)?.model;
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let gz = nnef_framework()
-        .write_to_tar_with_config(&typed, gz, false, true)
-        .map_err(|e| EngineError::Prepare(format!("writing NNEF: {e:#}")))?;
-    gz.finish().map_err(|e| EngineError::Prepare(format!("compressing NNEF: {e}")))
+    onnx_to_nnef_with(onnx, true, None)
 }
 
 /// Converts an ONNX model to tract's NNEF archive, as a plain tar when
@@ -691,5 +712,5 @@ fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<Tensor, EngineError> {
             return Err(EngineError::Run(format!("the model produced unsupported type {other:?}")));
         }
     };
-    Tensor::new(t.shape().to_vec(), data).map_err(EngineError::Run)
+    Ok(Tensor::new(t.shape().to_vec(), data)?)
 }

@@ -9,6 +9,45 @@ use half::f16;
 
 use super::{Dim, TensorSpec};
 
+/// Errors of building, converting and checking host tensors. The messages
+/// reach clients (a V2 400 names the input, then this), so they say what
+/// was expected in the protocol's terms.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    #[error("unsupported datatype {name:?}; tractor serves {}", DataType::supported_list())]
+    UnsupportedDatatype { name: String },
+    #[error("cannot append {from} elements to a {to} tensor")]
+    Append { from: DataType, to: DataType },
+    #[error("element {index} is {kind}, not {expected}")]
+    Element { index: usize, kind: String, expected: &'static str },
+    #[error("{bytes} bytes is not a whole number of {datatype} elements ({} bytes each)", datatype.size_of())]
+    PartialElement { bytes: usize, datatype: DataType },
+    #[error("BOOL byte {0} is neither 0 nor 1")]
+    BoolByte(u8),
+    #[error("shape {0:?} has more elements than memory can hold")]
+    TooLarge(Vec<usize>),
+    #[error("shape {shape:?} needs {expected} elements, the data has {got}")]
+    ElementCount { shape: Vec<usize>, expected: usize, got: usize },
+    #[error("nothing to concatenate")]
+    NothingToConcatenate,
+    #[error("a scalar has no rows to concatenate")]
+    ConcatenateScalar,
+    #[error("cannot concatenate shapes {first:?} and {other:?} along the batch axis")]
+    ConcatenateShapes { first: Vec<usize>, other: Vec<usize> },
+    #[error("a scalar has no rows")]
+    RowsOfScalar,
+    #[error("rows {start}..{end} out of {rows}")]
+    RowsOutOfRange { start: usize, end: usize, rows: usize },
+    #[error("input {name:?} has shape {shape:?}, the model expects rank {rank} {expected}")]
+    Rank { name: String, shape: Vec<usize>, rank: usize, expected: String },
+    #[error(
+        "input {name:?} has shape {shape:?}, the model expects {expected} (axis {axis} must be {size})"
+    )]
+    Axis { name: String, shape: Vec<usize>, expected: String, axis: usize, size: usize },
+    #[error("input {name:?} has an empty batch")]
+    EmptyBatch { name: String },
+}
+
 /// The element types tractor serves, named as the Open Inference Protocol names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DataType {
@@ -53,10 +92,11 @@ impl DataType {
     /// # Errors
     /// Names the protocol knows but tractor does not serve (`UINT16`, `BYTES`,
     /// ...) and unknown names both return a message listing what is accepted.
-    pub fn from_v2_name(name: &str) -> Result<DataType, String> {
-        DataType::ALL.into_iter().find(|dt| dt.v2_name() == name).ok_or_else(|| {
-            format!("unsupported datatype {name:?}; tractor serves {}", DataType::supported_list())
-        })
+    pub fn from_v2_name(name: &str) -> Result<DataType, TensorError> {
+        DataType::ALL
+            .into_iter()
+            .find(|dt| dt.v2_name() == name)
+            .ok_or_else(|| TensorError::UnsupportedDatatype { name: name.to_string() })
     }
 
     pub fn supported_list() -> String {
@@ -171,7 +211,7 @@ impl TensorData {
     ///
     /// # Errors
     /// A datatype mismatch is reported and nothing is appended.
-    pub fn extend_from(&mut self, other: &TensorData) -> Result<(), String> {
+    pub fn extend_from(&mut self, other: &TensorData) -> Result<(), TensorError> {
         match (self, other) {
             (TensorData::Bool(a), TensorData::Bool(b)) => a.extend_from_slice(b),
             (TensorData::U8(a), TensorData::U8(b)) => a.extend_from_slice(b),
@@ -182,11 +222,7 @@ impl TensorData {
             (TensorData::F32(a), TensorData::F32(b)) => a.extend_from_slice(b),
             (TensorData::F64(a), TensorData::F64(b)) => a.extend_from_slice(b),
             (a, b) => {
-                return Err(format!(
-                    "cannot append {} elements to a {} tensor",
-                    b.datatype(),
-                    a.datatype()
-                ));
+                return Err(TensorError::Append { from: b.datatype(), to: a.datatype() });
             }
         }
         Ok(())
@@ -202,17 +238,17 @@ impl TensorData {
     pub fn from_json(
         datatype: DataType,
         flat: &[&serde_json::Value],
-    ) -> Result<TensorData, String> {
+    ) -> Result<TensorData, TensorError> {
         use serde_json::Value;
         fn each<T>(
             flat: &[&Value],
-            what: &str,
+            expected: &'static str,
             f: impl Fn(&Value) -> Option<T>,
-        ) -> Result<Vec<T>, String> {
+        ) -> Result<Vec<T>, TensorError> {
             flat.iter()
                 .enumerate()
-                .map(|(i, v)| {
-                    f(v).ok_or_else(|| format!("element {i} is {}, not {what}", json_kind(v)))
+                .map(|(index, v)| {
+                    f(v).ok_or_else(|| TensorError::Element { index, kind: json_kind(v), expected })
                 })
                 .collect()
         }
@@ -271,13 +307,9 @@ impl TensorData {
     /// # Errors
     /// A byte count that is not a whole number of elements, or a BOOL byte
     /// other than 0 or 1.
-    pub fn from_le_bytes(datatype: DataType, bytes: &[u8]) -> Result<TensorData, String> {
-        let size = datatype.size_of();
-        if !bytes.len().is_multiple_of(size) {
-            return Err(format!(
-                "{} bytes is not a whole number of {datatype} elements ({size} bytes each)",
-                bytes.len()
-            ));
+    pub fn from_le_bytes(datatype: DataType, bytes: &[u8]) -> Result<TensorData, TensorError> {
+        if !bytes.len().is_multiple_of(datatype.size_of()) {
+            return Err(TensorError::PartialElement { bytes: bytes.len(), datatype });
         }
         fn chunks<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
             bytes
@@ -292,7 +324,7 @@ impl TensorData {
                     .map(|b| match b {
                         0 => Ok(false),
                         1 => Ok(true),
-                        other => Err(format!("BOOL byte {other} is neither 0 nor 1")),
+                        other => Err(TensorError::BoolByte(*other)),
                     })
                     .collect::<Result<_, _>>()?,
             ),
@@ -331,14 +363,12 @@ pub fn json_kind(value: &serde_json::Value) -> String {
 impl Tensor {
     /// # Errors
     /// The element count must equal the product of the shape.
-    pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, String> {
-        let expected = element_count(&shape)
-            .ok_or_else(|| format!("shape {shape:?} has more elements than memory can hold"))?;
+    pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, TensorError> {
+        let Some(expected) = element_count(&shape) else {
+            return Err(TensorError::TooLarge(shape));
+        };
         if expected != data.len() {
-            return Err(format!(
-                "shape {shape:?} needs {expected} elements, the data has {}",
-                data.len()
-            ));
+            return Err(TensorError::ElementCount { shape, expected, got: data.len() });
         }
         Ok(Tensor { shape, data })
     }
@@ -351,18 +381,18 @@ impl Tensor {
     ///
     /// # Errors
     /// Mismatched datatypes or trailing dimensions, or no tensor at all.
-    pub fn concat_rows(parts: &[&Tensor]) -> Result<Tensor, String> {
-        let first = parts.first().ok_or("nothing to concatenate")?;
-        let trailing = first.shape.get(1..).ok_or("a scalar has no rows to concatenate")?;
+    pub fn concat_rows(parts: &[&Tensor]) -> Result<Tensor, TensorError> {
+        let first = parts.first().ok_or(TensorError::NothingToConcatenate)?;
+        let trailing = first.shape.get(1..).ok_or(TensorError::ConcatenateScalar)?;
         let total_rows: usize = parts.iter().map(|p| p.shape.first().copied().unwrap_or(0)).sum();
         let total_len: usize = parts.iter().map(|p| p.data.len()).sum();
         let mut data = TensorData::empty(first.datatype(), total_len);
         for part in parts {
             if part.shape.get(1..) != Some(trailing) {
-                return Err(format!(
-                    "cannot concatenate shapes {:?} and {:?} along the batch axis",
-                    first.shape, part.shape
-                ));
+                return Err(TensorError::ConcatenateShapes {
+                    first: first.shape.clone(),
+                    other: part.shape.clone(),
+                });
             }
             data.extend_from(&part.data)?;
         }
@@ -375,10 +405,10 @@ impl Tensor {
     ///
     /// # Errors
     /// A scalar, or rows beyond the tensor.
-    pub fn rows(&self, start: usize, count: usize) -> Result<Tensor, String> {
-        let rows = *self.shape.first().ok_or("a scalar has no rows")?;
+    pub fn rows(&self, start: usize, count: usize) -> Result<Tensor, TensorError> {
+        let rows = *self.shape.first().ok_or(TensorError::RowsOfScalar)?;
         if start + count > rows {
-            return Err(format!("rows {start}..{} out of {rows}", start + count));
+            return Err(TensorError::RowsOutOfRange { start, end: start + count, rows });
         }
         let row_len = element_count(&self.shape[1..]).unwrap_or(0);
         let mut shape = self.shape.clone();
@@ -450,13 +480,14 @@ mod tests {
     fn concat_refuses_mismatched_trailing_dims() {
         let a = f32s(&[1, 2], &[1., 2.]);
         let b = f32s(&[1, 3], &[1., 2., 3.]);
-        assert!(Tensor::concat_rows(&[&a, &b]).unwrap_err().contains("cannot concatenate"));
+        let err = Tensor::concat_rows(&[&a, &b]).unwrap_err().to_string();
+        assert_eq!(err, "cannot concatenate shapes [1, 2] and [1, 3] along the batch axis");
     }
 
     #[test]
     fn shape_must_match_element_count() {
         let err = Tensor::new(vec![2, 2], TensorData::F32(vec![1.0; 3])).unwrap_err();
-        assert_eq!(err, "shape [2, 2] needs 4 elements, the data has 3");
+        assert_eq!(err.to_string(), "shape [2, 2] needs 4 elements, the data has 3");
         assert!(Tensor::new(vec![usize::MAX, 2], TensorData::F32(vec![])).is_err());
     }
 
@@ -483,8 +514,13 @@ mod tests {
 
     #[test]
     fn le_bytes_refuse_partial_elements_and_bad_bools() {
-        assert!(TensorData::from_le_bytes(DataType::F32, &[0, 0, 0]).is_err());
-        assert!(TensorData::from_le_bytes(DataType::Bool, &[2]).is_err());
+        let err = TensorData::from_le_bytes(DataType::F32, &[0, 0, 0]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "3 bytes is not a whole number of FP32 elements (4 bytes each)"
+        );
+        let err = TensorData::from_le_bytes(DataType::Bool, &[2]).unwrap_err();
+        assert_eq!(err.to_string(), "BOOL byte 2 is neither 0 nor 1");
     }
 
     #[test]
@@ -492,7 +528,7 @@ mod tests {
         for dt in DataType::ALL {
             assert_eq!(DataType::from_v2_name(dt.v2_name()), Ok(dt));
         }
-        let err = DataType::from_v2_name("BYTES").unwrap_err();
+        let err = DataType::from_v2_name("BYTES").unwrap_err().to_string();
         assert!(err.contains("BYTES") && err.contains("FP32"), "{err}");
     }
 }

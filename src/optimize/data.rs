@@ -23,6 +23,8 @@ pub enum DataError {
     MissingTargets,
     #[error("{0}")]
     Shape(String),
+    #[error(transparent)]
+    Tensor(#[from] crate::engine::TensorError),
 }
 
 /// Named arrays read from one file.
@@ -108,7 +110,7 @@ fn cast_to(t: &Tensor, to: crate::engine::DataType) -> Result<Tensor, DataError>
             )));
         }
     };
-    Tensor::new(t.shape.clone(), data).map_err(DataError::Shape)
+    Tensor::new(t.shape.clone(), data).map_err(DataError::Tensor)
 }
 
 /// Any numeric tensor as f64 values (booleans as 0/1).
@@ -176,33 +178,44 @@ fn npy_to_tensor<R: std::io::Read>(
         (TypeChar::Bool, 1) => TensorData::Bool(npy.into_vec().map_err(read_err)?),
         _ => return Err(unsupported()),
     };
-    Tensor::new(shape, data).map_err(DataError::Shape)
+    Tensor::new(shape, data).map_err(DataError::Tensor)
 }
 
 fn parse_csv(file: &str, bytes: &[u8]) -> Result<Dataset, DataError> {
     let err = |reason: String| DataError::Read { file: file.into(), reason };
-    let text = std::str::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> =
-        lines.next().ok_or_else(|| err("empty CSV".into()))?.split(',').map(str::trim).collect();
-    let target = header.iter().position(|h| matches!(*h, "y" | "label" | "target"));
+    // Ragged rows are reported with their row number rather than refused
+    // by the reader with its own words; blank lines are skipped as before.
+    let mut reader =
+        csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(bytes);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| err(format!("cannot read the CSV header: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    if header.is_empty() {
+        return Err(err("empty CSV".into()));
+    }
+    let target = header.iter().position(|h| matches!(h.as_str(), "y" | "label" | "target"));
     let mut x = Vec::new();
     let mut y = Vec::new();
     let mut rows = 0;
-    for (i, line) in lines.enumerate() {
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        if cells.len() != header.len() {
+    for record in reader.records() {
+        let record = record.map_err(|e| err(format!("cannot read the CSV: {e}")))?;
+        // The header is line 1; blank lines, which the reader skips, are
+        // not counted (as before the csv crate).
+        let line = record.position().map_or(rows + 2, |p| p.line() as usize);
+        if record.len() != header.len() {
             return Err(err(format!(
-                "line {} has {} cells, the header {}",
-                i + 2,
-                cells.len(),
+                "line {line} has {} cells, the header {}",
+                record.len(),
                 header.len()
             )));
         }
-        for (c, cell) in cells.iter().enumerate() {
-            let v: f64 = cell
-                .parse()
-                .map_err(|_| err(format!("line {}: {cell:?} is not a number", i + 2)))?;
+        for (c, cell) in record.iter().enumerate() {
+            let v: f64 = cell.parse().map_err(|_| {
+                err(format!("line {line}, column {:?}: {cell:?} is not a number", header[c]))
+            })?;
             if Some(c) == target { y.push(v) } else { x.push(v as f32) }
         }
         rows += 1;
@@ -210,7 +223,7 @@ fn parse_csv(file: &str, bytes: &[u8]) -> Result<Dataset, DataError> {
     let features = header.len() - usize::from(target.is_some());
     let mut arrays = vec![(
         "x".to_string(),
-        Tensor::new(vec![rows, features], TensorData::F32(x)).map_err(DataError::Shape)?,
+        Tensor::new(vec![rows, features], TensorData::F32(x)).map_err(DataError::Tensor)?,
     )];
     if target.is_some() {
         // Whole numbers are class labels; anything else is a regression target.
@@ -219,7 +232,7 @@ fn parse_csv(file: &str, bytes: &[u8]) -> Result<Dataset, DataError> {
         } else {
             TensorData::F32(y.iter().map(|v| *v as f32).collect())
         };
-        arrays.push(("y".into(), Tensor::new(vec![rows], data).map_err(DataError::Shape)?));
+        arrays.push(("y".into(), Tensor::new(vec![rows], data).map_err(DataError::Tensor)?));
     }
     Ok(Dataset { arrays })
 }
@@ -237,6 +250,23 @@ mod tests {
         assert_eq!(d.targets().unwrap().data, TensorData::I64(vec![0, 1]));
         let bad = Dataset::parse("d.csv", b"a,y\n1\n").unwrap_err();
         assert!(bad.to_string().contains("line 2"), "{bad}");
+    }
+
+    #[test]
+    fn csv_quoted_fields_are_read_as_one_cell() {
+        let d = Dataset::parse("d.csv", b"\"a, first\",\"b\",label\n\"1.5\", 2 ,\"3\"\n").unwrap();
+        assert_eq!(d.get("x").unwrap().shape, vec![1, 2]);
+        assert_eq!(d.get("x").unwrap().data, TensorData::F32(vec![1.5, 2.0]));
+        assert_eq!(d.targets().unwrap().data, TensorData::I64(vec![3]));
+    }
+
+    #[test]
+    fn csv_ragged_rows_and_bad_cells_name_the_line_and_column() {
+        let ragged = Dataset::parse("d.csv", b"a,b,y\n1,2,0\n3,4,5,6\n").unwrap_err();
+        assert!(ragged.to_string().contains("line 3 has 4 cells, the header 3"), "{ragged}");
+        let bad = Dataset::parse("d.csv", b"a,b,y\n1,2,0\n3,\"x,y\",1\n").unwrap_err();
+        assert!(bad.to_string().contains("line 3, column \"b\": \"x,y\" is not a number"), "{bad}");
+        assert!(Dataset::parse("d.csv", b"").is_err());
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub fn evaluate(model: &Model, data: &Dataset, metric: Metric) -> Result<f64, Ev
             .iter()
             .map(|t| t.rows(start, n))
             .collect::<Result<_, _>>()
-            .map_err(EvaluateError::Mismatch)?;
+            .map_err(|e| EvaluateError::Mismatch(e.to_string()))?;
         let out = model.run(&batch)?;
         let o = &out[index];
         width = o.shape.iter().skip(1).product::<usize>().max(1);

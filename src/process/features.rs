@@ -133,11 +133,7 @@ mod tests {
     }
 
     fn model(n: usize) -> TensorSpec {
-        TensorSpec {
-            name: "features".into(),
-            datatype: DataType::F32,
-            shape: vec![Dim::Batch, Dim::Fixed(n)],
-        }
+        TensorSpec::f32_rows("features", n)
     }
 
     fn feature(name: &str) -> Feature {

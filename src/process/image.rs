@@ -22,6 +22,24 @@ pub const DEFAULT_MAX_DIMENSION: u32 = 4096;
 /// crate's own default, kept explicit so the bound is visible here.
 const MAX_DECODER_ALLOC: u64 = 512 * 1024 * 1024;
 
+/// Why an image cannot be used: the client's mistake, which the caller
+/// reports as a [`ProcessError::Input`] (a 400).
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot read the image: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("{0:?} images are not accepted; send PNG or JPEG")]
+    Format(ImageFormat),
+    #[error("not a PNG or JPEG image")]
+    UnknownFormat,
+    #[error("cannot read the image header: {0}")]
+    Header(#[source] image::ImageError),
+    #[error("the image is {width}x{height} pixels; this model accepts at most {max} on a side")]
+    TooLarge { width: u32, height: u32, max: u32 },
+    #[error("cannot decode the image: {0}")]
+    Decode(#[source] image::ImageError),
+}
+
 /// An image step checked against its model input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageStep {
@@ -211,34 +229,26 @@ impl ImageStep {
     /// # Errors
     /// A message fit for a 400: not PNG or JPEG, over the size limit,
     /// corrupt data.
-    pub fn process(&self, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    pub fn process(&self, bytes: &[u8]) -> Result<Vec<f32>, ImageError> {
         let image = self.decode(bytes)?;
         Ok(self.tensor(image))
     }
 
     /// Decodes under the size limit, read from the header first.
-    fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, String> {
-        let open = || {
-            ImageReader::new(Cursor::new(bytes))
-                .with_guessed_format()
-                .map_err(|e| format!("cannot read the image: {e}"))
-        };
+    fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, ImageError> {
+        let open =
+            || ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(ImageError::Read);
         let reader = open()?;
         match reader.format() {
             Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
-            Some(other) => {
-                return Err(format!("{other:?} images are not accepted; send PNG or JPEG"));
-            }
-            None => return Err("not a PNG or JPEG image".into()),
+            Some(other) => return Err(ImageError::Format(other)),
+            None => return Err(ImageError::UnknownFormat),
         }
         // The header alone: no pixel is decoded before the size is known.
-        let (w, h) =
-            reader.into_dimensions().map_err(|e| format!("cannot read the image header: {e}"))?;
+        let (width, height) = reader.into_dimensions().map_err(ImageError::Header)?;
         let max = self.max_dimension;
-        if w > max || h > max {
-            return Err(format!(
-                "the image is {w}x{h} pixels; this model accepts at most {max} on a side"
-            ));
+        if width > max || height > max {
+            return Err(ImageError::TooLarge { width, height, max });
         }
         let mut limits = Limits::default();
         limits.max_image_width = Some(max);
@@ -246,7 +256,7 @@ impl ImageStep {
         limits.max_alloc = Some(MAX_DECODER_ALLOC);
         let mut reader = open()?;
         reader.limits(limits);
-        reader.decode().map_err(|e| format!("cannot decode the image: {e}"))
+        reader.decode().map_err(ImageError::Decode)
     }
 
     /// Colour, crop, resize, then scale, normalize and lay out.
@@ -443,14 +453,14 @@ mod tests {
         let step = ImageStep::new(&ImageInput::default(), &nchw(1, 8, 8), "i").unwrap();
         let mut good = png(DynamicImage::ImageLuma8(GrayImage::from_pixel(8, 8, Luma([7]))));
         assert_eq!(step.process(&good).unwrap(), vec![7.0; 64]);
-        assert!(step.process(b"hello").unwrap_err().contains("not a PNG or JPEG"));
+        assert!(step.process(b"hello").unwrap_err().to_string().contains("not a PNG or JPEG"));
         good.truncate(good.len() - 20);
-        let err = step.process(&good).unwrap_err();
+        let err = step.process(&good).unwrap_err().to_string();
         assert!(err.contains("cannot decode"), "{err}");
         let spec = ImageInput { max_dimension: Some(4), ..Default::default() };
         let step = ImageStep::new(&spec, &nchw(1, 8, 8), "i").unwrap();
         let big = png(DynamicImage::ImageLuma8(GrayImage::new(5, 3)));
-        let err = step.process(&big).unwrap_err();
+        let err = step.process(&big).unwrap_err().to_string();
         assert!(err.contains("5x3") && err.contains("at most 4"), "{err}");
     }
 }

@@ -299,7 +299,9 @@ impl Processor {
                     let mut data = Vec::with_capacity(rows * step.row_len());
                     for (row, value) in column.iter().enumerate() {
                         let bytes = image_bytes(value).map_err(|r| input_error(row, r))?;
-                        data.extend(step.process(&bytes).map_err(|r| input_error(row, r))?);
+                        data.extend(
+                            step.process(&bytes).map_err(|r| input_error(row, r.to_string()))?,
+                        );
                     }
                     float_tensor(&plan.spec, plan.batched, rows, &step.instance_shape(), data)
                 }
@@ -330,7 +332,7 @@ impl Processor {
                         .collect::<Result<Vec<&Value>, _>>()?;
                     step.build(&values, plan.batched).map_err(|r| ProcessError::Input {
                         input: plan.spec.name.clone(),
-                        reason: r,
+                        reason: r.to_string(),
                     })
                 }
             }?;
@@ -469,7 +471,7 @@ fn float_tensor(
         }
     };
     Tensor::new(shape, data)
-        .map_err(|reason| ProcessError::Build { input: spec.name.clone(), reason })
+        .map_err(|e| ProcessError::Build { input: spec.name.clone(), reason: e.to_string() })
 }
 
 /// Raw rows of an output, each as nested JSON arrays.

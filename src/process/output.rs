@@ -73,8 +73,7 @@ impl OutputStep {
          -> Result<Option<Vec<String>>, ProcessError> {
             let labels = match source {
                 Some(Labels::Inline(list)) => list.clone(),
-                Some(Labels::File(path)) => read_labels(path, base_dir)
-                    .map_err(|reason| spec_error(format!("{field}.{sub}.labelsFile"), reason))?,
+                Some(Labels::File(path)) => read_labels(path, base_dir, &format!("{field}.{sub}"))?,
                 None => return Ok(None),
             };
             if let Some(w) = width
@@ -157,11 +156,16 @@ impl OutputStep {
         if self.width.is_some_and(|w| w != width) || width == 0 {
             return Err(error(format!("has {width} values per row, expected {:?}", self.width)));
         }
-        values.chunks_exact(width).map(|row| self.answer(row).map_err(error)).collect()
+        values.chunks_exact(width).map(|row| self.answer(row)).collect()
     }
 
     /// The answer for one row.
-    fn answer(&self, row: &[f64]) -> Result<Value, String> {
+    ///
+    /// # Errors
+    /// [`ProcessError::Output`]: an empty row, or a class with no label.
+    fn answer(&self, row: &[f64]) -> Result<Value, ProcessError> {
+        let error = |reason: String| ProcessError::Output { output: self.name.clone(), reason };
+        let empty = || error("the output row is empty".into());
         let mut row = row.to_vec();
         if self.softmax {
             softmax(&mut row);
@@ -169,13 +173,13 @@ impl OutputStep {
         if let Some((scale, offset)) = self.affine {
             row.iter_mut().for_each(|x| *x = *x * scale + offset);
         }
-        let label = |labels: &Option<Vec<String>>, i: usize| -> Result<String, String> {
+        let label = |labels: &Option<Vec<String>>, i: usize| -> Result<String, ProcessError> {
             match labels {
                 None => Ok(i.to_string()),
                 Some(l) => l
                     .get(i)
                     .cloned()
-                    .ok_or_else(|| format!("class {i} has no label ({} labels)", l.len())),
+                    .ok_or_else(|| error(format!("class {i} has no label ({} labels)", l.len()))),
             }
         };
         Ok(match &self.decision {
@@ -190,17 +194,17 @@ impl OutputStep {
                     .map(|&(i, s)| {
                         Ok(json!({ "label": label(labels, i)?, "index": i, "score": number(s) }))
                     })
-                    .collect::<Result<Vec<Value>, String>>()?;
-                let (i, s) = best.first().copied().ok_or("the output row is empty")?;
+                    .collect::<Result<Vec<Value>, ProcessError>>()?;
+                let (i, s) = best.first().copied().ok_or_else(empty)?;
                 json!({ "label": label(labels, i)?, "index": i, "score": number(s), "top_k": entries })
             }
             Decision::Argmax { labels } => {
-                let (i, s) = top_k(&row, 1).first().copied().ok_or("the output row is empty")?;
+                let (i, s) = top_k(&row, 1).first().copied().ok_or_else(empty)?;
                 json!({ "label": label(labels, i)?, "index": i, "score": number(s) })
             }
             Decision::Threshold { threshold, labels } => {
                 // One score, or the positive class's of two.
-                let score = *row.last().ok_or("the output row is empty")?;
+                let score = *row.last().ok_or_else(empty)?;
                 let positive = score >= *threshold;
                 json!({ "label": labels[usize::from(positive)], "score": number(score) })
             }
@@ -240,14 +244,22 @@ pub fn top_k(row: &[f64], k: usize) -> Vec<(usize, f64)> {
 
 /// One label per line; trailing blank lines are dropped (files end with a
 /// newline), inner ones kept so line numbers stay class indices.
-fn read_labels(path: &str, base_dir: Option<&Path>) -> Result<Vec<String>, String> {
+///
+/// # Errors
+/// [`ProcessError::Spec`] for `{field}.labelsFile` when the file cannot be read.
+fn read_labels(
+    path: &str,
+    base_dir: Option<&Path>,
+    field: &str,
+) -> Result<Vec<String>, ProcessError> {
     let path = Path::new(path);
     let full = match base_dir {
         Some(dir) if path.is_relative() => dir.join(path),
         _ => path.to_path_buf(),
     };
-    let text = std::fs::read_to_string(&full)
-        .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+    let text = std::fs::read_to_string(&full).map_err(|e| {
+        spec_error(format!("{field}.labelsFile"), format!("cannot read {}: {e}", full.display()))
+    })?;
     let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     while labels.last().is_some_and(String::is_empty) {
         labels.pop();
@@ -259,14 +271,10 @@ fn read_labels(path: &str, base_dir: Option<&Path>) -> Result<Vec<String>, Strin
 mod tests {
     use super::*;
     use crate::crd::processing::{Affine, Argmax, OutputProcessing, Threshold, TopK};
-    use crate::engine::{DataType, TensorData};
+    use crate::engine::TensorData;
 
     fn model(width: usize) -> TensorSpec {
-        TensorSpec {
-            name: "logits".into(),
-            datatype: DataType::F32,
-            shape: vec![Dim::Batch, Dim::Fixed(width)],
-        }
+        TensorSpec::f32_rows("logits", width)
     }
 
     /// The whole path a spec takes: checked alone, then against the model.

@@ -3,11 +3,42 @@
 
 use serde_json::Value;
 
-use crate::engine::{Dim, Tensor, TensorData, TensorSpec, element_count};
+use crate::engine::{Dim, Tensor, TensorData, TensorError, TensorSpec, element_count};
 
 /// Deep enough for any real tensor, shallow enough that nested brackets
 /// cannot exhaust the stack.
 const MAX_NESTING: usize = 64;
+
+/// Why the instances cannot make the model input: the client's mistake,
+/// which the caller reports as a [`super::ProcessError::Input`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorStepError {
+    /// Only when the request has several instances.
+    #[error("instance {row}: {source}")]
+    Instance {
+        row: usize,
+        #[source]
+        source: Box<TensorStepError>,
+    },
+    #[error("is nested deeper than {MAX_NESTING} levels")]
+    TooDeep,
+    #[error("is a ragged array (rows of different lengths)")]
+    Ragged,
+    #[error("has shape {shape:?}, the model expects {expected} per instance")]
+    Rank { shape: Vec<usize>, expected: String },
+    #[error(
+        "has shape {shape:?}, the model expects {expected} per instance (axis {axis} must be {size})"
+    )]
+    Axis { shape: Vec<usize>, expected: String, axis: usize, size: usize },
+    #[error("has shape {shape:?} but instance 0 has {first:?}")]
+    Mismatch { shape: Vec<usize>, first: Vec<usize> },
+    #[error("the tensor is too large")]
+    TooLarge,
+    #[error("the shape needs {count} elements, the data has {got}")]
+    Count { count: usize, got: usize },
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorStep {
@@ -27,13 +58,17 @@ impl TensorStep {
     /// # Errors
     /// Ragged arrays, a shape the model cannot take, or an element that is
     /// not of the input's type, naming the instance.
-    pub fn build(&self, values: &[&Value], batched: bool) -> Result<Tensor, String> {
+    pub fn build(&self, values: &[&Value], batched: bool) -> Result<Tensor, TensorStepError> {
         let dims = if batched { &self.spec.shape[1..] } else { &self.spec.shape[..] };
         let mut shape: Option<Vec<usize>> = None;
         let mut flat: Vec<&Value> = Vec::new();
         for (row, value) in values.iter().enumerate() {
-            let at = |reason: String| {
-                if values.len() > 1 { format!("instance {row}: {reason}") } else { reason }
+            let at = |error: TensorStepError| {
+                if values.len() > 1 {
+                    TensorStepError::Instance { row, source: Box::new(error) }
+                } else {
+                    error
+                }
             };
             let mut this = infer_shape(value).map_err(at)?;
             // A scalar for a one-element instance, e.g. [batch, 1] or [batch].
@@ -45,25 +80,27 @@ impl TensorStep {
                 this.insert(0, 1);
             }
             if this.len() != dims.len() {
-                return Err(at(format!(
-                    "has shape {this:?}, the model expects {} per instance",
-                    describe(dims)
-                )));
+                return Err(at(TensorStepError::Rank { shape: this, expected: describe(dims) }));
             }
             for (axis, (got, want)) in this.iter().zip(dims).enumerate() {
                 if let Dim::Fixed(n) = want
                     && got != n
                 {
-                    return Err(at(format!(
-                        "has shape {this:?}, the model expects {} per instance (axis {axis} must be {n})",
-                        describe(dims)
-                    )));
+                    return Err(at(TensorStepError::Axis {
+                        shape: this,
+                        expected: describe(dims),
+                        axis,
+                        size: *n,
+                    }));
                 }
             }
             match &shape {
                 None => shape = Some(this),
                 Some(first) if *first != this => {
-                    return Err(at(format!("has shape {this:?} but instance 0 has {first:?}")));
+                    return Err(at(TensorStepError::Mismatch {
+                        shape: this,
+                        first: first.clone(),
+                    }));
                 }
                 Some(_) => {}
             }
@@ -75,12 +112,12 @@ impl TensorStep {
         } else {
             instance
         };
-        let count = element_count(&full).ok_or("the tensor is too large")?;
+        let count = element_count(&full).ok_or(TensorStepError::TooLarge)?;
         if count != flat.len() {
-            return Err(format!("the shape needs {count} elements, the data has {}", flat.len()));
+            return Err(TensorStepError::Count { count, got: flat.len() });
         }
         let data = TensorData::from_json(self.spec.datatype, &flat)?;
-        Tensor::new(full, data)
+        Ok(Tensor::new(full, data)?)
     }
 }
 
@@ -96,12 +133,12 @@ fn describe(dims: &[Dim]) -> String {
 }
 
 /// The shape of nested arrays; ragged arrays are an error.
-fn infer_shape(value: &Value) -> Result<Vec<usize>, String> {
-    fn walk(value: &Value, depth: usize) -> Result<Vec<usize>, String> {
+fn infer_shape(value: &Value) -> Result<Vec<usize>, TensorStepError> {
+    fn walk(value: &Value, depth: usize) -> Result<Vec<usize>, TensorStepError> {
         match value {
             Value::Array(items) => {
                 if depth >= MAX_NESTING {
-                    return Err(format!("is nested deeper than {MAX_NESTING} levels"));
+                    return Err(TensorStepError::TooDeep);
                 }
                 let mut inner: Option<Vec<usize>> = None;
                 for item in items {
@@ -109,7 +146,7 @@ fn infer_shape(value: &Value) -> Result<Vec<usize>, String> {
                     match &inner {
                         None => inner = Some(s),
                         Some(prev) if *prev != s => {
-                            return Err("is a ragged array (rows of different lengths)".into());
+                            return Err(TensorStepError::Ragged);
                         }
                         Some(_) => {}
                     }
@@ -161,7 +198,7 @@ mod tests {
             (json!([1, "2", 3]), "element 1 is a string (\"2\"), not a number"),
         ];
         for (value, expected) in cases {
-            let err = s.build(&[&value], true).unwrap_err();
+            let err = s.build(&[&value], true).unwrap_err().to_string();
             assert!(err.contains(expected), "{value}: {err}");
         }
         let fixed = step(vec![Dim::Fixed(1), Dim::Fixed(2)]);
@@ -169,6 +206,7 @@ mod tests {
         assert_eq!(fixed.build(&[&row], false).unwrap().shape, vec![1, 2]);
         let (a, b) = (json!([1, 2]), json!([1, 2, 3]));
         let s = step(vec![Dim::Batch, Dim::Dynamic("n".into())]);
-        assert!(s.build(&[&a, &b], true).unwrap_err().contains("instance 1"));
+        let err = s.build(&[&a, &b], true).unwrap_err().to_string();
+        assert_eq!(err, "instance 1: has shape [3] but instance 0 has [2]");
     }
 }

@@ -56,6 +56,30 @@ pub enum RouteError {
     Http(#[source] std::io::Error),
 }
 
+/// Why one backend gave no answer: the caller gets a 502 naming it.
+#[derive(Debug, thiserror::Error)]
+enum BackendError {
+    #[error("{version}: bad backend URL {url:?}: {source}")]
+    Url {
+        version: String,
+        url: String,
+        #[source]
+        source: axum::http::uri::InvalidUri,
+    },
+    /// hyper's client error says "client error (Connect)"; the message
+    /// carries its causes, which say which.
+    #[error("{version}: {reason}")]
+    Transport { version: String, reason: String },
+    #[error("{version}: {source}")]
+    Body {
+        version: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{version}: no answer within {ms} ms")]
+    Timeout { version: String, ms: u128 },
+}
+
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub listen: SocketAddr,
@@ -250,10 +274,12 @@ async fn send(
     path_and_query: &str,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<Answer, String> {
-    let uri: axum::http::Uri = format!("{}{path_and_query}", backend.url.trim_end_matches('/'))
-        .parse()
-        .map_err(|e| format!("{}: bad backend URL {:?}: {e}", backend.version, backend.url))?;
+) -> Result<Answer, BackendError> {
+    let version = || backend.version.clone();
+    let uri: axum::http::Uri =
+        format!("{}{path_and_query}", backend.url.trim_end_matches('/')).parse().map_err(
+            |source| BackendError::Url { version: version(), url: backend.url.clone(), source },
+        )?;
     let mut request = axum::http::Request::new(Body::from(body));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
@@ -264,9 +290,16 @@ async fn send(
         }
     }
     let exchange = async {
-        let response = inner.http.request(request).await.map_err(|e| transport_error(&e))?;
+        let response = inner.http.request(request).await.map_err(|e| BackendError::Transport {
+            version: version(),
+            reason: transport_error(&e),
+        })?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| BackendError::Body { version: version(), source: Box::new(e) })?
+            .to_bytes();
         let mut headers = parts.headers;
         for name in HOP_BY_HOP {
             headers.remove(name);
@@ -274,14 +307,9 @@ async fn send(
         headers.remove(header::CONTENT_LENGTH);
         Ok(Answer { status: parts.status, headers, body })
     };
-    match tokio::time::timeout(inner.backend_timeout, exchange).await {
-        Ok(answer) => answer.map_err(|e: String| format!("{}: {e}", backend.version)),
-        Err(_) => Err(format!(
-            "{}: no answer within {} ms",
-            backend.version,
-            inner.backend_timeout.as_millis()
-        )),
-    }
+    tokio::time::timeout(inner.backend_timeout, exchange).await.unwrap_or_else(|_| {
+        Err(BackendError::Timeout { version: version(), ms: inner.backend_timeout.as_millis() })
+    })
 }
 
 /// hyper's client error says "client error (Connect)"; the cause says which.
@@ -325,7 +353,7 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
     let mut result =
         send(&state.inner, &chosen, &parts.method, &path, &parts.headers, body.clone()).await;
     let failed =
-        |r: &Result<Answer, String>| r.as_ref().map_or(true, |a| a.status.is_server_error());
+        |r: &Result<Answer, BackendError>| r.as_ref().map_or(true, |a| a.status.is_server_error());
     state.stats().record(&chosen.version, started.elapsed(), failed(&result));
     let mut answered_by = chosen.clone();
     let stable = table.backends.first();

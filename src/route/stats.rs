@@ -5,54 +5,66 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 use crate::contract::routes::{StatsReport, VersionStats};
 
-/// Latencies kept per version per window; beyond it, reservoir sampling
-/// keeps an unbiased sample so percentiles stay honest at any rate.
-const WINDOW_SAMPLES: usize = 50_000;
+/// Significant digits the latency histograms keep: every recorded latency
+/// is within 0.1% of its true value (1 part in 10^3), at any rate and with
+/// no sampling, in a fixed ~200 KiB per version.
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 
-#[derive(Default)]
 struct Window {
     requests: u64,
     errors: u64,
-    /// Milliseconds, a uniform sample of the window's requests.
-    latencies: Vec<f64>,
+    /// Microseconds, every request of the window.
+    latencies: Histogram<u64>,
     agreed: u64,
     compared: u64,
 }
 
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            requests: 0,
+            errors: 0,
+            // Auto-resizing from 1 µs: no latency is ever out of range.
+            latencies: Histogram::new(LATENCY_SIGNIFICANT_DIGITS)
+                .expect("3 significant digits is within hdrhistogram's 0..=5"),
+            agreed: 0,
+            compared: 0,
+        }
+    }
+}
+
 impl Window {
-    fn sample(&mut self, ms: f64) {
-        if self.latencies.len() < WINDOW_SAMPLES {
-            self.latencies.push(ms);
-        } else {
-            let slot = fastrand::u64(0..self.requests.max(1)) as usize;
-            if slot < WINDOW_SAMPLES {
-                self.latencies[slot] = ms;
-            }
+    fn count(&mut self, latency: Duration, failed: bool) {
+        self.requests += 1;
+        self.errors += u64::from(failed);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        // Recording resizes the histogram; only a value past u64's range
+        // (never a latency) could fail, and is then clamped.
+        if self.latencies.record(micros).is_err() {
+            self.latencies.saturating_record(micros);
         }
     }
 
-    fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-        if sorted.is_empty() {
-            return None;
-        }
-        let idx = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-        Some(sorted[idx.clamp(1, sorted.len()) - 1])
+    /// Nearest-rank percentile in milliseconds. The bucket's upper bound is
+    /// reported, so a canary is judged at most 0.1% slower, never faster.
+    fn percentile(&self, quantile: f64) -> Option<f64> {
+        (!self.latencies.is_empty())
+            .then(|| self.latencies.value_at_quantile(quantile) as f64 / 1e3)
     }
 
     fn report(&self) -> VersionStats {
-        let mut sorted = self.latencies.clone();
-        sorted.sort_by(f64::total_cmp);
         VersionStats {
             requests: self.requests,
             errors: self.errors,
-            latency_p50_ms: Window::percentile(&sorted, 50.0),
-            latency_p99_ms: Window::percentile(&sorted, 99.0),
+            latency_p50_ms: self.percentile(0.50),
+            latency_p99_ms: self.percentile(0.99),
             agreement: (self.compared > 0).then(|| self.agreed as f64 / self.compared as f64),
         }
     }
@@ -94,27 +106,21 @@ impl Default for Stats {
 impl Stats {
     /// One request the caller waited for.
     pub fn record(&self, version: &str, latency: Duration, failed: bool) {
-        let outcome = if failed { "error" } else { "success" };
-        self.requests.with_label_values(&[version, "primary", outcome]).inc();
         self.latency.with_label_values(&[version]).observe(latency.as_secs_f64());
-        if let Ok(mut windows) = self.windows.lock() {
-            let w = windows.entry(version.to_string()).or_default();
-            w.requests += 1;
-            w.errors += u64::from(failed);
-            w.sample(latency.as_secs_f64() * 1e3);
-        }
+        self.count(version, "primary", latency, failed);
     }
 
     /// A shadow copy: it counts for the version's figures too, so a canary
     /// that only gets shadow traffic still has error rates and latencies.
     pub fn record_shadow(&self, version: &str, latency: Duration, failed: bool) {
+        self.count(version, "shadow", latency, failed);
+    }
+
+    fn count(&self, version: &str, kind: &str, latency: Duration, failed: bool) {
         let outcome = if failed { "error" } else { "success" };
-        self.requests.with_label_values(&[version, "shadow", outcome]).inc();
+        self.requests.with_label_values(&[version, kind, outcome]).inc();
         if let Ok(mut windows) = self.windows.lock() {
-            let w = windows.entry(version.to_string()).or_default();
-            w.requests += 1;
-            w.errors += u64::from(failed);
-            w.sample(latency.as_secs_f64() * 1e3);
+            windows.entry(version.to_string()).or_default().count(latency, failed);
         }
     }
 
@@ -159,11 +165,33 @@ mod tests {
         let report = stats.report();
         let v = report.versions["2"];
         assert_eq!((v.requests, v.errors), (100, 10));
-        assert_eq!(v.latency_p50_ms, Some(50.0));
-        assert_eq!(v.latency_p99_ms, Some(99.0));
+        // Within the histogram's 0.1%, and never below the true rank.
+        let near =
+            |got: Option<f64>, want: f64| got.is_some_and(|g| g >= want && g <= want * 1.001);
+        assert!(near(v.latency_p50_ms, 50.0), "{:?}", v.latency_p50_ms);
+        assert!(near(v.latency_p99_ms, 99.0), "{:?}", v.latency_p99_ms);
         assert_eq!(v.agreement, Some(0.9));
         assert!(stats.render().contains("tractor_route_requests_total"));
         stats.reset();
         assert!(stats.report().versions.is_empty());
+    }
+
+    #[test]
+    fn every_request_counts_in_the_percentiles_at_any_rate() {
+        // 99,000 fast requests and 1,000 slow ones: the old sample would
+        // have kept 50,000; the histogram keeps every one.
+        let stats = Stats::default();
+        for i in 0..100_000u64 {
+            let ms = if i % 100 == 99 { 250 } else { 2 };
+            stats.record_shadow("3", Duration::from_millis(ms), false);
+        }
+        let v = stats.report().versions["3"];
+        assert_eq!(v.requests, 100_000);
+        assert!(v.latency_p50_ms.is_some_and(|p| (2.0..=2.002).contains(&p)), "{v:?}");
+        assert!(v.latency_p99_ms.is_some_and(|p| (2.0..=2.002).contains(&p)), "{v:?}");
+        stats.record_shadow("3", Duration::from_millis(250), false);
+        let v = stats.report().versions["3"];
+        assert!(v.latency_p99_ms.is_some_and(|p| (250.0..=250.25).contains(&p)), "{v:?}");
+        assert_eq!(Stats::default().report().versions.get("3"), None);
     }
 }

@@ -6,13 +6,21 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::watcher;
+use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 
 use super::RouterState;
 use crate::contract::routes::{Backend, RouteTable};
 
-/// How often a routes file is checked for changes. The local runner rewrites
-/// it at each step; a quarter second keeps a step change well under a second.
-const FILE_POLL: Duration = Duration::from_millis(250);
+/// Quiet time after a change of the routes file before it is read: the
+/// local runner writes a temporary file and renames it into place, a burst
+/// of events that is one change.
+const FILE_DEBOUNCE: Duration = Duration::from_millis(50);
+/// How often the routes file is read when the file system cannot be watched
+/// (inotify's per-user watch limit reached, or a file system without
+/// change events such as some network mounts): slow, as it only backs up a
+/// missing watcher.
+const FILE_FALLBACK_POLL: Duration = Duration::from_secs(2);
 /// The key of the routes ConfigMap that holds the table.
 pub const ROUTES_KEY: &str = "routes.json";
 
@@ -120,26 +128,7 @@ impl RoutesSource {
     pub async fn watch(self, state: RouterState) {
         match self {
             RoutesSource::Static(_) => {}
-            RoutesSource::File(path) => {
-                // The content is compared, not the modification time: two
-                // writes within one timestamp tick must both be seen.
-                let mut last = tokio::fs::read(&path).await.ok();
-                loop {
-                    tokio::time::sleep(FILE_POLL).await;
-                    let now = tokio::fs::read(&path).await.ok();
-                    if now == last {
-                        continue;
-                    }
-                    last = now;
-                    match RoutesSource::File(path.clone()).load().await {
-                        Ok(table) => {
-                            tracing::info!(routes = ?table, "routing table changed");
-                            state.set_table(table);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "keeping the previous routing table"),
-                    }
-                }
-            }
+            RoutesSource::File(path) => watch_file(path, state).await,
             RoutesSource::ConfigMap { namespace, name } => {
                 let client = match kube::Client::try_default().await {
                     Ok(c) => c,
@@ -166,6 +155,65 @@ impl RoutesSource {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Applies every change of a routes file. The directory is watched, not the
+/// file: a file replaced by rename is a new inode, which a watch on the old
+/// one would never report.
+async fn watch_file(path: PathBuf, state: RouterState) {
+    let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watched = path.file_name().map(std::ffi::OsStr::to_os_string);
+    let debouncer = new_debouncer(FILE_DEBOUNCE, move |events: DebounceEventResult| {
+        let ours = match events {
+            Ok(events) => events.iter().any(|e| e.path.file_name() == watched.as_deref()),
+            // A lost event is a change we may have missed: read the file again.
+            Err(_) => true,
+        };
+        if ours {
+            let _ = changed.send(());
+        }
+    })
+    .and_then(|mut debouncer| {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => std::path::Path::new("."),
+        };
+        debouncer.watcher().watch(dir, RecursiveMode::NonRecursive)?;
+        Ok(debouncer)
+    });
+    let debouncer = match debouncer {
+        Ok(debouncer) => Some(debouncer),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), poll = ?FILE_FALLBACK_POLL,
+                "cannot watch the routes file; polling it instead");
+            None
+        }
+    };
+    // The content is compared, not the modification time: two writes
+    // within one timestamp tick must both be seen. The table is read once
+    // more now that the watch is set, in case it changed since the start.
+    let mut last = None;
+    loop {
+        let now = tokio::fs::read(&path).await.ok();
+        if now != last {
+            last = now;
+            match RoutesSource::File(path.clone()).load().await {
+                Ok(table) if table == *state.table() => {}
+                Ok(table) => {
+                    tracing::info!(routes = ?table, "routing table changed");
+                    state.set_table(table);
+                }
+                Err(e) => tracing::warn!(error = %e, "keeping the previous routing table"),
+            }
+        }
+        if debouncer.is_some() {
+            if changes.recv().await.is_none() {
+                return;
+            }
+        } else {
+            tokio::time::sleep(FILE_FALLBACK_POLL).await;
         }
     }
 }
@@ -207,5 +255,46 @@ mod tests {
             check(&RouteTable { backends: vec![b("1", 100)], shadow: Some("3".into()) }).is_err()
         );
         assert!(parse_table("{not json").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_routes_file_replaced_by_rename_is_seen_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.json");
+        let table = |weight| RouteTable {
+            backends: vec![Backend { version: "1".into(), url: "http://x".into(), weight }],
+            shadow: None,
+        };
+        std::fs::write(&path, serde_json::to_vec(&table(100)).unwrap()).unwrap();
+        let config = super::super::RouteConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            admin_listen: ([127, 0, 0, 1], 0).into(),
+            routes: RoutesSource::File(path.clone()),
+            sticky_header: None,
+            retry_on_stable: false,
+            backend_timeout: Duration::from_secs(1),
+            max_body_bytes: 1024,
+            max_inflight: 1,
+        };
+        let state = RouterState::new(&config, table(100));
+        let watching = tokio::spawn(config.routes.clone().watch(state.clone()));
+        // As `tractor up` writes it: a whole new file renamed over the old one,
+        // a few times, each seen.
+        for weight in [40, 7, 93] {
+            // Let the watch settle on the current file before replacing it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let tmp = dir.path().join("routes.json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&table(weight)).unwrap()).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+            let started = std::time::Instant::now();
+            while *state.table() != table(weight) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "weight {weight} not seen within a second (the fallback poll is 2 s)"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        watching.abort();
     }
 }

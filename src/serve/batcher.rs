@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::engine::{EngineError, Model, Tensor};
+use crate::engine::{EngineError, Model, Tensor, TensorError};
 
 /// How a scheduler batches and how much it runs at once.
 #[derive(Debug, Clone, Copy)]
@@ -206,10 +206,12 @@ fn run_batch(model: &Model, mut batch: Vec<Job>) {
         let _ = job.reply.send(result);
         return;
     }
-    let joined: Result<Vec<Tensor>, String> = (0..model.inputs().len())
+    let joined: Result<Vec<Tensor>, TensorError> = (0..model.inputs().len())
         .map(|i| Tensor::concat_rows(&batch.iter().map(|j| &j.inputs[i]).collect::<Vec<_>>()))
         .collect();
-    let outputs = joined.map_err(BatchError::Join).and_then(|inputs| Ok(model.run(&inputs)?));
+    let outputs = joined
+        .map_err(|e| BatchError::Join(e.to_string()))
+        .and_then(|inputs| Ok(model.run(&inputs)?));
     let compute = started.elapsed();
     let mut offset = 0;
     for job in batch {
@@ -218,7 +220,7 @@ fn run_batch(model: &Model, mut batch: Vec<Job>) {
                 .iter()
                 .map(|o| o.rows(offset, job.rows))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(BatchError::Join)
+                .map_err(|e| BatchError::Join(e.to_string()))
                 .map(|outputs| Completed { outputs, queued: started - job.submitted, compute }),
             Err(e) => Err(BatchError::Join(e.to_string())),
         };

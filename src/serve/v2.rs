@@ -131,7 +131,7 @@ pub fn decode_request(
             .map_err(|_| {
                 format!("input {:?} has a negative dimension in {:?}", input.name, input.shape)
             })?;
-        spec.check_shape(&shape)?;
+        spec.check_shape(&shape).map_err(|e| e.to_string())?;
         let count = element_count(&shape)
             .ok_or_else(|| format!("input {:?} shape {shape:?} is too large", input.name))?;
         let binary_size = binary_data_size(input)?;
@@ -278,7 +278,7 @@ fn json_data(datatype: DataType, value: &Value, count: usize) -> Result<TensorDa
     if flat.len() != count {
         return Err(format!("the shape needs {count} elements, \"data\" has {}", flat.len()));
     }
-    TensorData::from_json(datatype, &flat)
+    TensorData::from_json(datatype, &flat).map_err(|e| e.to_string())
 }
 
 /// Deep enough for any real tensor, shallow enough that a hostile body of
