@@ -156,8 +156,7 @@ async fn infer_one(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    state.check_path(at)?;
-    let loaded = state.loaded()?;
+    let loaded = state.serving(at)?;
     let body = read_body(state, body).await?;
     let header_length = headers
         .get(HEADER_LENGTH)

@@ -47,8 +47,7 @@ pub(super) async fn model_metadata(
     State(state): State<AppState>,
     Path(at): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
-    state.check_path(&at)?;
-    let loaded = state.loaded()?;
+    let loaded = state.serving(&at)?;
     Ok(axum::Json(json!({
         "name": state.inner.name,
         "versions": [state.inner.version],
@@ -85,8 +84,7 @@ pub(super) async fn model_config(
     State(state): State<AppState>,
     Path(at): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
-    state.check_path(&at)?;
-    let loaded = state.loaded()?;
+    let loaded = state.serving(&at)?;
     let policy = loaded.scheduler.policy();
     let batched = loaded.model.is_batchable();
     let dims = |s: &TensorSpec| -> Vec<i64> {

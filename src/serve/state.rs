@@ -211,9 +211,10 @@ impl AppState {
         Ok(())
     }
 
-    /// As [`AppState::check_model`], for a URL's path parameters.
-    pub(super) fn check_path(&self, at: &ModelPath) -> Result<(), ApiError> {
-        self.check_model(&at.name, at.version.as_deref())
+    /// The loaded model, once the model a URL names is checked to be ours.
+    pub(super) fn serving(&self, at: &ModelPath) -> Result<&Loaded, ApiError> {
+        self.check_model(&at.name, at.version.as_deref())?;
+        self.loaded()
     }
 }
 
