@@ -86,8 +86,6 @@ pub enum V2Error {
          use output processing (top_k) instead"
     )]
     Classification(String),
-    #[error("unknown input {name:?}; the model takes {known}")]
-    UnknownProcessedInput { name: String, known: String },
 }
 
 impl V2Error {
@@ -471,7 +469,7 @@ pub fn processed_columns<'a>(
     let mut columns: Vec<Option<Vec<InputValue<'a>>>> = vec![None; names.len()];
     for input in &request.inputs {
         let index = names.iter().position(|n| *n == input.name).ok_or_else(|| {
-            V2Error::UnknownProcessedInput { name: input.name.clone(), known: names.join(", ") }
+            V2Error::UnknownInput { name: input.name.clone(), known: names.join(", ") }
         })?;
         if columns[index].is_some() {
             return Err(V2Error::RepeatedInput(input.name.clone()));
