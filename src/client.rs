@@ -1,9 +1,11 @@
 //! A small Open Inference Protocol client, for `tractor infer` and
 //! `tractor bench`, and the request generator both use.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::contract::v2::{InferRequest, RequestInput};
 use crate::engine::{DataType, Dim, Tensor, TensorSpec};
+use crate::serve::v2::JsonData;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -145,18 +147,21 @@ async fn json_answer(url: &str, response: reqwest::Response) -> Result<Value, Cl
 pub use crate::engine::synthetic_inputs;
 
 /// A V2 JSON request carrying `tensors` as the inputs named by `specs`.
-pub fn v2_request(specs: &[TensorSpec], tensors: &[Tensor]) -> Value {
-    let inputs: Vec<Value> = specs
+pub fn v2_request<'a>(
+    specs: &'a [TensorSpec],
+    tensors: &'a [Tensor],
+) -> InferRequest<JsonData<'a>> {
+    let inputs = specs
         .iter()
         .zip(tensors)
-        .map(|(spec, t)| {
-            json!({
-                "name": spec.name,
-                "shape": t.shape,
-                "datatype": t.datatype().v2_name(),
-                "data": crate::serve::v2::JsonData(&t.data),
-            })
+        .map(|(spec, t)| RequestInput {
+            name: spec.name.clone(),
+            // Our own tensors: no dimension comes near i64::MAX.
+            shape: t.shape.iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect(),
+            datatype: t.datatype().v2_name().to_string(),
+            parameters: None,
+            data: Some(JsonData(&t.data)),
         })
         .collect();
-    json!({ "inputs": inputs })
+    InferRequest { id: None, parameters: None, inputs, outputs: None }
 }

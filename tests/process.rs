@@ -219,7 +219,33 @@ async fn multipart_form_data_carries_image_files() {
     let cut = body[..body.len() - 20].to_vec();
     let answer = post_bytes(&state, "/v1/models/digits-cnn:predict", content_type, cut).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert!(answer.error().contains("not closed by the boundary"), "{}", answer.error());
+    assert!(answer.error().contains("malformed multipart body"), "{}", answer.error());
+}
+
+#[tokio::test]
+async fn malformed_multipart_bodies_are_400() {
+    let state = processed_state("digits-cnn.onnx", "digits-cnn", "digits-cnn.yaml");
+    let content_type = "multipart/form-data; boundary=b0undary";
+    let cases: [(&[u8], &str); 3] = [
+        // Headers that never end.
+        (
+            b"--b0undary\r\nContent-Disposition: form-data; name=\"image\"",
+            "malformed multipart body",
+        ),
+        // A part without a name.
+        (
+            b"--b0undary\r\nContent-Type: image/png\r\n\r\nabc\r\n--b0undary--\r\n",
+            "no Content-Disposition name",
+        ),
+        // Only the closing boundary.
+        (b"--b0undary--\r\n", "no parts"),
+    ];
+    for (body, expected) in cases {
+        let answer =
+            post_bytes(&state, "/v1/models/digits-cnn:predict", content_type, body.to_vec()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(body));
+        assert!(answer.error().contains(expected), "{}: {}", expected, answer.error());
+    }
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 use axum::http::HeaderMap;
 use serde_json::Value;
 
+use crate::contract::v2::HEADER_LENGTH;
 use crate::engine::{DataType, TensorData};
 
 /// Largest absolute difference counted as agreement for non-classifier
@@ -21,7 +22,7 @@ impl Decoded {
     /// Reads a V2 answer, JSON or binary; `None` when it is not one.
     pub fn from_answer(headers: &HeaderMap, body: &[u8]) -> Option<Decoded> {
         let header_len = headers
-            .get(crate::serve::v2::HEADER_LENGTH)
+            .get(HEADER_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         let (json, mut tail) = match header_len {
@@ -130,7 +131,7 @@ mod tests {
         body.extend(1.0005f32.to_le_bytes());
         body.extend(2.5f32.to_le_bytes());
         let mut headers = HeaderMap::new();
-        headers.insert(crate::serve::v2::HEADER_LENGTH, header.len().into());
+        headers.insert(HEADER_LENGTH, header.len().into());
         let b = Decoded::from_answer(&headers, &body).unwrap();
         assert_eq!(compare(&a, &b), Some((1, 2)));
         let unrelated = decoded(

@@ -32,24 +32,20 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+pub use crate::contract::v2::VERSION_HEADER;
+use crate::listen::{BindError, bind};
 use crate::contract::routes::{Backend, RouteTable};
 pub use stats::Stats;
 pub use table::{RoutesSource, TableError, parse_backend};
 
-/// Header that sends a request to one version, and that every answer carries.
-pub const VERSION_HEADER: &str = "x-tractor-version";
 /// Seconds a client should wait before retrying an overloaded router.
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// Errors that stop the router.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Table(#[from] TableError),
     #[error("the HTTP server failed: {0}")]
@@ -420,12 +416,8 @@ pub async fn run(
 ) -> Result<(), RouteError> {
     let initial = config.routes.load().await?;
     let state = RouterState::new(&config, initial);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RouteError::Bind { addr: config.listen, source })?;
-    let admin = tokio::net::TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(|source| RouteError::Bind { addr: config.admin_listen, source })?;
+    let listener = bind(config.listen).await?;
+    let admin = bind(config.admin_listen).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin_listen, routes = ?state.table(), "router listening");
     let watcher = tokio::spawn(config.routes.clone().watch(state.clone()));
     let admin_server = tokio::spawn({

@@ -70,3 +70,15 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<super::v2::V2Error> for ApiError {
+    fn from(e: super::v2::V2Error) -> ApiError {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<super::v1::V1Error> for ApiError {
+    fn from(e: super::v1::V1Error) -> ApiError {
+        ApiError::BadRequest(e.to_string())
+    }
+}

@@ -1,5 +1,6 @@
-//! The Open Inference Protocol (KServe V2) REST messages: JSON tensors and
-//! the binary tensor data extension that Triton's clients use.
+//! The Open Inference Protocol (KServe V2) REST messages, converted between
+//! their wire form (`crate::contract::v2`) and engine tensors: JSON tensors
+//! and the binary tensor data extension that Triton's clients use.
 //!
 //! Decoding checks everything a client can get wrong (names, datatypes,
 //! shapes, element counts, byte counts) and says which tensor was wrong, so
@@ -9,42 +10,88 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::contract::v2::{
+    HEADER_LENGTH, InferRequest, InferResponse, PROCESSED_DATATYPE, ProcessedRequest, RequestInput,
+    RequestOutput, ResponseOutput,
+};
 use crate::engine::{DataType, Tensor, TensorData, TensorSpec, element_count};
 use crate::process::{InputValue, Processor};
 
-use super::ApiError;
-
-/// The HTTP header that splits a binary request or response into its JSON
-/// header and the raw tensor bytes that follow.
-pub const HEADER_LENGTH: &str = "inference-header-content-length";
-
-#[derive(Debug, Deserialize)]
-pub struct InferRequest {
-    #[serde(default)]
-    pub id: Option<Value>,
-    #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
-    pub inputs: Vec<RequestInput>,
-    #[serde(default)]
-    pub outputs: Option<Vec<RequestOutput>>,
+/// A V2 request the client got wrong; every variant answers 400 with its message.
+#[derive(Debug, thiserror::Error)]
+pub enum V2Error {
+    #[error("{HEADER_LENGTH} {0:?} is not a byte count")]
+    ParseHeaderLength(String),
+    #[error("{HEADER_LENGTH} is {len} but the body has only {body} bytes")]
+    SplitBody { len: usize, body: usize },
+    #[error("malformed request JSON: {0}")]
+    ParseRequest(#[source] serde_json::Error),
+    #[error(
+        "malformed processed request (each input needs a \"data\" array of one value per instance): {0}"
+    )]
+    ParseProcessed(#[source] serde_json::Error),
+    #[error("unknown input {name:?}; the model takes {known}")]
+    UnknownInput { name: String, known: String },
+    #[error("input {0:?} is given twice")]
+    RepeatedInput(String),
+    #[error("missing input {0:?}")]
+    MissingInput(String),
+    #[error("input {name:?} has datatype {given}, the model expects {expected}")]
+    MatchDatatype { name: String, given: DataType, expected: DataType },
+    #[error("input {name:?} has a negative dimension in {shape:?}")]
+    NegativeDimension { name: String, shape: Vec<i64> },
+    /// The engine's reason a shape does not fit the model's input.
+    #[error("{0}")]
+    CheckShape(String),
+    #[error("input {name:?} shape {shape:?} is too large")]
+    CountElements { name: String, shape: Vec<usize> },
+    #[error("input {0:?} has both \"data\" and binary_data_size")]
+    DataAndBinary(String),
+    #[error("input {name:?} declares {size} binary bytes but only {left} remain")]
+    TakeBinary { name: String, size: usize, left: usize },
+    #[error("input {0:?} has no \"data\"")]
+    NoData(String),
+    /// The input's data could not become its tensor; the source says why.
+    #[error("input {name:?}: {source}")]
+    ReadInput {
+        name: String,
+        #[source]
+        source: Box<V2Error>,
+    },
+    #[error("binary_data_size must be a non-negative integer")]
+    BinaryDataSize,
+    #[error("the shape needs {count} elements, \"data\" has {got}")]
+    ElementCount { count: usize, got: usize },
+    #[error("\"data\" is nested deeper than {MAX_NESTING} levels")]
+    Nesting,
+    /// The engine's reason the values do not make a tensor of the datatype.
+    #[error("{0}")]
+    ConvertData(String),
+    #[error("{} bytes of binary data follow the header but the inputs use {used}", .len)]
+    BinaryLeftOver { len: usize, used: usize },
+    #[error(
+        "inputs disagree on the batch size: {first} has {first_rows} rows, {name:?} has {rows}"
+    )]
+    BatchRows { first: String, first_rows: usize, name: String, rows: usize },
+    #[error("batch of {rows} rows exceeds the server's maximum batch size {max}")]
+    BatchTooLarge { rows: usize, max: usize },
+    #[error("parameter {0} must be true or false")]
+    Flag(&'static str),
+    #[error("unknown output {name:?}; the model gives {known}")]
+    UnknownOutput { name: String, known: String },
+    #[error("output {0:?} is requested twice")]
+    RepeatedOutput(String),
+    #[error(
+        "output {0:?}: the classification extension is not supported; \
+         use output processing (top_k) instead"
+    )]
+    Classification(String),
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RequestInput {
-    pub name: String,
-    pub shape: Vec<i64>,
-    pub datatype: String,
-    #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    pub data: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RequestOutput {
-    pub name: String,
-    #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
+impl V2Error {
+    fn input(name: &str, source: V2Error) -> V2Error {
+        V2Error::ReadInput { name: name.to_string(), source: Box::new(source) }
+    }
 }
 
 /// A decoded request: tensors in the model's input order, and what to send back.
@@ -72,14 +119,13 @@ pub struct OutputSelection {
 pub fn split_body<'a>(
     body: &'a [u8],
     header_length: Option<&str>,
-) -> Result<(&'a [u8], &'a [u8]), String> {
+) -> Result<(&'a [u8], &'a [u8]), V2Error> {
     let Some(raw) = header_length else {
         return Ok((body, &[]));
     };
-    let len: usize =
-        raw.trim().parse().map_err(|_| format!("{HEADER_LENGTH} {raw:?} is not a byte count"))?;
+    let len: usize = raw.trim().parse().map_err(|_| V2Error::ParseHeaderLength(raw.into()))?;
     if len > body.len() {
-        return Err(format!("{HEADER_LENGTH} is {len} but the body has only {} bytes", body.len()));
+        return Err(V2Error::SplitBody { len, body: body.len() });
     }
     Ok(body.split_at(len))
 }
@@ -90,7 +136,7 @@ pub fn split_body<'a>(
 /// batching is on).
 ///
 /// # Errors
-/// Every client mistake, as a message fit for a 400 answer.
+/// Every client mistake, named after the check it failed.
 pub fn decode_request(
     json: &[u8],
     binary: &[u8],
@@ -98,92 +144,36 @@ pub fn decode_request(
     model_outputs: &[TensorSpec],
     batchable: bool,
     max_rows: Option<usize>,
-) -> Result<DecodedRequest, String> {
-    let request: InferRequest =
-        serde_json::from_slice(json).map_err(|e| format!("malformed request JSON: {e}"))?;
+) -> Result<DecodedRequest, V2Error> {
+    let request: InferRequest = serde_json::from_slice(json).map_err(V2Error::ParseRequest)?;
     let mut slots: Vec<Option<Tensor>> = vec![None; model_inputs.len()];
     let mut binary_offset = 0usize;
     for input in &request.inputs {
         let index = model_inputs.iter().position(|s| s.name == input.name).ok_or_else(|| {
-            format!(
-                "unknown input {:?}; the model takes {}",
-                input.name,
-                names(model_inputs.iter().map(|s| &s.name))
-            )
+            V2Error::UnknownInput {
+                name: input.name.clone(),
+                known: names(model_inputs.iter().map(|s| &s.name)),
+            }
         })?;
         if slots[index].is_some() {
-            return Err(format!("input {:?} is given twice", input.name));
+            return Err(V2Error::RepeatedInput(input.name.clone()));
         }
-        let spec = &model_inputs[index];
-        let datatype = DataType::from_v2_name(&input.datatype)
-            .map_err(|e| format!("input {:?}: {e}", input.name))?;
-        if datatype != spec.datatype {
-            return Err(format!(
-                "input {:?} has datatype {datatype}, the model expects {}",
-                input.name, spec.datatype
-            ));
-        }
-        let shape = input
-            .shape
-            .iter()
-            .map(|d| usize::try_from(*d))
-            .collect::<Result<Vec<usize>, _>>()
-            .map_err(|_| {
-                format!("input {:?} has a negative dimension in {:?}", input.name, input.shape)
-            })?;
-        spec.check_shape(&shape).map_err(|e| e.to_string())?;
-        let count = element_count(&shape)
-            .ok_or_else(|| format!("input {:?} shape {shape:?} is too large", input.name))?;
-        let binary_size = binary_data_size(input)?;
-        let data = match (binary_size, &input.data) {
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "input {:?} has both \"data\" and binary_data_size",
-                    input.name
-                ));
-            }
-            (Some(size), None) => {
-                let end = binary_offset
-                    .checked_add(size)
-                    .filter(|end| *end <= binary.len())
-                    .ok_or_else(|| {
-                        format!(
-                            "input {:?} declares {size} binary bytes but only {} remain",
-                            input.name,
-                            binary.len() - binary_offset
-                        )
-                    })?;
-                let bytes = &binary[binary_offset..end];
-                binary_offset = end;
-                TensorData::from_le_bytes(datatype, bytes)
-                    .map_err(|e| format!("input {:?}: {e}", input.name))?
-            }
-            (None, Some(value)) => json_data(datatype, value, count)
-                .map_err(|e| format!("input {:?}: {e}", input.name))?,
-            (None, None) => {
-                return Err(format!("input {:?} has no \"data\"", input.name));
-            }
-        };
-        let tensor =
-            Tensor::new(shape, data).map_err(|e| format!("input {:?}: {e}", input.name))?;
+        let tensor = decode_input(input, &model_inputs[index], binary, &mut binary_offset)?;
         slots[index] = Some(tensor);
     }
     if binary_offset != binary.len() {
-        return Err(format!(
-            "{} bytes of binary data follow the header but the inputs use {binary_offset}",
-            binary.len()
-        ));
+        return Err(V2Error::BinaryLeftOver { len: binary.len(), used: binary_offset });
     }
     let inputs = slots
         .into_iter()
         .zip(model_inputs)
-        .map(|(slot, spec)| slot.ok_or_else(|| format!("missing input {:?}", spec.name)))
-        .collect::<Result<Vec<Tensor>, String>>()?;
+        .map(|(slot, spec)| slot.ok_or_else(|| V2Error::MissingInput(spec.name.clone())))
+        .collect::<Result<Vec<Tensor>, V2Error>>()?;
     let rows = if batchable { batch_rows(&inputs, model_inputs)? } else { 1 };
     if let Some(max) = max_rows
         && rows > max
     {
-        return Err(format!("batch of {rows} rows exceeds the server's maximum batch size {max}"));
+        return Err(V2Error::BatchTooLarge { rows, max });
     }
     let binary_default = request
         .parameters
@@ -196,34 +186,93 @@ pub fn decode_request(
     Ok(DecodedRequest { id: request.id, parameters: request.parameters, inputs, rows, outputs })
 }
 
+/// One input as the tensor `spec` describes, its bytes taken from `binary`
+/// at `binary_offset` (moved past them) when it has no JSON `data`.
+fn decode_input(
+    input: &RequestInput,
+    spec: &TensorSpec,
+    binary: &[u8],
+    binary_offset: &mut usize,
+) -> Result<Tensor, V2Error> {
+    let name = &input.name;
+    let datatype = DataType::from_v2_name(&input.datatype)
+        .map_err(|e| V2Error::input(name, V2Error::ConvertData(e.to_string())))?;
+    if datatype != spec.datatype {
+        return Err(V2Error::MatchDatatype {
+            name: name.clone(),
+            given: datatype,
+            expected: spec.datatype,
+        });
+    }
+    let shape = input
+        .shape
+        .iter()
+        .map(|d| usize::try_from(*d))
+        .collect::<Result<Vec<usize>, _>>()
+        .map_err(|_| V2Error::NegativeDimension {
+            name: name.clone(),
+            shape: input.shape.clone(),
+        })?;
+    spec.check_shape(&shape).map_err(|e| V2Error::CheckShape(e.to_string()))?;
+    let count = element_count(&shape)
+        .ok_or_else(|| V2Error::CountElements { name: name.clone(), shape: shape.clone() })?;
+    let binary_size = binary_data_size(input)?;
+    let data = match (binary_size, &input.data) {
+        (Some(_), Some(_)) => return Err(V2Error::DataAndBinary(name.clone())),
+        (Some(size), None) => {
+            let end = binary_offset
+                .checked_add(size)
+                .filter(|end| *end <= binary.len())
+                .ok_or_else(|| V2Error::TakeBinary {
+                    name: name.clone(),
+                    size,
+                    left: binary.len() - *binary_offset,
+                })?;
+            let bytes = &binary[*binary_offset..end];
+            *binary_offset = end;
+            TensorData::from_le_bytes(datatype, bytes)
+                .map_err(|e| V2Error::input(name, V2Error::ConvertData(e.to_string())))?
+        }
+        (None, Some(value)) => {
+            json_data(datatype, value, count).map_err(|e| V2Error::input(name, e))?
+        }
+        (None, None) => return Err(V2Error::NoData(name.clone())),
+    };
+    Tensor::new(shape, data).map_err(|e| V2Error::input(name, V2Error::ConvertData(e.to_string())))
+}
+
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
     it.map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
 }
 
-fn flag(value: &Value, name: &str) -> Result<bool, String> {
-    value.as_bool().ok_or_else(|| format!("parameter {name} must be true or false"))
+fn flag(value: &Value, name: &'static str) -> Result<bool, V2Error> {
+    value.as_bool().ok_or(V2Error::Flag(name))
 }
 
-fn binary_data_size(input: &RequestInput) -> Result<Option<usize>, String> {
+fn binary_data_size(input: &RequestInput) -> Result<Option<usize>, V2Error> {
     let Some(value) = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) else {
         return Ok(None);
     };
-    value.as_u64().and_then(|v| usize::try_from(v).ok()).map(Some).ok_or_else(|| {
-        format!("input {:?}: binary_data_size must be a non-negative integer", input.name)
-    })
+    value
+        .as_u64()
+        .and_then(|v| usize::try_from(v).ok())
+        .map(Some)
+        .ok_or_else(|| V2Error::input(&input.name, V2Error::BinaryDataSize))
 }
 
-fn batch_rows(inputs: &[Tensor], specs: &[TensorSpec]) -> Result<usize, String> {
+fn batch_rows(inputs: &[Tensor], specs: &[TensorSpec]) -> Result<usize, V2Error> {
     let mut rows = None;
     for (tensor, spec) in inputs.iter().zip(specs) {
         let r = tensor.shape[0];
         match rows {
             None => rows = Some(r),
             Some(prev) if prev != r => {
-                return Err(format!(
-                    "inputs disagree on the batch size: {} has {prev} rows, {:?} has {r}",
-                    specs[0].name, spec.name
-                ));
+                return Err(V2Error::BatchRows {
+                    first: specs[0].name.clone(),
+                    first_rows: prev,
+                    name: spec.name.clone(),
+                    rows: r,
+                });
             }
             Some(_) => {}
         }
@@ -235,7 +284,7 @@ fn select_outputs(
     requested: Option<&[RequestOutput]>,
     model_outputs: &[TensorSpec],
     binary_default: bool,
-) -> Result<Vec<OutputSelection>, String> {
+) -> Result<Vec<OutputSelection>, V2Error> {
     let Some(requested) = requested else {
         return Ok((0..model_outputs.len())
             .map(|index| OutputSelection { index, binary: binary_default })
@@ -244,22 +293,17 @@ fn select_outputs(
     let mut selected: Vec<OutputSelection> = Vec::with_capacity(requested.len());
     for out in requested {
         let index = model_outputs.iter().position(|s| s.name == out.name).ok_or_else(|| {
-            format!(
-                "unknown output {:?}; the model gives {}",
-                out.name,
-                names(model_outputs.iter().map(|s| &s.name))
-            )
+            V2Error::UnknownOutput {
+                name: out.name.clone(),
+                known: names(model_outputs.iter().map(|s| &s.name)),
+            }
         })?;
         if selected.iter().any(|s| s.index == index) {
-            return Err(format!("output {:?} is requested twice", out.name));
+            return Err(V2Error::RepeatedOutput(out.name.clone()));
         }
         let params = out.parameters.as_ref();
         if params.and_then(|p| p.get("classification")).is_some_and(|v| !v.is_null()) {
-            return Err(format!(
-                "output {:?}: the classification extension is not supported; \
-                 use output processing (top_k) instead",
-                out.name
-            ));
+            return Err(V2Error::Classification(out.name.clone()));
         }
         let binary = params
             .and_then(|p| p.get("binary_data"))
@@ -272,24 +316,24 @@ fn select_outputs(
 }
 
 /// Converts JSON `data` (flat or nested arrays) to `count` elements of `datatype`.
-fn json_data(datatype: DataType, value: &Value, count: usize) -> Result<TensorData, String> {
+fn json_data(datatype: DataType, value: &Value, count: usize) -> Result<TensorData, V2Error> {
     let mut flat: Vec<&Value> = Vec::with_capacity(count);
     flatten(value, &mut flat, 0)?;
     if flat.len() != count {
-        return Err(format!("the shape needs {count} elements, \"data\" has {}", flat.len()));
+        return Err(V2Error::ElementCount { count, got: flat.len() });
     }
-    TensorData::from_json(datatype, &flat).map_err(|e| e.to_string())
+    TensorData::from_json(datatype, &flat).map_err(|e| V2Error::ConvertData(e.to_string()))
 }
 
 /// Deep enough for any real tensor, shallow enough that a hostile body of
 /// nested brackets cannot exhaust the stack (serde_json already stops at 128).
 const MAX_NESTING: usize = 64;
 
-fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(), String> {
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(), V2Error> {
     match value {
         Value::Array(items) => {
             if depth >= MAX_NESTING {
-                return Err(format!("\"data\" is nested deeper than {MAX_NESTING} levels"));
+                return Err(V2Error::Nesting);
             }
             for item in items {
                 flatten(item, out, depth + 1)?;
@@ -298,28 +342,6 @@ fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Resu
         scalar => out.push(scalar),
     }
     Ok(())
-}
-
-#[derive(Debug, Serialize)]
-pub struct InferResponse<'a> {
-    pub model_name: &'a str,
-    pub model_version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<&'a Map<String, Value>>,
-    pub outputs: Vec<ResponseOutput<'a>>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ResponseOutput<'a> {
-    pub name: &'a str,
-    pub datatype: &'static str,
-    pub shape: &'a [usize],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<JsonData<'a>>,
 }
 
 /// Serializes tensor elements as a flat JSON array (FP16 as numbers).
@@ -411,119 +433,98 @@ pub fn mentions_processing(json: &[u8]) -> bool {
 ///
 /// # Errors
 /// Malformed JSON, or a `processing` parameter that is not a boolean.
-pub fn wants_processing(json: &[u8]) -> Result<bool, ApiError> {
+pub fn wants_processing(json: &[u8]) -> Result<bool, V2Error> {
     #[derive(Deserialize)]
     struct Peek {
         #[serde(default)]
         parameters: Option<Map<String, Value>>,
     }
-    let peek: Peek = serde_json::from_slice(json)
-        .map_err(|e| ApiError::BadRequest(format!("malformed request JSON: {e}")))?;
+    let peek: Peek = serde_json::from_slice(json).map_err(V2Error::ParseRequest)?;
     peek.parameters
         .as_ref()
         .and_then(|p| p.get("processing"))
-        .map(|v| flag(v, "processing").map_err(ApiError::BadRequest))
+        .map(|v| flag(v, "processing"))
         .transpose()
         .map(|f| f.unwrap_or(false))
-}
-
-/// A V2 request with processing: each input's `data` holds one
-/// application-level value per instance. `shape` and `datatype` (`BYTES`
-/// by convention) are accepted and not checked: the processing defines
-/// what the values are.
-#[derive(Debug, Deserialize)]
-pub struct ProcessedRequest {
-    #[serde(default)]
-    pub id: Option<Value>,
-    #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
-    pub inputs: Vec<ProcessedInput>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ProcessedInput {
-    pub name: String,
-    pub data: Vec<Value>,
-}
-
-/// What a processed answer echoes.
-#[derive(Debug)]
-pub struct ProcessedHeader {
-    pub id: Option<Value>,
-    pub parameters: Option<Map<String, Value>>,
 }
 
 /// Parses a processed V2 request.
 ///
 /// # Errors
 /// Malformed JSON or an input without a `data` array.
-pub fn decode_processed(json: &[u8]) -> Result<ProcessedRequest, String> {
-    serde_json::from_slice(json).map_err(|e| {
-        format!(
-            "malformed processed request (each input needs a \"data\" array of one value per instance): {e}"
-        )
-    })
+pub fn decode_processed(json: &[u8]) -> Result<ProcessedRequest, V2Error> {
+    serde_json::from_slice(json).map_err(V2Error::ParseProcessed)
 }
 
-impl ProcessedRequest {
-    /// One column of values per model input, in the processor's (the
-    /// model's) input order.
-    ///
-    /// # Errors
-    /// An unknown, repeated or missing input.
-    pub fn columns<'a>(
-        &'a self,
-        processor: &Processor,
-    ) -> Result<Vec<Vec<InputValue<'a>>>, String> {
-        let names: Vec<&str> = processor.input_steps().map(|(n, _)| n).collect();
-        let mut columns: Vec<Option<Vec<InputValue<'a>>>> = vec![None; names.len()];
-        for input in &self.inputs {
-            let index = names.iter().position(|n| *n == input.name).ok_or_else(|| {
-                format!("unknown input {:?}; the model takes {}", input.name, names.join(", "))
-            })?;
-            if columns[index].is_some() {
-                return Err(format!("input {:?} is given twice", input.name));
-            }
-            columns[index] = Some(input.data.iter().map(InputValue::Json).collect());
+/// One column of values per model input of a processed request, in the
+/// processor's (the model's) input order.
+///
+/// # Errors
+/// An unknown, repeated or missing input.
+pub fn processed_columns<'a>(
+    request: &'a ProcessedRequest,
+    processor: &Processor,
+) -> Result<Vec<Vec<InputValue<'a>>>, V2Error> {
+    let names: Vec<&str> = processor.input_steps().map(|(n, _)| n).collect();
+    let mut columns: Vec<Option<Vec<InputValue<'a>>>> = vec![None; names.len()];
+    for input in &request.inputs {
+        let index = names.iter().position(|n| *n == input.name).ok_or_else(|| {
+            V2Error::UnknownInput { name: input.name.clone(), known: names.join(", ") }
+        })?;
+        if columns[index].is_some() {
+            return Err(V2Error::RepeatedInput(input.name.clone()));
         }
-        columns
-            .into_iter()
-            .zip(&names)
-            .map(|(c, name)| c.ok_or_else(|| format!("missing input {name:?}")))
-            .collect()
+        columns[index] = Some(input.data.iter().map(InputValue::Json).collect());
     }
+    columns
+        .into_iter()
+        .zip(&names)
+        .map(|(c, name)| c.ok_or_else(|| V2Error::MissingInput(name.to_string())))
+        .collect()
+}
 
-    pub fn header(self) -> ProcessedHeader {
-        ProcessedHeader { id: self.id, parameters: self.parameters }
+/// What a processed answer echoes of its request.
+#[derive(Debug)]
+pub struct ProcessedHeader {
+    pub id: Option<Value>,
+    pub parameters: Option<Map<String, Value>>,
+}
+
+impl From<ProcessedRequest> for ProcessedHeader {
+    fn from(request: ProcessedRequest) -> ProcessedHeader {
+        ProcessedHeader { id: request.id, parameters: request.parameters }
     }
 }
 
 /// A processed V2 answer: each output a `BYTES` tensor of `rows` JSON answers.
+///
+/// # Errors
+/// Only JSON serialization failures, which cannot happen for these types.
 pub fn encode_processed(
     model_name: &str,
     model_version: &str,
     request: &ProcessedHeader,
-    answers: Vec<(String, Vec<Value>)>,
+    answers: &[(String, Vec<Value>)],
     rows: usize,
-) -> Value {
-    let outputs: Vec<Value> = answers
-        .into_iter()
-        .map(|(name, data)| {
-            serde_json::json!({ "name": name, "datatype": "BYTES", "shape": [rows], "data": data })
+) -> Result<Vec<u8>, serde_json::Error> {
+    let shape = [rows];
+    let outputs = answers
+        .iter()
+        .map(|(name, data)| ResponseOutput {
+            name,
+            datatype: PROCESSED_DATATYPE,
+            shape: &shape,
+            parameters: None,
+            data: Some(data),
         })
         .collect();
-    let mut body = serde_json::json!({
-        "model_name": model_name,
-        "model_version": model_version,
-        "outputs": outputs,
-    });
-    if let Some(id) = &request.id {
-        body["id"] = id.clone();
-    }
-    if let Some(parameters) = &request.parameters {
-        body["parameters"] = Value::Object(parameters.clone());
-    }
-    body
+    serde_json::to_vec(&InferResponse {
+        model_name,
+        model_version,
+        id: request.id.as_ref(),
+        parameters: request.parameters.as_ref(),
+        outputs,
+    })
 }
 
 #[cfg(test)]
@@ -545,7 +546,7 @@ mod tests {
         )
     }
 
-    fn decode(json: &str, binary: &[u8]) -> Result<DecodedRequest, String> {
+    fn decode(json: &str, binary: &[u8]) -> Result<DecodedRequest, V2Error> {
         let (ins, outs) = mlp_io();
         decode_request(json.as_bytes(), binary, &ins, &outs, true, Some(4))
     }
@@ -575,11 +576,11 @@ mod tests {
         let req = decode(json, &bytes).unwrap();
         assert_eq!(req.inputs[0].data, TensorData::F32(vec![1.0, 2.0]));
         assert_eq!(req.outputs, vec![OutputSelection { index: 1, binary: true }]);
-        let short = decode(json, &bytes[..4]).unwrap_err();
+        let short = decode(json, &bytes[..4]).unwrap_err().to_string();
         assert!(short.contains("declares 8 binary bytes"), "{short}");
         let mut long = bytes.clone();
         long.push(0);
-        assert!(decode(json, &long).unwrap_err().contains("binary data"));
+        assert!(decode(json, &long).unwrap_err().to_string().contains("binary data"));
     }
 
     #[test]
@@ -626,7 +627,7 @@ mod tests {
             (r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32"}]}"#, "has no \"data\""),
         ];
         for (json, expected) in cases {
-            let err = decode(json, &[]).unwrap_err();
+            let err = decode(json, &[]).unwrap_err().to_string();
             assert!(err.contains(expected), "{json}: {err}");
         }
     }
@@ -635,7 +636,8 @@ mod tests {
     fn integers_are_range_checked() {
         let ins = vec![spec("i", DataType::U8, vec![Dim::Fixed(2)])];
         let json = r#"{"inputs":[{"name":"i","shape":[2],"datatype":"UINT8","data":[1,256]}]}"#;
-        let err = decode_request(json.as_bytes(), &[], &ins, &[], false, None).unwrap_err();
+        let err =
+            decode_request(json.as_bytes(), &[], &ins, &[], false, None).unwrap_err().to_string();
         assert!(err.contains("element 1 is a number (256), not an integer in 0..=255"), "{err}");
     }
 

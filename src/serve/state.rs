@@ -1,0 +1,265 @@
+//! What `tractor serve` is told, the state its handlers share, and the
+//! loading of its one model.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use super::batcher::{BatchPolicy, Scheduler};
+use super::error::ApiError;
+use super::metrics::Metrics;
+use crate::engine::{EngineOptions, Model, ModelFormat, Threads};
+use crate::listen::BindError;
+use crate::crd::ProcessingSpec;
+use crate::process::{ProcessError, ProcessingConfig, Processor};
+use crate::store;
+
+/// Everything `tractor serve` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub model_location: String,
+    pub name: String,
+    pub version: String,
+    pub sha256: Option<String>,
+    pub listen: SocketAddr,
+    pub max_batch_size: usize,
+    pub max_batch_delay: Duration,
+    pub max_inflight: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub threads: Threads,
+    /// Batches the engine runs at once; 0 means one per core the model's
+    /// threads leave free.
+    pub workers: usize,
+    /// Input and output processing, checked against the model once loaded.
+    pub processing: Option<ProcessingConfig>,
+}
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    FetchArtifact(#[from] store::StoreError),
+    #[error("loading model {location}: {source}")]
+    LoadModel {
+        location: String,
+        #[source]
+        source: crate::engine::EngineError,
+    },
+    #[error("cannot start the engine workers: {0}")]
+    StartWorkers(#[source] std::io::Error),
+    /// The processing spec does not fit the model; the message names the field.
+    #[error(transparent)]
+    Processing(#[from] ProcessError),
+    #[error("the HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// The model once loaded, with its scheduler and processing.
+pub struct Loaded {
+    pub model: Arc<Model>,
+    pub(super) scheduler: Scheduler,
+    /// The configured processing, or pass-through tensors and raw rows
+    /// (what V1 requests get without a spec).
+    pub(super) processor: Processor,
+    /// Whether a spec was configured (V2 `"processing": true` needs one).
+    pub(super) processing_configured: bool,
+}
+
+/// Shared state of the HTTP handlers. It never holds anything of the
+/// controller's: the server only knows its one model.
+#[derive(Clone)]
+pub struct AppState {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) name: String,
+    pub(super) version: String,
+    loaded: OnceLock<Loaded>,
+    pub(super) metrics: Metrics,
+    pub(super) inflight: Arc<Semaphore>,
+    /// Input processing running at once. Each decoded image may hold up to
+    /// 4096 x 4096 x 3 bytes (48 MiB), so the in-flight limit alone (256)
+    /// would let a burst of large images take gigabytes; one per core keeps
+    /// the cores busy and the memory bounded.
+    pub(super) preparing: Arc<Semaphore>,
+    pub(super) max_body_bytes: usize,
+    pub(super) request_timeout: Duration,
+    policy: BatchPolicy,
+}
+
+/// The model a URL names: `/v2/models/{name}[/versions/{version}]/...`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ModelPath {
+    pub(super) name: String,
+    pub(super) version: Option<String>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+impl AppState {
+    pub fn new(config: &ServeConfig) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                name: config.name.clone(),
+                version: config.version.clone(),
+                loaded: OnceLock::new(),
+                metrics: Metrics::new(&config.name, &config.version),
+                inflight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
+                preparing: Arc::new(Semaphore::new(cores())),
+                max_body_bytes: config.max_body_bytes,
+                request_timeout: config.request_timeout,
+                policy: BatchPolicy {
+                    max_batch_rows: config.max_batch_size,
+                    max_delay: config.max_batch_delay,
+                    slots: config.workers,
+                },
+            }),
+        }
+    }
+
+    /// Installs a loaded model, starts its engine workers and turns
+    /// readiness on. A second call is ignored.
+    ///
+    /// # Errors
+    /// The operating system refusing to start the worker threads.
+    pub fn install(&self, model: Model) -> Result<(), ServeError> {
+        self.install_processed(model, None)
+    }
+
+    /// As [`AppState::install`], with input and output processing checked
+    /// against the model first.
+    ///
+    /// # Errors
+    /// A spec that does not fit the model (the message names the field),
+    /// or the operating system refusing to start the worker threads.
+    pub fn install_processed(
+        &self,
+        model: Model,
+        processing: Option<&ProcessingConfig>,
+    ) -> Result<(), ServeError> {
+        if self.inner.loaded.get().is_some() {
+            return Ok(());
+        }
+        let processor = match processing {
+            Some(config) => config.processor(model.inputs(), model.outputs())?,
+            None => {
+                Processor::new(&ProcessingSpec::default(), model.inputs(), model.outputs(), None)?
+            }
+        };
+        let processing_configured = processing.is_some();
+        let model = Arc::new(model);
+        let mut policy = self.inner.policy;
+        if policy.slots == 0 {
+            policy.slots = (cores() / model.threads().max(1)).max(1);
+        }
+        let batch_size = self.inner.metrics.batch_size.clone();
+        let scheduler = Scheduler::start(
+            model.clone(),
+            policy,
+            Arc::new(move |rows| batch_size.observe(rows as f64)),
+        )
+        .map_err(ServeError::StartWorkers)?;
+        tracing::info!(
+            inputs = ?model.inputs().iter().map(|s| (&s.name, s.datatype.v2_name(), s.v2_shape())).collect::<Vec<_>>(),
+            outputs = ?model.outputs().iter().map(|s| (&s.name, s.datatype.v2_name(), s.v2_shape())).collect::<Vec<_>>(),
+            batching = scheduler.policy().batching(),
+            engine_threads = model.threads(),
+            batch_one_plan = model.has_single_plan(),
+            slots = scheduler.policy().slots,
+            processing = ?processor.input_steps().map(|(n, s)| (n, s.name())).collect::<Vec<_>>(),
+            "model ready"
+        );
+        let loaded = Loaded { model, scheduler, processor, processing_configured };
+        if self.inner.loaded.set(loaded).is_ok() {
+            self.inner.metrics.model_ready.set(1);
+        }
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(super) fn loaded(&self) -> Result<&Loaded, ApiError> {
+        self.inner.loaded.get().ok_or(ApiError::NotReady)
+    }
+
+    /// Checks a name (and version) from the URL against the served model.
+    pub(super) fn check_model(&self, name: &str, version: Option<&str>) -> Result<(), ApiError> {
+        if name != self.inner.name {
+            return Err(ApiError::NotFound(format!(
+                "unknown model {name:?}; this server serves {:?}",
+                self.inner.name
+            )));
+        }
+        if let Some(v) = version
+            && v != self.inner.version
+        {
+            return Err(ApiError::NotFound(format!(
+                "unknown version {v:?} of model {name:?}; this server serves version {:?}",
+                self.inner.version
+            )));
+        }
+        Ok(())
+    }
+
+    /// The loaded model, once the model a URL names is checked to be ours.
+    pub(super) fn serving(&self, at: &ModelPath) -> Result<&Loaded, ApiError> {
+        self.check_model(&at.name, at.version.as_deref())?;
+        self.loaded()
+    }
+}
+
+/// The model name a location implies: its file name without the model extensions.
+pub fn default_model_name(location: &str) -> String {
+    let file = location.trim_end_matches('/').rsplit('/').next().unwrap_or(location);
+    let mut stem = file;
+    for ext in [".onnx", ".tgz", ".tar.gz", ".tar", ".nnef"] {
+        stem = stem.strip_suffix(ext).unwrap_or(stem);
+    }
+    if stem.is_empty() { "model".to_string() } else { stem.to_string() }
+}
+
+/// Fetches, verifies and loads the model; the slow part of start-up.
+///
+/// # Errors
+/// An artifact that cannot be fetched or verified, or a model the engine
+/// cannot load.
+pub async fn load_model(config: &ServeConfig) -> Result<Model, ServeError> {
+    let artifact = store::fetch(&config.model_location, config.sha256.as_deref()).await?;
+    tracing::info!(uri = %artifact.uri, sha256 = %artifact.sha256, bytes = artifact.bytes.len(), "artifact fetched");
+    let options = EngineOptions { threads: config.threads };
+    let location = config.model_location.clone();
+    tokio::task::spawn_blocking(move || {
+        let format = ModelFormat::detect(&artifact.file_name, &artifact.bytes);
+        Model::load(&artifact.bytes, format, &options)
+    })
+    .await
+    .map_err(|e| ServeError::LoadModel {
+        location: location.clone(),
+        source: crate::engine::EngineError::Prepare(e.to_string()),
+    })?
+    .map_err(|source| ServeError::LoadModel { location, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_come_from_file_stems() {
+        assert_eq!(default_model_name("/a/b/digits-mlp-v1.onnx"), "digits-mlp-v1");
+        assert_eq!(default_model_name("s3://bucket/m.nnef.tgz"), "m");
+        assert_eq!(default_model_name("https://h/x/model"), "model");
+        assert_eq!(default_model_name(".onnx"), "model");
+    }
+}
