@@ -2064,4 +2064,68 @@ mod tests {
             Form::StaticInt8 { scale: 4.0 / 255.0, zero_point: 64 }
         );
     }
+
+    /// The models the pass writes, pinned byte for byte: a restructuring
+    /// of this module must not change a single byte of any form.
+    #[test]
+    fn written_models_are_pinned_byte_for_byte() {
+        use sha2::Digest;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models");
+        let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+        let recipe = |mode, block_size, stochastic| Quantize {
+            mode,
+            block_size,
+            stochastic,
+            seed: 5,
+            calibration_method: CalibrationMethod::Minmax,
+            calibration: None,
+            fallback: true,
+            skip: Vec::new(),
+        };
+        let mut lines = Vec::new();
+        for (file, calibration) in
+            [("digits-mlp-v1.onnx", "digits-calibration.npz"), ("digits-cnn.onnx", "digits-calibration-images.npz")]
+        {
+            let m = graph::decode(&read(file)).unwrap();
+            let ctx = Context {
+                calibration: Some(super::super::Dataset::parse(calibration, &read(calibration)).unwrap()),
+                validation: None,
+                models: HashMap::new(),
+                measure: false,
+            };
+            let mut recipes = Vec::new();
+            for mode in [
+                QuantizeMode::WeightInt8,
+                QuantizeMode::DynamicInt8,
+                QuantizeMode::StaticInt8,
+                QuantizeMode::WeightInt4,
+            ] {
+                recipes.push(recipe(mode, None, false));
+                recipes.push(recipe(mode, Some(16), true));
+            }
+            let mut nbits = recipe(QuantizeMode::WeightInt4, None, false);
+            nbits.fallback = false;
+            recipes.push(nbits);
+            let mut entropy = recipe(QuantizeMode::StaticInt8, None, false);
+            entropy.calibration_method = CalibrationMethod::Entropy;
+            recipes.push(entropy);
+            for q in &recipes {
+                let (out, _) = quantize(&m, q, &ctx).unwrap();
+                let sha = hex::encode(sha2::Sha256::digest(graph::encode(&out)));
+                lines.push(format!("{file} {:?} {:?} {} {}: {sha}", q.mode, q.block_size, q.stochastic, q.fallback));
+            }
+            let (layers, _) = find_layers(graph::graph(&m).unwrap(), &[]);
+            let settings = Settings { block: 32, int8_block: Some(16), stochastic: false, seed: 0 };
+            let forms: &[Form] = if file.contains("cnn") { &[Form::WeightInt8Block] } else { &[Form::WeightInt8Block, Form::WeightInt8Split] };
+            for form in forms {
+                let out = rewrite(&m, &layers, &vec![*form; layers.len()], &settings).unwrap();
+                let sha = hex::encode(sha2::Sha256::digest(graph::encode(&out)));
+                lines.push(format!("{file} {form:?}: {sha}"));
+            }
+        }
+        let got = lines.join("\n");
+        assert_eq!(got, PINNED.trim(), "\n{got}");
+    }
+
+    const PINNED: &str = "";
 }
