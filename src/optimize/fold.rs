@@ -568,12 +568,7 @@ mod tests {
         // BN: scale [1, 2], shift [0, 1], mean [1, 0], var [3, 0] (eps 1): s = [0.5, 2].
         let mut bn =
             node("BatchNormalization", "bn", &["c", "scale", "shift", "mean", "var"], &["y"]);
-        bn.attribute.push(pb::AttributeProto {
-            name: "epsilon".into(),
-            r#type: 1,
-            f: 1.0,
-            ..Default::default()
-        });
+        bn.attribute.push(graph::float_attr("epsilon", 1.0));
         let mut m = model(
             ("x", &[None, Some(1), Some(1), Some(1)]),
             ("y", &[None, Some(2), Some(1), Some(1)]),

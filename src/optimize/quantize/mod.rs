@@ -386,16 +386,33 @@ mod testing {
         c.attribute.push(graph::int_attr("group", group));
         c
     }
+
+    /// x [b, 2, 6, 6] -> Conv 8x2x3x3 -> Relu -> Conv group 2, 4x4x3x3
+    /// with a bias.
+    pub fn two_convs() -> pb::ModelProto {
+        model(
+            ("x", &[None, Some(2), Some(6), Some(6)]),
+            ("y", &[None, Some(4), Some(2), Some(2)]),
+            vec![
+                conv("c1", &["x", "w1"], "h", 1),
+                node("Relu", "relu", &["h"], &["r"]),
+                conv("c2", &["r", "w2", "b2"], "y", 2),
+            ],
+            vec![
+                f32_tensor("w1", &[8, 2, 3, 3], &values(144, 1, 0.5)),
+                f32_tensor("w2", &[4, 4, 3, 3], &values(144, 2, 0.3)),
+                f32_tensor("b2", &[4], &values(4, 3, 0.5)),
+            ],
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
-    use super::testing::{conv, mlp};
+    use super::testing::{mlp, two_convs};
     use super::*;
-    use crate::optimize::graph::testing::{model, values};
-    use crate::optimize::graph::{f32_tensor, node};
     use crate::optimize::recipe::CalibrationMethod;
 
     #[test]
@@ -488,26 +505,8 @@ mod tests {
         // bias and beta 0.5 (the Mul), and Convs with and without a bias.
         let mut beta = mlp();
         let gemm = &mut graph::graph_mut(&mut beta).unwrap().node[0];
-        gemm.attribute.push(pb::AttributeProto {
-            name: "beta".into(),
-            r#type: 1,
-            f: 0.5,
-            ..Default::default()
-        });
-        let convs = model(
-            ("x", &[None, Some(2), Some(6), Some(6)]),
-            ("y", &[None, Some(4), Some(2), Some(2)]),
-            vec![
-                conv("c1", &["x", "w1"], "h", 1),
-                node("Relu", "relu", &["h"], &["r"]),
-                conv("c2", &["r", "w2", "b2"], "y", 2),
-            ],
-            vec![
-                f32_tensor("w1", &[8, 2, 3, 3], &values(144, 1, 0.5)),
-                f32_tensor("w2", &[4, 4, 3, 3], &values(144, 2, 0.3)),
-                f32_tensor("b2", &[4], &values(4, 3, 0.5)),
-            ],
-        );
+        gemm.attribute.push(graph::float_attr("beta", 0.5));
+        let convs = two_convs();
         let static_form = uint8_params(-1.0, 2.0);
         let dense = [
             Form::WeightInt8,

@@ -545,7 +545,7 @@ mod tests {
     use crate::optimize::quantize::find_layers;
     use crate::optimize::quantize::layout::over_fold_budget;
     use crate::optimize::quantize::math::uint8_params;
-    use crate::optimize::quantize::testing::{conv, max_err, mlp};
+    use crate::optimize::quantize::testing::{conv, max_err, mlp, two_convs};
 
     #[test]
     fn block_int8_runs_in_tract_and_beats_per_channel_on_mixed_rows() {
@@ -626,20 +626,7 @@ mod tests {
         // x [b, 2, 6, 6] -> Conv 8x2x3x3 (K = 18: one block of 18 per
         // channel) -> Relu -> Conv group 2, 4x4x3x3 (K = 36: blocks of 32,
         // the second padded and sliced off) with bias.
-        let m = model(
-            ("x", &[None, Some(2), Some(6), Some(6)]),
-            ("y", &[None, Some(4), Some(2), Some(2)]),
-            vec![
-                conv("c1", &["x", "w1"], "h", 1),
-                node("Relu", "relu", &["h"], &["r"]),
-                conv("c2", &["r", "w2", "b2"], "y", 2),
-            ],
-            vec![
-                f32_tensor("w1", &[8, 2, 3, 3], &values(144, 1, 0.5)),
-                f32_tensor("w2", &[4, 4, 3, 3], &values(144, 2, 0.3)),
-                f32_tensor("b2", &[4], &values(4, 3, 0.5)),
-            ],
-        );
+        let m = two_convs();
         let (layers, _) = find_layers(graph::graph(&m).unwrap(), &[]);
         assert_eq!(layers.iter().map(|l| int4_block(l, 32)).collect::<Vec<_>>(), vec![18, 32]);
         let settings = Settings { block: 32, int8_block: None, stochastic: false, seed: 0 };
@@ -728,12 +715,7 @@ mod tests {
         // use a weight wide enough for several blocks: 600 x 4000 floats.
         let (k, n) = (600, 4000);
         let mut gemm = node("Gemm", "fc", &["x", "w", "b"], &["y"]);
-        gemm.attribute.push(pb::AttributeProto {
-            name: "alpha".into(),
-            r#type: 1,
-            f: 0.5,
-            ..Default::default()
-        });
+        gemm.attribute.push(graph::float_attr("alpha", 0.5));
         let m = model(
             ("x", &[None, Some(k as i64)]),
             ("y", &[None, Some(n as i64)]),
