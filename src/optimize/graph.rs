@@ -420,6 +420,17 @@ pub(crate) mod testing {
         }
     }
 
+    /// [`model`] with a float `x` [batch, inputs] and `y` [batch, outputs]:
+    /// the dense graphs most pass tests build.
+    pub fn dense(
+        inputs: i64,
+        outputs: i64,
+        nodes: Vec<pb::NodeProto>,
+        inits: Vec<pb::TensorProto>,
+    ) -> pb::ModelProto {
+        model(("x", &[None, Some(inputs)]), ("y", &[None, Some(outputs)]), nodes, inits)
+    }
+
     /// Deterministic pseudo-random values in [-scale, scale].
     pub fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 * 0.618 + seed as f32 * 1.7).sin()) * scale).collect()

@@ -41,6 +41,12 @@
 //! at load, but only while the float weight fits its constant-folding
 //! budget (`CONST_FOLD_MEM_BUDGET`, 4 MiB in tract-core 0.23.9): a bigger
 //! one is dequantized at every run, which the measurement catches.
+//!
+//! Here the pass ([`quantize`]) and the layers it finds; `math` turns
+//! floats into integers and scales, `calibration` measures activation
+//! ranges, `layout` knows where a weight keeps its outputs and what tract
+//! folds at load, `rewrite` writes each form into the graph, `timing`
+//! times a model against fp32 and `choice` decides from those timings.
 
 mod calibration;
 mod choice;
@@ -354,16 +360,16 @@ pub fn quantize(
 mod testing {
     use tract_onnx::pb;
 
-    use crate::optimize::graph::testing::{model, values};
+    use crate::optimize::graph::testing::{dense, model, values};
     use crate::optimize::graph::{self, f32_tensor, node};
 
     pub fn mlp() -> pb::ModelProto {
         // x [b, 4] -> MatMul W1 [4, 8] + b1 (Gemm) -> Relu -> MatMul W2 [8, 3]
         let mut gemm = node("Gemm", "fc1", &["x", "w1", "b1"], &["h"]);
         gemm.attribute.push(graph::int_attr("transB", 1));
-        model(
-            ("x", &[None, Some(4)]),
-            ("y", &[None, Some(3)]),
+        dense(
+            4,
+            3,
             vec![
                 gemm,
                 node("Relu", "relu", &["h"], &["r"]),

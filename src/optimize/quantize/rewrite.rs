@@ -540,7 +540,7 @@ fn scaled_bias(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optimize::graph::testing::{model, run, values};
+    use crate::optimize::graph::testing::{dense, model, run, values};
     use crate::optimize::graph::{f32_tensor, node};
     use crate::optimize::quantize::find_layers;
     use crate::optimize::quantize::layout::over_fold_budget;
@@ -553,9 +553,9 @@ mod tests {
         // tiny ones round to 0; in blocks of 16 the other block keeps them.
         let mut w = vec![0.01f32; 32];
         w[0] = 10.0;
-        let m = model(
-            ("x", &[None, Some(32)]),
-            ("y", &[None, Some(1)]),
+        let m = dense(
+            32,
+            1,
             vec![node("MatMul", "fc", &["x", "w"], &["y"])],
             vec![f32_tensor("w", &[32, 1], &w)],
         );
@@ -716,9 +716,9 @@ mod tests {
         let (k, n) = (600, 4000);
         let mut gemm = node("Gemm", "fc", &["x", "w", "b"], &["y"]);
         gemm.attribute.push(graph::float_attr("alpha", 0.5));
-        let m = model(
-            ("x", &[None, Some(k as i64)]),
-            ("y", &[None, Some(n as i64)]),
+        let m = dense(
+            k as i64,
+            n as i64,
             vec![gemm],
             vec![
                 f32_tensor("w", &[k, n], &values(k * n, 1, 1.0)),
