@@ -527,7 +527,7 @@ fn fuse_matmul_add(g: &mut pb::GraphProto) -> Result<usize, PassError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optimize::graph::testing::{model, run, values};
+    use crate::optimize::graph::testing::{dense, model, run, values};
     use crate::optimize::graph::{f32_tensor, node};
 
     /// Relative to the largest magnitude of the output: logits near zero
@@ -542,9 +542,9 @@ mod tests {
 
     #[test]
     fn identity_and_dropout_disappear_and_output_name_stays() {
-        let mut m = model(
-            ("x", &[None, Some(2)]),
-            ("y", &[None, Some(2)]),
+        let mut m = dense(
+            2,
+            2,
             vec![
                 node("Identity", "id", &["x"], &["a"]),
                 node("MatMul", "mm", &["a", "w"], &["b"]),
@@ -568,12 +568,7 @@ mod tests {
         // BN: scale [1, 2], shift [0, 1], mean [1, 0], var [3, 0] (eps 1): s = [0.5, 2].
         let mut bn =
             node("BatchNormalization", "bn", &["c", "scale", "shift", "mean", "var"], &["y"]);
-        bn.attribute.push(pb::AttributeProto {
-            name: "epsilon".into(),
-            r#type: 1,
-            f: 1.0,
-            ..Default::default()
-        });
+        bn.attribute.push(graph::float_attr("epsilon", 1.0));
         let mut m = model(
             ("x", &[None, Some(1), Some(1), Some(1)]),
             ("y", &[None, Some(2), Some(1), Some(1)]),
@@ -628,9 +623,9 @@ mod tests {
     #[test]
     fn batch_norm_folds_into_matmul_and_add_by_hand() {
         // x [N, 2] x W [[1, 2], [3, 4]] + b [1, -1], then BN over the 2 columns.
-        let mut m = model(
-            ("x", &[None, Some(2)]),
-            ("y", &[None, Some(2)]),
+        let mut m = dense(
+            2,
+            2,
             vec![
                 node("MatMul", "mm", &["x", "w"], &["m"]),
                 node("Add", "add", &["m", "b"], &["c"]),
@@ -664,9 +659,9 @@ mod tests {
     #[test]
     fn batch_norm_after_a_bare_matmul_folds_within_1e5() {
         // MatMul 3 -> 2 without bias; the BN becomes the Add of b'.
-        let mut m = model(
-            ("x", &[None, Some(3)]),
-            ("y", &[None, Some(2)]),
+        let mut m = dense(
+            3,
+            2,
             vec![node("MatMul", "mm", &["x", "w"], &["c"]), bn(1e-5)],
             [vec![f32_tensor("w", &[3, 2], &values(6, 1, 1.0))], bn_stats()].concat(),
         );
@@ -695,9 +690,9 @@ mod tests {
 
     #[test]
     fn matmul_add_becomes_gemm_and_constants_fold() {
-        let mut m = model(
-            ("x", &[None, Some(3)]),
-            ("y", &[None, Some(2)]),
+        let mut m = dense(
+            3,
+            2,
             vec![
                 node("Transpose", "t", &["wt"], &["w"]),
                 node("MatMul", "mm", &["x", "w"], &["m"]),

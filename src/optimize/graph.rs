@@ -17,11 +17,15 @@ pub const INT64: i32 = 7;
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
     #[error("cannot decode the model as ONNX: {0}")]
-    Decode(String),
+    Decode(#[source] prost::DecodeError),
     #[error("the model has no graph")]
     NoGraph,
     #[error("tensor {name:?}: {reason}")]
     Tensor { name: String, reason: String },
+    #[error("node {node:?} reads {input:?}, which nothing produces before it")]
+    DanglingInput { node: String, input: String },
+    #[error("graph output {output:?} is not produced")]
+    DanglingOutput { output: String },
 }
 
 /// Decodes ONNX bytes.
@@ -29,7 +33,7 @@ pub enum GraphError {
 /// # Errors
 /// Bytes that are not an ONNX `ModelProto` with a graph.
 pub fn decode(bytes: &[u8]) -> Result<pb::ModelProto, GraphError> {
-    let model = pb::ModelProto::decode(bytes).map_err(|e| GraphError::Decode(e.to_string()))?;
+    let model = pb::ModelProto::decode(bytes).map_err(GraphError::Decode)?;
     if model.graph.is_none() {
         return Err(GraphError::NoGraph);
     }
@@ -148,6 +152,10 @@ pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> pb::Node
 
 pub fn int_attr(name: &str, value: i64) -> pb::AttributeProto {
     pb::AttributeProto { name: name.into(), r#type: 2, i: value, ..Default::default() }
+}
+
+pub fn float_attr(name: &str, value: f32) -> pb::AttributeProto {
+    pb::AttributeProto { name: name.into(), r#type: 1, f: value, ..Default::default() }
 }
 
 /// An integer attribute of a node, or `default`.
@@ -323,23 +331,20 @@ pub fn interface(model: &pb::ModelProto) -> Interface {
 ///
 /// # Errors
 /// The first dangling name.
-pub fn check_wiring(g: &pb::GraphProto) -> Result<(), String> {
+pub fn check_wiring(g: &pb::GraphProto) -> Result<(), GraphError> {
     let mut known: HashSet<&str> = g.input.iter().map(|v| v.name.as_str()).collect();
     known.extend(g.initializer.iter().map(|t| t.name.as_str()));
     for n in &g.node {
         for i in n.input.iter().filter(|i| !i.is_empty()) {
             if !known.contains(i.as_str()) {
-                return Err(format!(
-                    "node {:?} reads {i:?}, which nothing produces before it",
-                    n.name
-                ));
+                return Err(GraphError::DanglingInput { node: n.name.clone(), input: i.clone() });
             }
         }
         known.extend(n.output.iter().map(String::as_str));
     }
     for o in &g.output {
         if !known.contains(o.name.as_str()) {
-            return Err(format!("graph output {:?} is not produced", o.name));
+            return Err(GraphError::DanglingOutput { output: o.name.clone() });
         }
     }
     Ok(())
@@ -415,6 +420,17 @@ pub(crate) mod testing {
         }
     }
 
+    /// [`model`] with a float `x` [batch, inputs] and `y` [batch, outputs]:
+    /// the dense graphs most pass tests build.
+    pub fn dense(
+        inputs: i64,
+        outputs: i64,
+        nodes: Vec<pb::NodeProto>,
+        inits: Vec<pb::TensorProto>,
+    ) -> pb::ModelProto {
+        model(("x", &[None, Some(inputs)]), ("y", &[None, Some(outputs)]), nodes, inits)
+    }
+
     /// Deterministic pseudo-random values in [-scale, scale].
     pub fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 * 0.618 + seed as f32 * 1.7).sin()) * scale).collect()
@@ -463,8 +479,8 @@ mod tests {
             vec![node("Relu", "r", &["nope"], &["y"])],
             vec![],
         );
-        let err = check_wiring(graph(&m).unwrap()).unwrap_err();
-        assert!(err.contains("nope"), "{err}");
+        let err = check_wiring(graph(&m).unwrap()).unwrap_err().to_string();
+        assert_eq!(err, r#"node "r" reads "nope", which nothing produces before it"#);
     }
 
     #[test]

@@ -69,8 +69,13 @@ pub enum OptimizeError {
         before: String,
         after: String,
     },
-    #[error("pass {index} ({name}) left the graph inconsistent: {reason}")]
-    Wiring { index: usize, name: &'static str, reason: String },
+    #[error("pass {index} ({name}) left the graph inconsistent: {source}")]
+    Wiring {
+        index: usize,
+        name: &'static str,
+        #[source]
+        source: graph::GraphError,
+    },
     #[error("the input model: {0}")]
     Input(#[from] graph::GraphError),
     #[error("loading the {which} model in tract: {source}")]
@@ -262,7 +267,7 @@ fn check_pass(
         });
     }
     let g = graph::graph(after)?;
-    graph::check_wiring(g).map_err(|reason| OptimizeError::Wiring { index, name, reason })
+    graph::check_wiring(g).map_err(|source| OptimizeError::Wiring { index, name, source })
 }
 
 fn type_text(t: &pb::TypeProto) -> String {
@@ -314,7 +319,7 @@ pub fn run(input: &[u8], recipe: &Recipe, ctx: &Context) -> Result<Outcome, Opti
                     // Compose changes the outputs (and may add inputs) by
                     // design; the wiring is still checked.
                     graph::check_wiring(graph::graph(p)?)
-                        .map_err(|reason| OptimizeError::Wiring { index, name, reason })?;
+                        .map_err(|source| OptimizeError::Wiring { index, name, source })?;
                 } else {
                     check_pass(index, name, model, p)?;
                 }

@@ -342,7 +342,7 @@ fn replace_init(g: &mut pb::GraphProto, name: &str, t: &FloatTensor) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optimize::graph::testing::{model, run, values};
+    use crate::optimize::graph::testing::{dense, model, run, values};
     use crate::optimize::graph::{f32_tensor, node};
 
     fn prune_spec(method: PruneMethod, sparsity: f64) -> Prune {
@@ -351,9 +351,9 @@ mod tests {
 
     #[test]
     fn magnitude_zeroes_the_smallest_by_hand() {
-        let mut m = model(
-            ("x", &[None, Some(2)]),
-            ("y", &[None, Some(2)]),
+        let mut m = dense(
+            2,
+            2,
             vec![node("MatMul", "mm", &["x", "w"], &["y"])],
             vec![f32_tensor("w", &[2, 2], &[0.1, -3.0, 2.0, -0.2])],
         );
@@ -365,9 +365,9 @@ mod tests {
 
     #[test]
     fn global_magnitude_uses_one_threshold_and_skip_is_honoured() {
-        let mut m = model(
-            ("x", &[None, Some(2)]),
-            ("y", &[None, Some(2)]),
+        let mut m = dense(
+            2,
+            2,
             vec![
                 node("MatMul", "a", &["x", "w1"], &["h"]),
                 node("MatMul", "b", &["h", "w2"], &["y"]),
@@ -395,9 +395,9 @@ mod tests {
         // x [b,2] -> W1 [2,3] -> Relu -> W2 [3,1]. Hidden unit 1 has the
         // smallest column of W1 (L1 0.2): removing it drops column 1 of W1 and
         // row 1 of W2.
-        let mut m = model(
-            ("x", &[None, Some(2)]),
-            ("y", &[None, Some(1)]),
+        let mut m = dense(
+            2,
+            1,
             vec![
                 node("MatMul", "a", &["x", "w1"], &["h"]),
                 node("Add", "bias", &["h", "b1"], &["hb"]),
