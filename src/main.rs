@@ -281,7 +281,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) => run_bench(args).await,
         Command::Infer(args) => run_infer(args).await,
         Command::Optimize(args) => {
-            use tractor::optimize::{cli, recipe::ConvertFormat};
+            use tractor::crd::recipe::ConvertFormat;
+            use tractor::optimize::cli;
             let options = cli::OptimizeOptions {
                 input: args.input,
                 output: args.output,
@@ -315,7 +316,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Merge(args) => {
-            use tractor::optimize::{cli, recipe::MergeMode};
+            use tractor::crd::recipe::MergeMode;
+            use tractor::optimize::cli;
             let mode = if args.mode == "compose" { MergeMode::Compose } else { MergeMode::Average };
             let options =
                 cli::MergeOptions { mode, models: args.models, map: args.map, output: args.output };

@@ -271,7 +271,7 @@ fn merge_compose_and_average_from_the_command_line() {
         Dataset::parse("x.npz", &std::fs::read(models().join("digits-test.npz")).unwrap()).unwrap();
     let m = Model::load_path(&soup, &EngineOptions::default()).unwrap();
     assert!(
-        tractor::optimize::evaluate::evaluate(&m, &d, tractor::optimize::recipe::Metric::Accuracy)
+        tractor::optimize::evaluate::evaluate(&m, &d, tractor::crd::recipe::Metric::Accuracy)
             .unwrap()
             > 50.0
     );

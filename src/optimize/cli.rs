@@ -22,7 +22,7 @@ pub enum CliError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Recipe(#[from] super::recipe::RecipeError),
+    Recipe(#[from] crate::crd::recipe::RecipeError),
     #[error("{0}")]
     Flags(String),
     #[error("data file {file}: {source}")]

@@ -14,7 +14,6 @@ pub mod graph;
 pub mod merge;
 pub mod prune;
 pub mod quantize;
-pub mod recipe;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,9 +21,9 @@ use std::time::Duration;
 
 use tract_onnx::pb;
 
+use crate::crd::recipe::{self, Pass, Recipe};
 pub use data::Dataset;
 pub use evaluate::Gate;
-pub use recipe::{Pass, Recipe, Validation};
 
 use crate::engine::{EngineOptions, Model, ModelFormat};
 

@@ -32,9 +32,9 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::contract::routes::{Backend, RouteTable};
 pub use crate::contract::v2::VERSION_HEADER;
 use crate::listen::{BindError, bind};
-use crate::contract::routes::{Backend, RouteTable};
 pub use stats::Stats;
 pub use table::{RoutesSource, TableError, parse_backend};
 

@@ -11,9 +11,9 @@ use tokio::sync::Semaphore;
 use super::batcher::{BatchPolicy, Scheduler};
 use super::error::ApiError;
 use super::metrics::Metrics;
+use crate::crd::ProcessingSpec;
 use crate::engine::{EngineOptions, Model, ModelFormat, Threads};
 use crate::listen::BindError;
-use crate::crd::ProcessingSpec;
 use crate::process::{ProcessError, ProcessingConfig, Processor};
 use crate::store;
 

@@ -7,9 +7,9 @@ use tract_onnx::pb;
 
 use super::math::uint8_params;
 use super::{Form, Layer, PassError};
+use crate::crd::recipe::CalibrationMethod;
 use crate::engine::{EngineOptions, Model, ModelFormat};
 use crate::optimize::graph;
-use crate::optimize::recipe::CalibrationMethod;
 
 /// Activation ranges at each layer's input from calibration data, as
 /// static-int8 forms (uint8, asymmetric).

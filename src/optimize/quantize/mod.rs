@@ -58,8 +58,8 @@ mod timing;
 use tract_onnx::pb;
 
 use super::graph::{self, FloatTensor};
-use super::recipe::{Quantize, QuantizeMode};
 use super::{Context, PassError};
+use crate::crd::recipe::{Quantize, QuantizeMode};
 use crate::engine::{EngineOptions, Model, ModelFormat};
 use calibration::calibrate;
 pub use calibration::{entropy_threshold, range};
@@ -419,7 +419,7 @@ mod tests {
 
     use super::testing::{mlp, two_convs};
     use super::*;
-    use crate::optimize::recipe::CalibrationMethod;
+    use crate::crd::recipe::CalibrationMethod;
 
     #[test]
     fn skip_list_and_weight_stats() {
