@@ -38,18 +38,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Checks the shape of a user-given digest and normalizes it to lowercase.
+/// Checks the shape of a user-given digest and normalizes it to lowercase:
+/// the API's rule ([`crate::crd::normalize_digest`]), with the store's error.
 ///
 /// # Errors
 /// Anything but 64 hexadecimal characters (an optional `sha256:` prefix is accepted).
 pub fn normalize_digest(digest: &str) -> Result<String, StoreError> {
-    let trimmed = digest.trim();
-    let hex_part = trimmed.strip_prefix("sha256:").unwrap_or(trimmed);
-    if hex_part.len() == 64 && hex_part.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(hex_part.to_ascii_lowercase())
-    } else {
-        Err(StoreError::InvalidDigest(digest.to_string()))
-    }
+    crate::crd::normalize_digest(digest).map_err(|e| StoreError::InvalidDigest(e.0))
 }
 
 /// Turns a user-given location into a URL: plain paths become `file://` URLs

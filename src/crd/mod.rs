@@ -455,6 +455,26 @@ pub struct VersionMetrics {
     pub summary: Option<String>,
 }
 
+/// A digest that is not 64 hexadecimal characters (the text as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid sha256 {0:?}: expected 64 hexadecimal characters")]
+pub struct InvalidDigest(pub String);
+
+/// A user-given sha256 as lowercase hex, with an optional `sha256:` prefix
+/// accepted: the one rule for specs, `serve --sha256` and the store.
+///
+/// # Errors
+/// Anything but 64 hexadecimal characters.
+pub fn normalize_digest(digest: &str) -> Result<String, InvalidDigest> {
+    let trimmed = digest.trim();
+    let hex_part = trimmed.strip_prefix("sha256:").unwrap_or(trimmed);
+    if hex_part.len() == 64 && hex_part.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(hex_part.to_ascii_lowercase())
+    } else {
+        Err(InvalidDigest(digest.to_string()))
+    }
+}
+
 /// Both CRDs as one multi-document YAML, as `tractor crd` prints and `crds/` holds.
 ///
 /// # Errors

@@ -124,7 +124,7 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
         .source
         .sha256
         .as_deref()
-        .map(crate::store::normalize_digest)
+        .map(super::normalize_digest)
         .transpose()
         .map_err(|e| invalid("spec.model.source.sha256", e.to_string()))?;
     // Declared in the API so manifests can be written against it, but not
