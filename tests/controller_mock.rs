@@ -3,10 +3,12 @@
 //! exact requests the reconciler must send, in order, and checks the status
 //! it writes. A missing or extra call fails the test within a second.
 
-use std::sync::{Arc, Mutex};
+#[path = "common/fake_router.rs"]
+mod fake_router;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use http::{Method, Request, Response};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -14,38 +16,14 @@ use kube::client::Body;
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
-use tractor::controller::{
-    self, Context, ControllerMetrics, OperatorConfig, RouterStats, RouterStatsError,
-};
+use tractor::controller::{self, Context, ControllerMetrics, OperatorConfig};
 use tractor::crd::ModelDeployment;
-use tractor::plan::CanaryFigures;
+
+use fake_router::FakeRouter;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 const NOW: i64 = 1_800_000_000;
-
-/// Router statistics served from memory, recording resets.
-#[derive(Default)]
-struct FakeRouter {
-    figures: Mutex<Option<CanaryFigures>>,
-    resets: Mutex<u32>,
-}
-
-impl RouterStats for FakeRouter {
-    fn read<'a>(
-        &'a self,
-        _: &'a ModelDeployment,
-        _: &'a str,
-    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, RouterStatsError>> {
-        Box::pin(async move { Ok(*self.figures.lock().unwrap()) })
-    }
-    fn reset<'a>(&'a self, _: &'a ModelDeployment) -> BoxFuture<'a, Result<(), RouterStatsError>> {
-        Box::pin(async move {
-            *self.resets.lock().unwrap() += 1;
-            Ok(())
-        })
-    }
-}
 
 fn context(client: Client, router: Arc<FakeRouter>, now: i64) -> Arc<Context> {
     Arc::new(Context {
@@ -499,12 +477,7 @@ async fn a_failing_canary_is_rolled_back_and_its_pods_removed() {
     });
     let md = model_deployment(spec("2", json!({})), status, json!({}));
     let router = Arc::new(FakeRouter::default());
-    *router.figures.lock().unwrap() = Some(CanaryFigures {
-        requests: 200,
-        errors: 40,
-        latency_p99_ms: Some(10.0),
-        agreement: None,
-    });
+    router.serve(200, 40);
     // One minute after the step started: two intervals are due.
     let step_started: Timestamp = "2027-01-15T08:00:00Z".parse().unwrap();
     let now = step_started.as_second() + 60;
@@ -550,7 +523,7 @@ async fn a_failing_canary_is_rolled_back_and_its_pods_removed() {
         table["backends"],
         json!([{ "version": "1", "url": "http://digits-v1.default.svc:8000", "weight": 100 }])
     );
-    assert_eq!(*router.resets.lock().unwrap(), 1, "the analysis consumed the window");
+    assert_eq!(router.resets(), 1, "the analysis consumed the window");
 }
 
 #[tokio::test]

@@ -70,7 +70,11 @@ enum Stats {
 enum Op {
     Version(u8),
     Steps(usize),
-    Thresholds { min_requests: u64, max_error_rate: f64, failure_limit: u32 },
+    Thresholds {
+        min_requests: u64,
+        max_error_rate: f64,
+        failure_limit: u32,
+    },
     AutoRollback(bool),
     Processing(bool),
     /// Pods of a version (by number; `None`: the spec's) become ready or go away.
@@ -178,8 +182,7 @@ impl World {
                 );
             }
             Op::Stats(stats) => {
-                self.observed.figures =
-                    canary.and_then(|c| report(&c, *stats).figures(&c));
+                self.observed.figures = canary.and_then(|c| report(&c, *stats).figures(&c));
             }
             Op::Advance(seconds) => self.now += seconds,
             Op::Promote => self.observed.promote_requested = true,
