@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
 use proptest::prelude::*;
+use tractor::contract::routes::{StatsReport, VersionStats};
 use tractor::crd::{ModelDeploymentSpec, ValidSpec, validate};
-use tractor::plan::{Observed, Plan, StatsReport, VersionStats, plan};
+use tractor::plan::{CanaryFigures, Observed, Plan, plan};
 
 const T0: i64 = 1_800_000_000;
 
@@ -182,7 +183,8 @@ impl World {
                 );
             }
             Op::Stats(stats) => {
-                self.observed.figures = canary.and_then(|c| report(&c, *stats).figures(&c));
+                self.observed.figures =
+                    canary.and_then(|c| CanaryFigures::of(&report(&c, *stats), &c));
             }
             Op::Advance(seconds) => self.now += seconds,
             Op::Promote => self.observed.promote_requested = true,
