@@ -17,16 +17,17 @@
 //! canary could never leave the status and the controller looped.
 //! `controller::merge_patch` now sends the nulls.
 
+#[path = "common/fake_router.rs"]
+mod fake_router;
 #[path = "common/python.rs"]
 mod python;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -39,11 +40,10 @@ use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
 use tractor::controller::leader::LeaseLock;
-use tractor::controller::{
-    self, Context, ControllerMetrics, OperatorConfig, RouterStats, RouterStatsError,
-};
+use tractor::controller::{self, Context, ControllerMetrics, OperatorConfig};
 use tractor::crd::{ModelDeployment, ModelVersion};
-use tractor::plan::CanaryFigures;
+
+use fake_router::FakeRouter;
 
 const NS: &str = "default";
 /// How long any one step of a story may take.
@@ -101,36 +101,6 @@ fn client(emulator: &Emulator) -> Client {
 }
 
 // ---------------------------------------------------------------- the controller
-
-/// Router statistics the test sets; resets are counted.
-#[derive(Default)]
-struct FakeRouter {
-    figures: Mutex<Option<CanaryFigures>>,
-    resets: Mutex<u32>,
-}
-
-impl FakeRouter {
-    fn serve(&self, requests: u64, errors: u64) {
-        *self.figures.lock().unwrap() =
-            Some(CanaryFigures { requests, errors, latency_p99_ms: Some(12.0), agreement: None });
-    }
-}
-
-impl RouterStats for FakeRouter {
-    fn read<'a>(
-        &'a self,
-        _: &'a ModelDeployment,
-        _: &'a str,
-    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, RouterStatsError>> {
-        Box::pin(async move { Ok(*self.figures.lock().unwrap()) })
-    }
-    fn reset<'a>(&'a self, _: &'a ModelDeployment) -> BoxFuture<'a, Result<(), RouterStatsError>> {
-        Box::pin(async move {
-            *self.resets.lock().unwrap() += 1;
-            Ok(())
-        })
-    }
-}
 
 /// The running controller; aborted on drop.
 struct Running(tokio::task::JoinHandle<Result<(), kube::Error>>);
@@ -516,7 +486,7 @@ async fn an_optimized_version_change_goes_through_canary_steps_to_promotion() {
         assert!(reasons.contains(&reason.to_string()), "{reason} in {reasons:?}");
     }
     assert_eq!(reasons.iter().filter(|r| *r == "CanaryStep").count(), 2, "{reasons:?}");
-    assert!(*router.resets.lock().unwrap() >= 2, "each analysis starts a new window");
+    assert!(router.resets() >= 2, "each analysis starts a new window");
 }
 
 #[tokio::test]

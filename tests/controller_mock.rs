@@ -3,10 +3,12 @@
 //! exact requests the reconciler must send, in order, and checks the status
 //! it writes. A missing or extra call fails the test within a second.
 
-use std::sync::{Arc, Mutex};
+#[path = "common/fake_router.rs"]
+mod fake_router;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use http::{Method, Request, Response};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -14,38 +16,14 @@ use kube::client::Body;
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
-use tractor::controller::{
-    self, Context, ControllerMetrics, OperatorConfig, RouterStats, RouterStatsError,
-};
+use tractor::controller::{self, Context, ControllerMetrics, OperatorConfig};
 use tractor::crd::ModelDeployment;
-use tractor::plan::CanaryFigures;
+
+use fake_router::FakeRouter;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 const NOW: i64 = 1_800_000_000;
-
-/// Router statistics served from memory, recording resets.
-#[derive(Default)]
-struct FakeRouter {
-    figures: Mutex<Option<CanaryFigures>>,
-    resets: Mutex<u32>,
-}
-
-impl RouterStats for FakeRouter {
-    fn read<'a>(
-        &'a self,
-        _: &'a ModelDeployment,
-        _: &'a str,
-    ) -> BoxFuture<'a, Result<Option<CanaryFigures>, RouterStatsError>> {
-        Box::pin(async move { Ok(*self.figures.lock().unwrap()) })
-    }
-    fn reset<'a>(&'a self, _: &'a ModelDeployment) -> BoxFuture<'a, Result<(), RouterStatsError>> {
-        Box::pin(async move {
-            *self.resets.lock().unwrap() += 1;
-            Ok(())
-        })
-    }
-}
 
 fn context(client: Client, router: Arc<FakeRouter>, now: i64) -> Arc<Context> {
     Arc::new(Context {
@@ -142,6 +120,21 @@ impl Verifier {
         self.expect(Method::PATCH, path, |body| body.clone()).await
     }
 
+    /// A version's Deployment and Service, applied in that order.
+    async fn serving(self, version: &str) -> Self {
+        self.apply(&format!("{DEPLOYMENTS}/digits-v{version}?"))
+            .await
+            .apply(&format!("{SERVICES}/digits-v{version}?"))
+            .await
+    }
+
+    async fn delete(self, path: &str) -> Self {
+        self.expect(Method::DELETE, path, |_| {
+            json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} })
+        })
+        .await
+    }
+
     /// The router's account, role, binding, routes, Deployment and Service,
     /// applied in that order whenever some version takes traffic.
     async fn router(self) -> Self {
@@ -201,6 +194,15 @@ impl Verifier {
             .find(|(_, uri, _)| uri.starts_with(path))
             .map(|(_, _, b)| b.clone())
             .unwrap()
+    }
+
+    /// The backends of the route table the router was given.
+    fn backends(&self) -> Value {
+        let routes = self.applied(&format!("{CONFIGMAPS}/digits-routes?"));
+        let table: Value =
+            serde_json::from_str(routes["data"]["routes.json"].as_str().expect("routes.json"))
+                .expect("a JSON route table");
+        table["backends"].clone()
     }
 
     fn done(mut self) -> Self {
@@ -288,9 +290,7 @@ async fn first_deployment_creates_the_version_the_router_and_a_status() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
-            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
-            .await
-            .apply(&format!("{SERVICES}/digits-v1?"))
+            .serving("1")
             .await
             .router()
             .await
@@ -318,11 +318,8 @@ async fn first_deployment_creates_the_version_the_router_and_a_status() {
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/v2/health/ready");
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(container["envFrom"][0]["secretRef"]["name"], "store-creds");
-    let routes = v.applied(&format!("{CONFIGMAPS}/digits-routes?"));
-    let table: Value =
-        serde_json::from_str(routes["data"]["routes.json"].as_str().unwrap()).unwrap();
     assert_eq!(
-        table["backends"],
+        v.backends(),
         json!([{ "version": "1", "url": "http://digits-v1.default.svc:8000", "weight": 100 }])
     );
     let role = v.applied(&format!("{ROLES}/digits-router?"));
@@ -357,9 +354,7 @@ async fn ready_pods_make_it_stable() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
-            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
-            .await
-            .apply(&format!("{SERVICES}/digits-v1?"))
+            .serving("1")
             .await
             .router()
             .await
@@ -394,13 +389,9 @@ async fn a_version_change_starts_a_canary_next_to_the_stable() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
-            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
+            .serving("1")
             .await
-            .apply(&format!("{SERVICES}/digits-v1?"))
-            .await
-            .apply(&format!("{DEPLOYMENTS}/digits-v2?"))
-            .await
-            .apply(&format!("{SERVICES}/digits-v2?"))
+            .serving("2")
             .await
             .router()
             .await
@@ -414,11 +405,8 @@ async fn a_version_change_starts_a_canary_next_to_the_stable() {
     assert_eq!(status["phase"], "Progressing");
     assert_eq!(status["stable"]["version"], "1");
     assert_eq!(status["canary"]["version"], "2");
-    let routes = v.applied(&format!("{CONFIGMAPS}/digits-routes?"));
-    let table: Value =
-        serde_json::from_str(routes["data"]["routes.json"].as_str().unwrap()).unwrap();
     assert_eq!(
-        table["backends"],
+        v.backends(),
         json!([{ "version": "1", "url": "http://digits-v1.default.svc:8000", "weight": 100 }]),
         "no weight before the canary is ready"
     );
@@ -449,17 +437,15 @@ async fn an_optimization_result_is_registered_with_its_lineage() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
-            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
-            .await
-            .apply(&format!("{SERVICES}/digits-v1?"))
+            .serving("1")
             .await
             .expect(Method::POST, MODELVERSIONS, |body| body.clone())
             .await
             .router()
             .await
-            .expect(Method::DELETE, "/apis/batch/v1/namespaces/default/jobs/digits-optimize-v1", |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }))
+            .delete("/apis/batch/v1/namespaces/default/jobs/digits-optimize-v1")
             .await
-            .expect(Method::DELETE, &format!("{CONFIGMAPS}/digits-optimize-v1"), |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }))
+            .delete(&format!("{CONFIGMAPS}/digits-optimize-v1"))
             .await
             .patch_status()
             .await
@@ -499,12 +485,7 @@ async fn a_failing_canary_is_rolled_back_and_its_pods_removed() {
     });
     let md = model_deployment(spec("2", json!({})), status, json!({}));
     let router = Arc::new(FakeRouter::default());
-    *router.figures.lock().unwrap() = Some(CanaryFigures {
-        requests: 200,
-        errors: 40,
-        latency_p99_ms: Some(10.0),
-        agreement: None,
-    });
+    router.serve(200, 40);
     // One minute after the step started: two intervals are due.
     let step_started: Timestamp = "2027-01-15T08:00:00Z".parse().unwrap();
     let now = step_started.as_second() + 60;
@@ -513,15 +494,13 @@ async fn a_failing_canary_is_rolled_back_and_its_pods_removed() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
-            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
-            .await
-            .apply(&format!("{SERVICES}/digits-v1?"))
+            .serving("1")
             .await
             .router()
             .await
-            .expect(Method::DELETE, &format!("{SERVICES}/digits-v2"), |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }))
+            .delete(&format!("{SERVICES}/digits-v2"))
             .await
-            .expect(Method::DELETE, &format!("{DEPLOYMENTS}/digits-v2"), |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }))
+            .delete(&format!("{DEPLOYMENTS}/digits-v2"))
             .await
             .patch_status()
             .await
@@ -543,14 +522,11 @@ async fn a_failing_canary_is_rolled_back_and_its_pods_removed() {
     let last = status["history"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["outcome"], "RolledBack");
     assert!(last["reason"].as_str().unwrap().contains("error rate 20.00% > 5.00%"), "{last}");
-    let routes = v.applied(&format!("{CONFIGMAPS}/digits-routes?"));
-    let table: Value =
-        serde_json::from_str(routes["data"]["routes.json"].as_str().unwrap()).unwrap();
     assert_eq!(
-        table["backends"],
+        v.backends(),
         json!([{ "version": "1", "url": "http://digits-v1.default.svc:8000", "weight": 100 }])
     );
-    assert_eq!(*router.resets.lock().unwrap(), 1, "the analysis consumed the window");
+    assert_eq!(router.resets(), 1, "the analysis consumed the window");
 }
 
 #[tokio::test]
@@ -599,9 +575,7 @@ async fn pods_that_keep_stopping_put_their_reason_in_the_status() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
-            .apply(&format!("{DEPLOYMENTS}/digits-v1?"))
-            .await
-            .apply(&format!("{SERVICES}/digits-v1?"))
+            .serving("1")
             .await
             .router()
             .await

@@ -2,22 +2,27 @@
 //! --termination-message` writes what the controller reads back into a
 //! `ModelVersion` (or into the refusal it reports).
 
+mod common;
+
 use std::process::Command;
 
+use common::real_model_uri;
 use tractor::plan::JobState;
 
 const TRACTOR: &str = env!("CARGO_BIN_EXE_tractor");
 
-fn model(name: &str) -> String {
-    format!("{}/tests/models/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 fn optimize(extra: &[&str], dir: &std::path::Path) -> (bool, String) {
     let message = dir.join("termination-log");
     let status = Command::new(TRACTOR)
-        .args(["optimize", "--input", &model("digits-mlp-v2.onnx")])
+        .args(["optimize", "--input", &real_model_uri("digits-mlp-v2.onnx")])
         .args(["--output", dir.join("out.onnx").to_str().unwrap()])
-        .args(["--validate", &model("digits-test.npz"), "--metric", "accuracy", "--no-measure"])
+        .args([
+            "--validate",
+            &real_model_uri("digits-test.npz"),
+            "--metric",
+            "accuracy",
+            "--no-measure",
+        ])
         .args(["--report", dir.join("report.json").to_str().unwrap()])
         .args(["--termination-message", message.to_str().unwrap()])
         .args(extra)

@@ -3,9 +3,10 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::server::free_port;
 
 const TRACTOR: &str = env!("CARGO_BIN_EXE_tractor");
 
@@ -17,10 +18,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {

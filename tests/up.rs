@@ -2,21 +2,18 @@
 //! version promoted under traffic, a broken one failed while the stable
 //! keeps serving, a killed `serve` child recovered, and no child left behind.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::real_model_uri;
+use common::server::free_port;
+
 const TRACTOR: &str = env!("CARGO_BIN_EXE_tractor");
-
-fn model(name: &str) -> String {
-    format!("{}/tests/models/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn document(version: &str, source: &str, extra: &str) -> String {
     format!(
@@ -179,8 +176,8 @@ fn a_good_version_is_promoted_under_traffic_and_nothing_is_left_running() {
     let file = dir.path().join("digits.yaml");
     let docs = format!(
         "{}---\n{}",
-        document("1", &model("digits-mlp-v1.onnx"), ""),
-        document("2", &model("digits-mlp-v2.onnx"), "")
+        document("1", &real_model_uri("digits-mlp-v1.onnx"), ""),
+        document("2", &real_model_uri("digits-mlp-v2.onnx"), "")
     );
     std::fs::write(&file, docs).unwrap();
     let mut up = Up::start(&file, &dir.path().join("state"));
@@ -208,7 +205,7 @@ fn a_broken_version_fails_and_the_stable_keeps_serving() {
     let file = dir.path().join("digits.yaml");
     let docs = format!(
         "{}---\n{}",
-        document("1", &model("digits-mlp-v1.onnx"), ""),
+        document("1", &real_model_uri("digits-mlp-v1.onnx"), ""),
         document(
             "2",
             &dir.path().join("missing.onnx").display().to_string(),
@@ -230,7 +227,7 @@ fn a_broken_version_fails_and_the_stable_keeps_serving() {
 fn a_killed_serve_child_is_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("digits.yaml");
-    std::fs::write(&file, document("1", &model("digits-mlp-v1.onnx"), "")).unwrap();
+    std::fs::write(&file, document("1", &real_model_uri("digits-mlp-v1.onnx"), "")).unwrap();
     let mut up = Up::start(&file, &dir.path().join("state"));
     up.wait_for("Deployed", Duration::from_secs(60));
     let serve = Command::new("pgrep")
@@ -296,7 +293,7 @@ fn the_rollback_example_rolls_back_on_measured_agreement() {
 fn a_killed_up_takes_its_children_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("digits.yaml");
-    std::fs::write(&file, document("1", &model("digits-mlp-v1.onnx"), "")).unwrap();
+    std::fs::write(&file, document("1", &real_model_uri("digits-mlp-v1.onnx"), "")).unwrap();
     let mut up = Up::start(&file, &dir.path().join("state"));
     up.wait_for("Deployed", Duration::from_secs(60));
     let children = children_of(up.child.id());
@@ -317,8 +314,8 @@ fn a_killed_up_takes_its_children_with_it() {
 fn setting_the_version_back_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("digits.yaml");
-    let v1 = document("1", &model("digits-mlp-v1.onnx"), "");
-    let v2 = document("2", &model("digits-mlp-v2.onnx"), "");
+    let v1 = document("1", &real_model_uri("digits-mlp-v1.onnx"), "");
+    let v2 = document("2", &real_model_uri("digits-mlp-v2.onnx"), "");
     std::fs::write(&file, &v1).unwrap();
     let mut up = Up::start(&file, &dir.path().join("state"));
     up.wait_for("Deployed", Duration::from_secs(60));
@@ -358,8 +355,8 @@ fn a_canary_killed_mid_rollout_is_restarted_and_the_rollout_finishes() {
     let tolerant = |d: String| d.replace("failureLimit: 2", "failureLimit: 6");
     let docs = format!(
         "{}---\n{}",
-        tolerant(document("1", &model("digits-mlp-v1.onnx"), "")),
-        tolerant(document("2", &model("digits-mlp-v2.onnx"), ""))
+        tolerant(document("1", &real_model_uri("digits-mlp-v1.onnx"), "")),
+        tolerant(document("2", &real_model_uri("digits-mlp-v2.onnx"), ""))
     );
     std::fs::write(&file, docs).unwrap();
     let mut up = Up::start(&file, &dir.path().join("state"));
@@ -386,7 +383,7 @@ fn promote_and_abort_by_hand() {
     let state = dir.path().join("state");
     let file = dir.path().join("digits.yaml");
     let held = |d: String| d.replace("pause: 2s", "pause: 1h");
-    std::fs::write(&file, held(document("1", &model("digits-mlp-v1.onnx"), ""))).unwrap();
+    std::fs::write(&file, held(document("1", &real_model_uri("digits-mlp-v1.onnx"), ""))).unwrap();
     let mut up = Up::start(&file, &state);
     up.wait_for("Deployed", Duration::from_secs(60));
     let rollout = |action: &str| {
@@ -398,7 +395,7 @@ fn promote_and_abort_by_hand() {
         String::from_utf8_lossy(&out.stdout).to_string()
     };
 
-    std::fs::write(&file, held(document("2", &model("digits-mlp-v2.onnx"), ""))).unwrap();
+    std::fs::write(&file, held(document("2", &real_model_uri("digits-mlp-v2.onnx"), ""))).unwrap();
     let first = up.wait_for("CanaryStep", Duration::from_secs(30));
     assert_eq!(first["weights"], serde_json::json!({ "1": 70, "2": 30 }));
     assert!(rollout("status").contains("canary: 2 (30%, step 1"));
@@ -409,7 +406,7 @@ fn promote_and_abort_by_hand() {
     let promoted = up.wait_for("Promoted", Duration::from_secs(10));
     assert_eq!(promoted["weights"], serde_json::json!({ "2": 100 }));
 
-    std::fs::write(&file, held(document("3", &model("digits-mlp-v1.onnx"), ""))).unwrap();
+    std::fs::write(&file, held(document("3", &real_model_uri("digits-mlp-v1.onnx"), ""))).unwrap();
     up.wait_for("CanaryStep", Duration::from_secs(30));
     rollout("abort");
     let aborted = up.wait_for("CanaryAborted", Duration::from_secs(10));
@@ -463,7 +460,7 @@ fn the_optimized_example_optimizes_then_rolls_out() {
     assert_eq!(status["stable"]["version"], "2", "{status}");
     assert!(status.to_string().contains(&artifact.display().to_string()), "{status}");
     let optimized_size = std::fs::metadata(&artifact).unwrap().len();
-    let source_size = std::fs::metadata(model("digits-mlp-v2.onnx")).unwrap().len();
+    let source_size = std::fs::metadata(real_model_uri("digits-mlp-v2.onnx")).unwrap().len();
     assert!(optimized_size * 10 < source_size * 4, "{optimized_size} vs {source_size} bytes");
     drop(bench);
     up.interrupt();
@@ -504,12 +501,12 @@ fn an_optimization_the_gate_refuses_is_not_deployed() {
     let file = dir.path().join("digits.yaml");
     let over_pruned = format!(
         "  optimize:\n    passes: [{{type: prune, method: magnitude, sparsity: 0.99}}]\n    validation: {{data: '{}', metric: accuracy, maxDrop: 1.0}}\n",
-        model("digits-test.npz")
+        real_model_uri("digits-test.npz")
     );
     let docs = format!(
         "{}---\n{}",
-        document("1", &model("digits-mlp-v2.onnx"), ""),
-        document("2", &model("digits-mlp-v2.onnx"), &over_pruned)
+        document("1", &real_model_uri("digits-mlp-v2.onnx"), ""),
+        document("2", &real_model_uri("digits-mlp-v2.onnx"), &over_pruned)
     );
     std::fs::write(&file, docs).unwrap();
     let mut up = Up::start(&file, &dir.path().join("state"));
@@ -543,7 +540,7 @@ impl Drop for KillOnDrop {
 fn the_router_is_supervised_and_a_taken_port_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("digits.yaml");
-    std::fs::write(&file, document("1", &model("digits-mlp-v1.onnx"), "")).unwrap();
+    std::fs::write(&file, document("1", &real_model_uri("digits-mlp-v1.onnx"), "")).unwrap();
     let mut up = Up::start(&file, &dir.path().join("state"));
     up.wait_for("Deployed", Duration::from_secs(60));
     let out =

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_router;
 pub mod python;
 pub mod server;
 
@@ -21,6 +22,11 @@ pub fn fixture(name: &str) -> PathBuf {
 
 pub fn real_model(name: &str) -> PathBuf {
     repo_path("tests/models").join(name)
+}
+
+/// A model under `tests/models/` as a command-line argument or a spec's uri.
+pub fn real_model_uri(name: &str) -> String {
+    real_model(name).display().to_string()
 }
 
 pub fn load(path: &Path) -> Model {
