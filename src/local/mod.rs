@@ -282,6 +282,28 @@ mod tests {
     }
 
     #[test]
+    fn documents_split_as_yaml_does_not_on_every_dashes_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("md.yaml");
+        let doc = |v: &str| {
+            format!(
+                "apiVersion: tractor.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: d}}\n\
+                 spec: {{model: {{name: d, version: '{v}', source: {{uri: m.onnx}}}}}}\n"
+            )
+        };
+        // A comment-only document, a separator with a comment after it, and
+        // a trailing empty document are not ModelDeployments.
+        let text = format!("# two versions\n---\n{}--- # next\n{}---\n", doc("1"), doc("2"));
+        std::fs::write(&path, text).unwrap();
+        let docs = super::read_documents(&path).unwrap();
+        let versions: Vec<&str> = docs.iter().map(|d| d.spec.model.version.as_str()).collect();
+        assert_eq!(versions, ["1", "2"]);
+        std::fs::write(&path, "# nothing here\n---\n").unwrap();
+        let err = super::read_documents(&path).unwrap_err().to_string();
+        assert!(err.contains("no ModelDeployment"), "{err}");
+    }
+
+    #[test]
     fn a_fatal_error_is_the_reason_and_routine_logging_is_not() {
         let log = "2026-11-28T10:47:20Z  INFO tractor::serve: model ready\n\
                    error: cannot read model /m.onnx: No such file\n";
