@@ -129,4 +129,3 @@ async fn serve_health(
         tracing::error!(error = %e, "the health server stopped");
     }
 }
-

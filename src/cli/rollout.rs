@@ -123,4 +123,3 @@ fn describe_status(status: &ModelDeploymentStatus) -> String {
     }
     out
 }
-

@@ -73,4 +73,3 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
     tractor::route::run(config, tractor::serve::shutdown_signal()).await?;
     Ok(())
 }
-

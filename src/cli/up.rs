@@ -1,8 +1,8 @@
 //! `tractor up`: a ModelDeployment run locally, processes instead of pods.
 
-use anyhow::Context as _;
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Args;
 
 #[derive(Debug, Args)]
