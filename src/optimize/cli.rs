@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
+
 use super::{Context, Dataset, OptimizeError, Report};
 use crate::crd::recipe::{
     Convert, ConvertFormat, Merge, MergeMode, Metric, NameMap, Pass, Prune, PruneMethod, Quantize,
@@ -37,25 +39,52 @@ pub enum CliError {
     Report(String),
 }
 
-/// The `tractor optimize` options, as flags give them.
-#[derive(Debug, Clone, Default)]
+/// The `tractor optimize` options, as flags give them: the subcommand
+/// flattens this type, so the flags and what the library reads cannot drift.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct OptimizeOptions {
+    /// Model to optimize (ONNX): a path or object-store URI.
+    #[arg(long)]
     pub input: String,
+    /// Where to write the result: a path or object-store URI.
+    #[arg(long)]
     pub output: String,
+    /// Recipe file (YAML or JSON), the CRD's `spec.optimize` type.
+    #[arg(long)]
     pub recipe: Option<PathBuf>,
+    #[arg(long)]
     pub fold: bool,
-    /// `magnitude:0.5` or `structured:0.5`.
+    /// `magnitude:SPARSITY` or `structured:SPARSITY`.
+    #[arg(long)]
     pub prune: Option<String>,
+    /// dynamic-int8, static-int8, weight-int8 or weight-int4.
+    #[arg(long)]
     pub quantize: Option<QuantizeMode>,
-    /// Elements per quantization block (`--quantize`'s `blockSize`).
+    /// Elements per quantization block along the reduction axis (weight-int4:
+    /// default 32; int8: per output channel unless given).
+    #[arg(long)]
     pub block_size: Option<usize>,
+    /// Calibration data for static-int8 (.npz, .npy or CSV).
+    #[arg(long)]
     pub calibration: Option<String>,
+    /// Convert to this format at the end (nnef: an uncompressed tar).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["nnef"])
+        .map(|_| ConvertFormat::Nnef))]
     pub convert: Option<ConvertFormat>,
+    /// Validation data (.npz or CSV) for the accuracy gate.
+    #[arg(long)]
     pub validate: Option<String>,
+    /// accuracy, mse or cross-entropy.
+    #[arg(long)]
     pub metric: Option<Metric>,
+    /// Largest allowed drop: accuracy points, or MSE / cross-entropy increase.
+    #[arg(long)]
     pub max_drop: Option<f64>,
+    /// Where to write the JSON report; printed when absent.
+    #[arg(long)]
     pub report: Option<String>,
-    /// Skip latency measurements (and the quantizer's per-layer fallback).
+    /// Skip latency measurements and the per-layer speed fallback.
+    #[arg(long)]
     pub no_measure: bool,
 }
 
@@ -226,12 +255,18 @@ async fn write_report(
 }
 
 /// `tractor merge compose|average`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct MergeOptions {
+    /// compose (FIRST SECOND) or average (MODEL...).
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(["compose", "average"])
+        .map(|mode| if mode == "compose" { MergeMode::Compose } else { MergeMode::Average }))]
     pub mode: MergeMode,
+    #[arg(required = true, num_args = 2..)]
     pub models: Vec<String>,
-    /// `OUT=IN` pairs for compose.
+    /// compose: OUT=IN wires output OUT of the first to input IN of the second.
+    #[arg(long)]
     pub map: Vec<String>,
+    #[arg(long)]
     pub output: String,
 }
 

@@ -1,0 +1,131 @@
+//! `tractor controller`: the Kubernetes operator, with its health and
+//! metrics server and optional leader election.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::Reporter;
+
+use tractor::controller::{self, ControllerMetrics, HttpRouterStats, OperatorConfig};
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Image every role runs (serving pods, router, optimization jobs).
+    #[arg(long, env = "TRACTOR_IMAGE", default_value = "ghcr.io/tractor-dev/tractor:latest")]
+    image: String,
+    /// Where optimization jobs write artifacts, e.g. s3://bucket/tractor.
+    #[arg(
+        long,
+        env = "TRACTOR_ARTIFACT_STORE",
+        default_value = "file:///var/lib/tractor/artifacts"
+    )]
+    artifact_store: String,
+    /// Secret whose keys become environment variables of jobs and serving pods.
+    #[arg(long, env = "TRACTOR_STORE_CREDENTIALS")]
+    store_credentials: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TRACTOR_METRICS_ADDR", default_value = "0.0.0.0:8081")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease so that several replicas can run.
+    #[arg(long, env = "TRACTOR_LEADER_ELECTION", default_value_t = false)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tractor-system")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "tractor-controller")]
+    identity: String,
+}
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let metrics = ControllerMetrics::default();
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let http = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("listening on {}", args.metrics_addr))?;
+    tokio::spawn(serve_health(http, metrics.clone(), ready.clone()));
+
+    // Ready means "up and connected", not "leading": a follower that waits
+    // for the Lease must be Ready too, or a rolling update would stall on it.
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    let lease = args.leader_election.then(|| {
+        controller::leader::LeaseLock::new(
+            client.clone(),
+            &args.lease_namespace,
+            "tractor-controller",
+            &args.identity,
+        )
+    });
+    if let Some(lease) = &lease {
+        lease.acquire().await?;
+    }
+    let ctx = Arc::new(controller::Context {
+        client,
+        config: OperatorConfig {
+            image: args.image,
+            artifact_store: args.artifact_store,
+            store_credentials: args.store_credentials,
+            log_format: std::env::var("TRACTOR_LOG_FORMAT").unwrap_or_else(|_| "json".into()),
+        },
+        metrics,
+        router: Arc::new(HttpRouterStats::default()),
+        reporter: Reporter { controller: "tractor".into(), instance: Some(args.identity.clone()) },
+        now: Box::new(Timestamp::now),
+    });
+    match &lease {
+        Some(lease) => {
+            tokio::select! {
+                result = controller::run(ctx) => result.context("running the controller")?,
+                lost = lease.keep() => bail!("lost leadership: {lost}"),
+            }
+        }
+        None => controller::run(ctx).await.context("running the controller")?,
+    }
+    Ok(())
+}
+
+async fn serve_health(
+    listener: tokio::net::TcpListener,
+    metrics: ControllerMetrics,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let families = metrics.registry.gather();
+                async move {
+                    let mut out = Vec::new();
+                    let _ = prometheus::Encoder::encode(
+                        &prometheus::TextEncoder::new(),
+                        &families,
+                        &mut out,
+                    );
+                    String::from_utf8(out).unwrap_or_default()
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the health server stopped");
+    }
+}

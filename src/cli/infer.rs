@@ -1,0 +1,39 @@
+//! `tractor infer`: one V2 request from a JSON file.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use tractor::client::{self, Endpoint};
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    #[arg(long, env = "TRACTOR_URL")]
+    pub url: String,
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub model_version: Option<String>,
+    /// V2 request JSON ({"inputs": [...]}); `-` reads standard input.
+    #[arg(long)]
+    pub input: PathBuf,
+}
+
+pub async fn run(args: InferArgs) -> anyhow::Result<()> {
+    let body = if args.input.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("reading standard input")?;
+        buf
+    } else {
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?
+    };
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .with_context(|| format!("{} is not JSON", args.input.display()))?;
+    let endpoint = Endpoint::new(&args.url, &args.model, args.model_version.as_deref());
+    let http = reqwest::Client::new();
+    let answer = client::post_json(&http, &endpoint.infer_url(), body).await?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}

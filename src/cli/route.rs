@@ -1,0 +1,75 @@
+//! `tractor route`: the weighted router in front of a model's versions.
+
+use std::net::SocketAddr;
+
+use anyhow::bail;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    /// Address for traffic.
+    #[arg(long, env = "TRACTOR_ROUTE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Address of the admin API (/admin/stats, /admin/routes, /metrics, /healthz).
+    #[arg(long, env = "TRACTOR_ROUTE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    /// A version as NAME=URL[@WEIGHT]; repeat for each.
+    #[arg(long = "backend", value_parser = tractor::route::parse_backend, conflicts_with_all = ["routes_file", "routes_configmap"])]
+    pub backends: Vec<tractor::contract::routes::Backend>,
+    /// Version that gets a copy of every request, measured for agreement.
+    #[arg(long, requires = "backends")]
+    pub shadow: Option<String>,
+    /// Routing table file (JSON), watched for changes.
+    #[arg(long, env = "TRACTOR_ROUTES_FILE", conflicts_with = "routes_configmap")]
+    pub routes_file: Option<std::path::PathBuf>,
+    /// Routing table ConfigMap in POD_NAMESPACE, watched through the API.
+    #[arg(long, env = "TRACTOR_ROUTES_CONFIGMAP")]
+    pub routes_configmap: Option<String>,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Keep each value of this header on one version.
+    #[arg(long, env = "TRACTOR_STICKY_HEADER")]
+    pub sticky_header: Option<String>,
+    /// Retry a failed canary request once on the stable (first) version.
+    #[arg(long, env = "TRACTOR_RETRY_ON_STABLE")]
+    pub retry_on_stable: bool,
+    #[arg(long, env = "TRACTOR_BACKEND_TIMEOUT_MS", default_value_t = 30_000)]
+    pub backend_timeout_ms: u64,
+    #[arg(long, env = "TRACTOR_MAX_BODY_BYTES", default_value_t = 64 << 20)]
+    pub max_body_bytes: usize,
+    #[arg(long, env = "TRACTOR_MAX_INFLIGHT", default_value_t = 1024)]
+    pub max_inflight: usize,
+}
+
+pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
+    use tractor::route::{RouteConfig, RoutesSource};
+    let routes = match (args.routes_file, args.routes_configmap) {
+        (Some(path), _) => RoutesSource::File(path),
+        (None, Some(name)) => RoutesSource::ConfigMap { namespace: args.namespace, name },
+        (None, None) => {
+            if args.backends.is_empty() {
+                bail!("give --backend NAME=URL[@WEIGHT], --routes-file or --routes-configmap");
+            }
+            let mut backends = args.backends;
+            if backends.len() == 1 && backends[0].weight == 0 {
+                backends[0].weight = 100;
+            }
+            RoutesSource::Static(tractor::contract::routes::RouteTable {
+                backends,
+                shadow: args.shadow,
+            })
+        }
+    };
+    let config = RouteConfig {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        routes,
+        sticky_header: args.sticky_header,
+        retry_on_stable: args.retry_on_stable,
+        backend_timeout: std::time::Duration::from_millis(args.backend_timeout_ms),
+        max_body_bytes: args.max_body_bytes,
+        max_inflight: args.max_inflight,
+    };
+    tractor::route::run(config, tractor::serve::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! The command line as declared, and the contract with the executors: the
+//! argv and environment that the controller and `tractor up` give their
+//! children (`tractor::contract::args`) must mean the same thing to the
+//! real parser, or a child would start with defaults nobody asked for.
+
+use std::ffi::OsStr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser};
+
+use tractor::contract::args::{
+    self, ChildArgs, OptimizeFiles, RoutesAt, ServePlacement, ServedArtifact,
+};
+use tractor::crd::{ModelDeploymentSpec, ValidSpec, validate};
+use tractor::engine::Threads;
+
+use super::{Cli, Command};
+
+#[test]
+fn verify_cli() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn serve_flags_parse_as_documented() {
+    let cli = Cli::try_parse_from([
+        "tractor",
+        "serve",
+        "--model",
+        "m.onnx",
+        "--max-batch-size",
+        "1",
+        "--engine-threads",
+        "2",
+    ])
+    .unwrap();
+    let Command::Serve(args) = cli.command else { panic!("not serve") };
+    assert_eq!(args.max_batch_size, 1);
+    assert_eq!(args.engine_threads, Threads::Count(2));
+    assert!(
+        Cli::try_parse_from(["tractor", "serve", "--model", "m", "--engine-threads", "0"]).is_err()
+    );
+}
+
+const SHA_SOURCE: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const SHA_OPTIMIZED: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+/// A small spec as a user writes it, through the same validation the
+/// executors use; `serving` is the part that reaches `serve`.
+fn spec(serving: &str) -> ValidSpec {
+    let yaml = format!(
+        "model: {{name: digits, version: '2', source: {{uri: 's3://models/digits-2.onnx', sha256: '{SHA_SOURCE}'}}}}\n{serving}"
+    );
+    let spec: ModelDeploymentSpec = serde_saphyr::from_str(&yaml).unwrap();
+    validate(&spec).unwrap()
+}
+
+const SERVING: &str = "serving:
+  batching: {maxBatchSize: 8, maxBatchDelay: 2ms}
+  processing: {outputs: [{name: y, softmax: true}]}
+";
+
+fn artifact() -> ServedArtifact<'static> {
+    ServedArtifact {
+        version: "2",
+        uri: "s3://models/digits-2-optimized.onnx",
+        sha256: Some(SHA_OPTIMIZED),
+    }
+}
+
+fn placement(host: Option<&str>) -> ServePlacement {
+    ServePlacement {
+        host: host.map(str::to_string),
+        port: 8123,
+        processing_file: "/etc/tractor/processing/processing.json".into(),
+    }
+}
+
+fn optimize_files() -> OptimizeFiles {
+    OptimizeFiles {
+        input: "s3://models/digits-2.onnx".into(),
+        output: "s3://artifacts/digits/2/model.onnx".into(),
+        recipe: "/work/recipe.json".into(),
+        report: Some("s3://artifacts/digits/2/report.json".into()),
+        termination_message: "/dev/termination-log".into(),
+    }
+}
+
+/// What the real parser makes of a child's argv.
+fn parse(child: &ChildArgs) -> Command {
+    let argv = std::iter::once("tractor".to_string()).chain(child.argv());
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => cli.command,
+        Err(e) => panic!("{:?} does not parse: {e}", child.argv()),
+    }
+}
+
+#[test]
+fn serve_child_argv_parses_to_the_spec_values() {
+    let spec = spec(SERVING);
+    // The spec must carry batching and processing, or the test would only
+    // see serve's defaults.
+    assert_eq!(spec.max_batch_size, 8);
+    assert!(spec.processing.is_some());
+    let child = args::serve(&spec, &artifact(), &placement(Some("127.0.0.1")));
+    let Command::Serve(serve) = parse(&child) else { panic!("{:?} is not serve", child.argv()) };
+    assert_eq!(serve.model, "s3://models/digits-2-optimized.onnx");
+    assert_eq!(serve.name.as_deref(), Some("digits"));
+    assert_eq!(serve.model_version, "2");
+    assert_eq!(serve.sha256.as_deref(), Some(SHA_OPTIMIZED));
+    assert_eq!(serve.host, "127.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(serve.http_port, 8123);
+    assert_eq!(serve.max_batch_size, 8);
+    assert_eq!(u128::from(serve.max_batch_delay_us), spec.max_batch_delay.as_micros());
+    assert_eq!(serve.max_batch_delay_us, 2_000);
+    assert_eq!(serve.processing, Some(PathBuf::from("/etc/tractor/processing/processing.json")));
+}
+
+#[test]
+fn serve_child_without_host_or_processing_keeps_serve_defaults() {
+    let spec = spec("");
+    let artifact = ServedArtifact { sha256: None, ..artifact() };
+    let child = args::serve(&spec, &artifact, &placement(None));
+    let Command::Serve(serve) = parse(&child) else { panic!("{:?} is not serve", child.argv()) };
+    assert_eq!(serve.host, "0.0.0.0".parse::<IpAddr>().unwrap());
+    assert_eq!(serve.sha256, None);
+    assert_eq!(serve.processing, None);
+    assert_eq!(serve.max_batch_size, spec.max_batch_size as usize);
+    assert_eq!(u128::from(serve.max_batch_delay_us), spec.max_batch_delay.as_micros());
+}
+
+#[test]
+fn route_child_argv_parses_to_the_same_values() {
+    let file = args::route(
+        "127.0.0.1:8080",
+        "127.0.0.1:9090",
+        &RoutesAt::File("/state/routes.json".into()),
+    );
+    let Command::Route(route) = parse(&file) else { panic!("{:?} is not route", file.argv()) };
+    assert_eq!(route.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+    assert_eq!(route.admin_listen, "127.0.0.1:9090".parse::<SocketAddr>().unwrap());
+    assert_eq!(route.routes_file, Some(PathBuf::from("/state/routes.json")));
+    assert_eq!(route.routes_configmap, None);
+
+    let configmap =
+        args::route("0.0.0.0:8080", "0.0.0.0:9090", &RoutesAt::ConfigMap("digits-routes".into()));
+    let Command::Route(route) = parse(&configmap) else {
+        panic!("{:?} is not route", configmap.argv())
+    };
+    assert_eq!(route.listen, "0.0.0.0:8080".parse::<SocketAddr>().unwrap());
+    assert_eq!(route.routes_configmap.as_deref(), Some("digits-routes"));
+    assert_eq!(route.routes_file, None);
+}
+
+#[test]
+fn optimize_child_argv_parses_to_the_same_values() {
+    let files = optimize_files();
+    let child = args::optimize(&files);
+    let Command::Optimize(optimize) = parse(&child) else {
+        panic!("{:?} is not optimize", child.argv())
+    };
+    assert_eq!(optimize.options.input, files.input);
+    assert_eq!(optimize.options.output, files.output);
+    assert_eq!(optimize.options.recipe, Some(PathBuf::from(&files.recipe)));
+    assert_eq!(optimize.options.report, files.report);
+    assert_eq!(optimize.termination_message, Some(PathBuf::from(&files.termination_message)));
+    // The recipe file carries the passes: no pass flag may be implied.
+    assert!(!optimize.options.fold && optimize.options.quantize.is_none());
+}
+
+/// Every child the executors build, with every optional flag present.
+fn every_child() -> Vec<ChildArgs> {
+    let spec = spec(SERVING);
+    vec![
+        args::serve(&spec, &artifact(), &placement(Some("127.0.0.1"))),
+        args::route(
+            "127.0.0.1:8080",
+            "127.0.0.1:9090",
+            &RoutesAt::File("/state/routes.json".into()),
+        ),
+        args::route("0.0.0.0:8080", "0.0.0.0:9090", &RoutesAt::ConfigMap("digits-routes".into())),
+        args::optimize(&optimize_files()),
+    ]
+}
+
+#[test]
+fn child_env_names_are_the_variables_clap_reads() {
+    let cli = Cli::command();
+    let mut checked = 0;
+    for child in every_child() {
+        let subcommand = cli
+            .find_subcommand(child.subcommand)
+            .unwrap_or_else(|| panic!("no subcommand {}", child.subcommand));
+        for arg in &child.args {
+            let long = arg
+                .flag
+                .strip_prefix("--")
+                .unwrap_or_else(|| panic!("{} is not a long flag", arg.flag));
+            let declared =
+                subcommand.get_arguments().find(|a| a.get_long() == Some(long)).unwrap_or_else(
+                    || panic!("{} {} is not a flag of the CLI", child.subcommand, arg.flag),
+                );
+            if let Some(env) = arg.env {
+                assert_eq!(
+                    declared.get_env(),
+                    Some(OsStr::new(env)),
+                    "{} {}: the controller sets {env}",
+                    child.subcommand,
+                    arg.flag
+                );
+                checked += 1;
+            }
+        }
+    }
+    // serve's nine flags and route's three (twice) all name a variable.
+    assert_eq!(checked, 15);
+}

@@ -1,0 +1,34 @@
+//! `tractor up`: a ModelDeployment run locally, processes instead of pods.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The ModelDeployment YAML (several documents play in order).
+    #[arg(long, short = 'f')]
+    pub file: PathBuf,
+    /// Port of the router, where clients send requests.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Where artifacts, logs and the status are kept, so a restart resumes.
+    #[arg(long, default_value = ".tractor")]
+    pub state_dir: PathBuf,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let config = tractor::local::UpConfig {
+        file: args.file,
+        port: args.port,
+        state_dir: args.state_dir,
+        json: args.json,
+        tractor: std::env::current_exe().context("finding the tractor binary")?,
+    };
+    tractor::local::up(config, tractor::serve::shutdown_signal()).await?;
+    Ok(())
+}
