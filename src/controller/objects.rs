@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::contract::args::{self, OptimizeFiles, RoutesAt, ServePlacement, ServedArtifact};
+use crate::contract::args::{self, OptimizeFiles, RoutesAt, ServePlacement};
 use crate::crd::{ModelDeployment, ModelVersion, ModelVersionSpec, ValidSpec};
 use crate::plan::{DesiredVersion, OptimizeJob};
 
@@ -206,11 +206,7 @@ pub fn version_deployment(
     let labels = labels(md, "serve", Some(&desired.version));
     let child = args::serve(
         spec,
-        &ServedArtifact {
-            version: &desired.version,
-            uri: &desired.artifact.uri,
-            sha256: desired.artifact.sha256.as_deref(),
-        },
+        &desired.served(),
         &ServePlacement {
             host: None,
             port: SERVE_PORT as u16,

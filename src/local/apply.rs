@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::children::{Backoff, DRAIN, MAX_BACKOFF, Server, free_port, why_it_stopped};
 use super::state::{ABORT, PROMOTE, REGISTRY_FILE, REQUEST_FILE, registered_of, write_whole};
 use super::{HEALTH_TIMEOUT, LocalError, Runner};
-use crate::contract::args::{self, OptimizeFiles, ServePlacement, ServedArtifact};
+use crate::contract::args::{self, OptimizeFiles, ServePlacement};
 use crate::contract::routes::{Backend, RouteTable, StatsReport};
 use crate::crd::ValidSpec;
 use crate::plan::{CanaryFigures, EventKind, JobState, Observed, Plan};
@@ -155,11 +155,7 @@ impl Runner {
             }
             let args = args::serve(
                 spec,
-                &ServedArtifact {
-                    version: &desired.version,
-                    uri: &desired.artifact.uri,
-                    sha256: desired.artifact.sha256.as_deref(),
-                },
+                &desired.served(),
                 &ServePlacement {
                     host: Some("127.0.0.1".into()),
                     port,

@@ -31,6 +31,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::contract::args::ServedArtifact;
 use crate::contract::job::JobResult;
 use crate::contract::routes::StatsReport;
 use crate::crd::{
@@ -153,6 +154,17 @@ pub struct DesiredVersion {
     pub artifact: Artifact,
     /// 0 keeps the Deployment for a fast rollback but runs no pods.
     pub replicas: i32,
+}
+
+impl DesiredVersion {
+    /// What its `serve` loads: the same for a pod and a local process.
+    pub fn served(&self) -> ServedArtifact<'_> {
+        ServedArtifact {
+            version: &self.version,
+            uri: &self.artifact.uri,
+            sha256: self.artifact.sha256.as_deref(),
+        }
+    }
 }
 
 /// The job that should run `tractor optimize`.
