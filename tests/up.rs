@@ -568,3 +568,39 @@ fn the_router_is_supervised_and_a_taken_port_is_an_error() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("the router stopped") && stderr.contains("cannot listen"), "{stderr}");
 }
+
+/// Issue 10's defects through this executor: `spec.rollout.steps` edited to
+/// `[]` while a canary stands at a step promotes it (it used to panic the
+/// planner and stop `up`), and the spec's batching reaches every `serve`
+/// child (it used to reach only the controller's pods).
+#[test]
+fn steps_edited_to_none_mid_canary_promote_it_and_batching_reaches_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digits.yaml");
+    let batching = "  serving:\n    batching: {maxBatchSize: 8, maxBatchDelay: 500us}\n";
+    let long_steps = |doc: String| doc.replace("pause: 2s", "pause: 1h");
+    let v1 = long_steps(document("1", &real_model_uri("digits-mlp-v1.onnx"), batching));
+    let v2 = long_steps(document("2", &real_model_uri("digits-mlp-v2.onnx"), batching));
+    std::fs::write(&file, &v1).unwrap();
+    let mut up = Up::start(&file, &dir.path().join("state"));
+    up.wait_for("Deployed", Duration::from_secs(60));
+    let serve = serve_child_of(up.child.id(), "digits-mlp-v1.onnx").expect("serve child of v1");
+    let cmdline = std::fs::read(format!("/proc/{serve}/cmdline")).unwrap();
+    let argv: Vec<String> =
+        cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let after = |flag: &str| argv.iter().position(|a| a == flag).map(|i| argv[i + 1].as_str());
+    assert_eq!(after("--max-batch-delay-us"), Some("500"), "{argv:?}");
+    assert_eq!(after("--max-batch-size"), Some("8"), "{argv:?}");
+
+    std::fs::write(&file, &v2).unwrap();
+    let step = up.wait_for("CanaryStep", Duration::from_secs(30));
+    assert_eq!(step["weights"], serde_json::json!({ "1": 70, "2": 30 }), "{step}");
+    let no_steps =
+        v2.replace("steps: [{weight: 30, pause: 1h}, {weight: 60, pause: 1h}]", "steps: []");
+    assert_ne!(no_steps, v2, "the test's document changed shape");
+    std::fs::write(&file, &no_steps).unwrap();
+    let promoted = up.wait_for("Promoted", Duration::from_secs(20));
+    assert_eq!(promoted["weights"], serde_json::json!({ "2": 100 }), "{promoted}");
+    up.wait_served_by("2");
+    up.interrupt();
+}
