@@ -624,3 +624,34 @@ async fn only_one_lease_lock_leads() {
         .unwrap_err();
     assert!(matches!(err, kube::Error::Api(ref e) if e.code == 409), "{err:?}");
 }
+
+/// Issue 10's third defect through the real controller: `spec.rollout.steps`
+/// edited to `[]` while a canary stands at a step. The reconcile used to
+/// panic on it; now the canary is promoted, as one that starts without steps.
+#[tokio::test]
+async fn steps_edited_to_none_mid_canary_promote_it() {
+    let Some(emulator) = emulator() else { return };
+    let client = client(&emulator);
+    let router = Arc::new(FakeRouter::default());
+    router.serve(100, 0);
+    let _controller = start_controller(&client, router.clone());
+    let long = json!([{ "weight": 10, "pause": "1h" }, { "weight": 50, "pause": "1h" }]);
+    deploy_first(&client, long).await;
+    set_version(&client, "2").await;
+    pods_ready(&client, "digits-v2", 1).await;
+    status_where(&client, "canary v2 at 10%", |s| s["canary"]["weight"] == 10).await;
+
+    let patch = json!({ "spec": { "rollout": { "steps": [] } } });
+    Api::<ModelDeployment>::namespaced(client.clone(), NS)
+        .patch("digits", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let status = status_where(&client, "v2 promoted after the steps were removed", |s| {
+        s["stable"]["version"] == "2" && s.get("canary").is_none()
+    })
+    .await;
+    assert_eq!(status["phase"], "Succeeded", "{status:#}");
+    assert_eq!(weights(&client).await, Some(w(&[("2", 100)])));
+    let reasons = event_reasons(&client).await;
+    assert!(reasons.contains(&"Promoted".to_string()), "{reasons:?}");
+}
