@@ -11,13 +11,10 @@ use serde::Serialize;
 
 use crate::client::{self, ClientError, Endpoint};
 use crate::engine::{EngineOptions, Model, Threads};
+use crate::latency;
 
 /// Distinct generated requests a run cycles through.
 const GENERATED_INPUTS: u64 = 32;
-/// Significant digits of the latency histograms: every figure is within
-/// 0.1% of the exact nearest-rank value, and a run of any length costs a
-/// fixed ~200 KiB per worker instead of one entry per request.
-const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 
 /// When a run of one concurrency level stops.
 #[derive(Debug, Clone, Copy)]
@@ -122,12 +119,6 @@ pub fn latency_summary(histogram: &Histogram<u64>) -> Latency {
         p99: ms(histogram.value_at_quantile(0.99)),
         max: ms(histogram.max()),
     }
-}
-
-fn latency_histogram() -> Histogram<u64> {
-    // Auto-resizing from 1 µs: no latency is ever out of range.
-    Histogram::new(LATENCY_SIGNIFICANT_DIGITS)
-        .expect("3 significant digits is within hdrhistogram's 0..=5")
 }
 
 /// Runs every concurrency level in turn.
@@ -278,7 +269,7 @@ struct Tally {
 
 impl Default for Tally {
     fn default() -> Self {
-        Tally { latencies: latency_histogram(), errors: 0, first_error: None }
+        Tally { latencies: latency::histogram(), errors: 0, first_error: None }
     }
 }
 
@@ -286,12 +277,7 @@ impl Tally {
     fn record<E: Into<BenchError>>(&mut self, started: Instant, result: Result<(), E>) {
         match result {
             Ok(()) => {
-                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                // Recording resizes the histogram; only a value past u64's range
-                // (never a latency) could fail, and is then clamped.
-                if self.latencies.record(micros).is_err() {
-                    self.latencies.saturating_record(micros);
-                }
+                latency::record(&mut self.latencies, started.elapsed());
             }
             Err(e) => {
                 self.errors += 1;
@@ -374,7 +360,7 @@ mod tests {
     use super::*;
 
     fn histogram(samples_ms: impl IntoIterator<Item = u64>) -> Histogram<u64> {
-        let mut h = latency_histogram();
+        let mut h = latency::histogram();
         for ms in samples_ms {
             h.record(ms * 1000).unwrap();
         }
@@ -393,7 +379,7 @@ mod tests {
         assert!(near(l.max, 100.0), "{l:?}");
         assert!((l.mean - 50.5).abs() < 50.5e-3, "{l:?}");
         assert!(near(latency_summary(&histogram([3])).p99, 3.0));
-        assert_eq!(latency_summary(&latency_histogram()).p50, 0.0);
+        assert_eq!(latency_summary(&latency::histogram()).p50, 0.0);
     }
 
     #[test]

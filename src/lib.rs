@@ -8,6 +8,7 @@ pub mod contract;
 pub mod controller;
 pub mod crd;
 pub mod engine;
+pub mod latency;
 pub mod listen;
 pub mod local;
 pub mod optimize;

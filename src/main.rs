@@ -52,8 +52,8 @@ fn report_to_kubernetes(message: &str) {
     const TERMINATION_LOG: &str = "/dev/termination-log";
     let empty = std::fs::metadata(TERMINATION_LOG).is_ok_and(|m| m.len() == 0);
     if empty {
-        // Kubernetes keeps at most 4096 bytes of it.
-        let cut: String = message.chars().take(4000).collect();
+        let cut: String =
+            message.chars().take(tractor::contract::job::MAX_TERMINATION_MESSAGE).collect();
         let _ = std::fs::write(TERMINATION_LOG, cut);
     }
 }

@@ -197,18 +197,7 @@ impl World {
         let spec = self.spec.valid();
         let now = Timestamp::from_second(T0 + self.now).expect("a time in range");
         let plan = plan(&spec, &self.observed, now);
-        self.observed.status = plan.status.clone();
-        if plan.clear_requests {
-            self.observed.promote_requested = false;
-            self.observed.abort_requested = false;
-        }
-        if plan.reset_figures {
-            self.observed.figures = None;
-        }
-        // Versions no longer desired lose their pods.
-        self.observed
-            .ready
-            .retain(|v, _| plan.versions.iter().any(|d| &d.version == v && d.replicas > 0));
+        self.observed.carry(&plan);
         plan
     }
 

@@ -44,8 +44,12 @@ impl ChildArgs {
     /// The subcommand then `--flag value` pairs: a process's argv (after
     /// the program).
     pub fn argv(&self) -> Vec<String> {
+        self.render(|_| true)
+    }
+
+    fn render(&self, keep: impl Fn(&ChildArg) -> bool) -> Vec<String> {
         let mut argv = vec![self.subcommand.to_string()];
-        for arg in &self.args {
+        for arg in self.args.iter().filter(|a| keep(a)) {
             argv.push(arg.flag.to_string());
             argv.push(arg.value.clone());
         }
@@ -61,17 +65,7 @@ impl ChildArgs {
     /// The subcommand and the flags no variable can carry: a container's
     /// args when its environment carries the rest.
     pub fn flags_without_env(&self) -> Vec<String> {
-        let mut argv = vec![self.subcommand.to_string()];
-        for arg in self.args.iter().filter(|a| a.env.is_none()) {
-            argv.push(arg.flag.to_string());
-            argv.push(arg.value.clone());
-        }
-        argv
-    }
-
-    /// The value given for `flag`, if any.
-    pub fn get(&self, flag: &str) -> Option<&str> {
-        self.args.iter().find(|a| a.flag == flag).map(|a| a.value.as_str())
+        self.render(|a| a.env.is_none())
     }
 }
 

@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams};
 use super::objects::{self, COMPONENT, DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::{Context, Error};
 use crate::crd::{ModelDeployment, ModelVersion, ValidSpec};
-use crate::plan::{Artifact, JobState, Observed, Registered};
+use crate::plan::{JobState, Observed, Registered};
 
 /// What was observed, plus what the executor itself needs to clean up.
 #[derive(Debug, Clone, Default)]
@@ -111,15 +111,7 @@ pub async fn observe(
         .await
         .map_err(|source| Error::Observe { what: "ModelVersions", source })?
         .into_iter()
-        .map(|mv| Registered {
-            version: mv.spec.version.clone(),
-            artifact: Artifact {
-                uri: mv.spec.artifact.uri.clone(),
-                sha256: Some(mv.spec.artifact.sha256.clone()),
-            },
-            parent: mv.spec.parent.clone(),
-            recipe: mv.spec.recipe.clone(),
-        })
+        .map(|mv| Registered::from(&mv.spec))
         .collect();
 
     let status = md.status.clone().unwrap_or_default();

@@ -2,15 +2,14 @@
 //! carry the plan out.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use super::children::{Backoff, DRAIN, MAX_BACKOFF, Server, free_port, why_it_stopped};
-use super::state::{ABORT, PROMOTE, REGISTRY_FILE, REQUEST_FILE, registered_of, write_whole};
+use super::children::{Backoff, DRAIN, Server, free_port, why_it_stopped};
+use super::state::{ABORT, PROMOTE, REGISTRY_FILE, REQUEST_FILE, write_whole};
 use super::{HEALTH_TIMEOUT, LocalError, Runner};
 use crate::contract::args::{self, OptimizeFiles, ServePlacement};
 use crate::contract::routes::{Backend, RouteTable, StatsReport};
 use crate::crd::ValidSpec;
-use crate::plan::{CanaryFigures, EventKind, JobState, Observed, Plan};
+use crate::plan::{CanaryFigures, EventKind, JobState, Observed, Plan, Registered};
 
 impl Runner {
     pub(super) async fn observe(&mut self, spec: &ValidSpec) -> Observed {
@@ -42,15 +41,11 @@ impl Runner {
         for version in exited {
             self.servers.remove(&version);
             let reason = failing.get(&version).cloned().unwrap_or_default();
-            let entry = self.backoff.entry(version.clone()).or_insert(Backoff {
-                restarts: 0,
-                next: std::time::Instant::now(),
-                reason: String::new(),
-            });
-            let delay = Duration::from_secs(1u64 << entry.restarts.min(5)).min(MAX_BACKOFF);
-            entry.restarts += 1;
-            entry.next = std::time::Instant::now() + delay;
-            entry.reason = reason.clone();
+            let delay = self
+                .backoff
+                .entry(version.clone())
+                .or_insert_with(Backoff::new)
+                .failed(reason.clone());
             let message =
                 format!("serve {version} exited ({reason}); restarting in {}s", delay.as_secs());
             self.emit("Warning", "ServeExited", &message, &[]);
@@ -85,7 +80,7 @@ impl Runner {
         Observed {
             generation: None,
             status: self.status.clone(),
-            registered: self.registered.clone(),
+            registered: self.registry.iter().map(Registered::from).collect(),
             job,
             ready,
             failing,
@@ -219,7 +214,6 @@ impl Runner {
             self.job = Some((job.version.clone(), child, output));
         }
         if let Some(entry) = &plan.register {
-            self.registered.push(registered_of(entry));
             self.registry.retain(|e| e.version != entry.version);
             self.registry.push(entry.clone());
             write_whole(

@@ -42,6 +42,22 @@ pub(super) struct Backoff {
     pub(super) reason: String,
 }
 
+impl Backoff {
+    pub(super) fn new() -> Self {
+        Backoff { restarts: 0, next: std::time::Instant::now(), reason: String::new() }
+    }
+
+    /// Another failure: the next try waits twice as long as the last
+    /// (1, 2, 4... s, at most [`MAX_BACKOFF`]). Returns that wait.
+    pub(super) fn failed(&mut self, reason: String) -> Duration {
+        let delay = Duration::from_secs(1u64 << self.restarts.min(5)).min(MAX_BACKOFF);
+        self.restarts += 1;
+        self.next = std::time::Instant::now() + delay;
+        self.reason = reason;
+        delay
+    }
+}
+
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A version taken out of the routes keeps running this long, so the router
 /// (which re-reads its routes file every 250 ms) has moved its traffic away
@@ -137,10 +153,7 @@ impl Runner {
                 );
             }
             Err(e) => {
-                let delay = Duration::from_secs(1u64 << self.router_backoff.restarts.min(5))
-                    .min(MAX_BACKOFF);
-                self.router_backoff.restarts += 1;
-                self.router_backoff.next = std::time::Instant::now() + delay;
+                let delay = self.router_backoff.failed(e.to_string());
                 self.emit(
                     "Warning",
                     "RouterFailed",

@@ -24,10 +24,10 @@ use tokio::process::Child;
 
 use crate::contract::routes::RouteTable;
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, ModelVersionSpec, Phase};
-use crate::plan::{JobState, Registered};
+use crate::plan::JobState;
 use children::{Backoff, Server};
 pub use report::Line;
-use state::{REGISTRY_FILE, read_documents, registered_of, resolve_source};
+use state::{REGISTRY_FILE, read_documents, resolve_source};
 pub use state::{Request, registry, request, status};
 
 /// How often the world is looked at: a step or a weight change shows within this.
@@ -80,7 +80,6 @@ struct Runner {
     router: Option<(Child, u16)>,
     job: Option<(String, Child, PathBuf)>,
     job_result: Option<(String, JobState)>,
-    registered: Vec<Registered>,
     /// The local twin of the cluster's `ModelVersion` objects: every
     /// optimized artifact with its digest, lineage and metrics, kept in the
     /// state directory so a restart neither forgets nor re-optimizes them.
@@ -138,7 +137,6 @@ pub async fn up(
         router: None,
         job: None,
         job_result: None,
-        registered: registry.iter().map(registered_of).collect(),
         registry,
         status,
         last_message: None,

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use super::LocalError;
 use crate::crd::recipe::Pass;
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, ModelVersionSpec, ValidSpec};
-use crate::plan::{Artifact, Registered};
 
 pub(super) fn read_documents(path: &Path) -> Result<Vec<ModelDeployment>, LocalError> {
     let text = std::fs::read_to_string(path).map_err(|e| LocalError::ReadSpec {
@@ -58,17 +57,6 @@ pub(super) const REQUEST_FILE: &str = "request";
 /// Registered versions (`ModelVersionSpec`s as JSON) in the state directory.
 pub(super) const REGISTRY_FILE: &str = "registry.json";
 
-pub(super) fn registered_of(entry: &ModelVersionSpec) -> Registered {
-    Registered {
-        version: entry.version.clone(),
-        artifact: Artifact {
-            uri: entry.artifact.uri.clone(),
-            sha256: Some(entry.artifact.sha256.clone()),
-        },
-        parent: entry.parent.clone(),
-        recipe: entry.recipe.clone(),
-    }
-}
 pub(super) const PROMOTE: &str = "promote";
 pub(super) const ABORT: &str = "abort";
 

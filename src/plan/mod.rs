@@ -67,6 +67,22 @@ pub struct Registered {
     pub recipe: Option<crate::crd::recipe::Recipe>,
 }
 
+impl From<&ModelVersionSpec> for Registered {
+    /// A registry entry as the planner reads it: the controller's
+    /// `ModelVersion` objects and `tractor up`'s `registry.json` alike.
+    fn from(entry: &ModelVersionSpec) -> Self {
+        Registered {
+            version: entry.version.clone(),
+            artifact: Artifact {
+                uri: entry.artifact.uri.clone(),
+                sha256: Some(entry.artifact.sha256.clone()),
+            },
+            parent: entry.parent.clone(),
+            recipe: entry.recipe.clone(),
+        }
+    }
+}
+
 /// The optimization job for the target version, as observed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobState {
@@ -145,6 +161,24 @@ pub struct Observed {
     pub figures: Option<CanaryFigures>,
     pub promote_requested: bool,
     pub abort_requested: bool,
+}
+
+impl Observed {
+    /// What the next observation shows of a plan an executor carried out:
+    /// the status it wrote, the promote/abort requests it cleared, the
+    /// router window it reset, and no pods for the versions it removed.
+    /// The planner's tests and its property tests play the executor with it.
+    pub fn carry(&mut self, plan: &Plan) {
+        self.status = plan.status.clone();
+        if plan.clear_requests {
+            self.promote_requested = false;
+            self.abort_requested = false;
+        }
+        if plan.reset_figures {
+            self.figures = None;
+        }
+        self.ready.retain(|v, _| plan.versions.iter().any(|d| &d.version == v && d.replicas > 0));
+    }
 }
 
 /// A version's pods that should exist.

@@ -233,13 +233,7 @@ impl Planner<'_> {
         self.plan.weights = vec![(target.to_string(), 100)];
         if self.ready(target) {
             self.status().canary = None;
-            self.status().stable = Some(VersionStatus {
-                version: target.to_string(),
-                digest: artifact.sha256.clone(),
-                uri: Some(artifact.uri.clone()),
-                weight: 100,
-                since: Some(self.now_time()),
-            });
+            self.status().stable = Some(self.stable_from_now(target, &artifact));
             self.push_history(
                 target,
                 Some(&artifact),
@@ -327,6 +321,18 @@ impl Planner<'_> {
             .started
             .as_ref()
             .is_some_and(|s| self.now >= after(s, self.spec.rollout.progress_deadline))
+    }
+
+    /// `version` as the stable one from now on, with all the traffic: the
+    /// inverse of [`Self::stable_artifact`].
+    pub(super) fn stable_from_now(&self, version: &str, artifact: &Artifact) -> VersionStatus {
+        VersionStatus {
+            version: version.to_string(),
+            digest: artifact.sha256.clone(),
+            uri: Some(artifact.uri.clone()),
+            weight: 100,
+            since: Some(self.now_time()),
+        }
     }
 
     pub(super) fn stable_artifact(stable: &VersionStatus) -> Artifact {
@@ -458,13 +464,7 @@ impl Planner<'_> {
             format!("replaced by {target}"),
         );
         self.push_history(target, Some(&artifact), Outcome::Promoted, reason);
-        self.status().stable = Some(VersionStatus {
-            version: target.to_string(),
-            digest: artifact.sha256.clone(),
-            uri: Some(artifact.uri.clone()),
-            weight: 100,
-            since: Some(self.now_time()),
-        });
+        self.status().stable = Some(self.stable_from_now(target, &artifact));
         self.status().canary = None;
         self.plan.weights = vec![(target.to_string(), 100)];
         self.push_version(target, artifact, self.spec.replicas);

@@ -53,18 +53,7 @@ impl World {
     /// Plans, then applies what the executor would (status, requests cleared).
     fn step(&mut self, spec: &ValidSpec, now: i64) -> Plan {
         let plan = plan(spec, &self.observed, at(now));
-        self.observed.status = plan.status.clone();
-        if plan.clear_requests {
-            self.observed.promote_requested = false;
-            self.observed.abort_requested = false;
-        }
-        if plan.reset_figures {
-            self.observed.figures = None;
-        }
-        // Versions no longer desired lose their pods.
-        self.observed
-            .ready
-            .retain(|v, _| plan.versions.iter().any(|d| &d.version == v && d.replicas > 0));
+        self.observed.carry(&plan);
         self.last = Some(plan.clone());
         plan
     }

@@ -11,11 +11,7 @@ use prometheus::{
 };
 
 use crate::contract::routes::{StatsReport, VersionStats};
-
-/// Significant digits the latency histograms keep: every recorded latency
-/// is within 0.1% of its true value (1 part in 10^3), at any rate and with
-/// no sampling, in a fixed ~200 KiB per version.
-const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+use crate::latency;
 
 struct Window {
     requests: u64,
@@ -28,15 +24,7 @@ struct Window {
 
 impl Default for Window {
     fn default() -> Self {
-        Window {
-            requests: 0,
-            errors: 0,
-            // Auto-resizing from 1 µs: no latency is ever out of range.
-            latencies: Histogram::new(LATENCY_SIGNIFICANT_DIGITS)
-                .expect("3 significant digits is within hdrhistogram's 0..=5"),
-            agreed: 0,
-            compared: 0,
-        }
+        Window { requests: 0, errors: 0, latencies: latency::histogram(), agreed: 0, compared: 0 }
     }
 }
 
@@ -44,12 +32,7 @@ impl Window {
     fn count(&mut self, latency: Duration, failed: bool) {
         self.requests += 1;
         self.errors += u64::from(failed);
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        // Recording resizes the histogram; only a value past u64's range
-        // (never a latency) could fail, and is then clamped.
-        if self.latencies.record(micros).is_err() {
-            self.latencies.saturating_record(micros);
-        }
+        latency::record(&mut self.latencies, latency);
     }
 
     /// Nearest-rank percentile in milliseconds. The bucket's upper bound is

@@ -198,8 +198,12 @@ async fn watch_file(path: PathBuf, state: RouterState) {
     loop {
         let now = tokio::fs::read(&path).await.ok();
         if now != last {
+            let parsed = match &now {
+                Some(bytes) => parse_table(&String::from_utf8_lossy(bytes)),
+                None => RoutesSource::File(path.clone()).load().await,
+            };
             last = now;
-            match RoutesSource::File(path.clone()).load().await {
+            match parsed {
                 Ok(table) if table == *state.table() => {}
                 Ok(table) => {
                     tracing::info!(routes = ?table, "routing table changed");
