@@ -15,8 +15,12 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new(SIGNIFICANT_DIGITS).expect("3 significant digits is within hdrhistogram's 0..=5")
 }
 
-/// Records one latency. The histogram resizes to fit it; only a value past
-/// u64's range (never a latency) is clamped.
+/// Records one latency. `record` resizes the histogram to fit it (the
+/// `saturating_record` shortcut does not: it clamps to the current range);
+/// only a value past u64's range (never a latency) fails and is clamped.
 pub fn record(histogram: &mut Histogram<u64>, latency: Duration) {
-    histogram.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    if histogram.record(micros).is_err() {
+        histogram.saturating_record(micros);
+    }
 }
