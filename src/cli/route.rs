@@ -33,12 +33,24 @@ pub struct RouteArgs {
     /// Retry a failed canary request once on the stable (first) version.
     #[arg(long, env = "TRACTOR_RETRY_ON_STABLE")]
     pub retry_on_stable: bool,
+    /// A backend whose answer has not begun within this is a 502.
     #[arg(long, env = "TRACTOR_BACKEND_TIMEOUT_MS", default_value_t = 30_000)]
     pub backend_timeout_ms: u64,
+    /// The longest one request may take, retry and answer included: 504
+    /// when no answer has begun by then, and an answer still streaming is cut.
+    #[arg(long, env = "TRACTOR_REQUEST_TIMEOUT_MS", default_value_t = 60_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
     #[arg(long, env = "TRACTOR_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
+    /// Largest backend answer relayed (streamed, never held whole): 502 when
+    /// its length says so up front, cut when it streams past it.
+    #[arg(long, env = "TRACTOR_MAX_RESPONSE_BYTES", default_value_t = 256 << 20)]
+    pub max_response_bytes: u64,
     #[arg(long, env = "TRACTOR_MAX_INFLIGHT", default_value_t = 1024)]
     pub max_inflight: usize,
+    #[command(flatten)]
+    pub connections: super::serve::ConnectionArgs,
 }
 
 pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
@@ -67,8 +79,11 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
         sticky_header: args.sticky_header,
         retry_on_stable: args.retry_on_stable,
         backend_timeout: std::time::Duration::from_millis(args.backend_timeout_ms),
+        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
         max_body_bytes: args.max_body_bytes,
+        max_response_bytes: args.max_response_bytes,
         max_inflight: args.max_inflight,
+        connections: tractor::listen::ConnectionLimits::from(&args.connections),
     };
     tractor::route::run(config, tractor::serve::shutdown_signal()).await?;
     Ok(())

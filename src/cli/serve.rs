@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use tractor::engine::Threads;
+use tractor::listen::{self, ConnectionLimits};
 use tractor::serve::{self, ServeConfig};
 
 #[derive(Debug, Args)]
@@ -55,6 +56,53 @@ pub struct ServeArgs {
     /// requests that set `"parameters": {"processing": true}`.
     #[arg(long, env = "TRACTOR_PROCESSING")]
     pub processing: Option<PathBuf>,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// How long connections may take and how many may be open: the same flags
+/// on `serve` and `route` (docs/serving.md, "Connection limits").
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// A request's head (line and headers) must arrive within this, counted
+    /// from the connection's opening or the first byte of a later request;
+    /// past it the connection is closed.
+    #[arg(long, env = "TRACTOR_HEADER_READ_TIMEOUT_MS",
+        default_value_t = listen::DEFAULT_HEADER_READ_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive whole within this of its head (408 past it).
+    #[arg(long, env = "TRACTOR_BODY_READ_TIMEOUT_MS",
+        default_value_t = listen::DEFAULT_BODY_READ_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_ms: u64,
+    /// A kept-alive connection without a request is closed after this.
+    #[arg(long, env = "TRACTOR_IDLE_TIMEOUT_MS",
+        default_value_t = listen::DEFAULT_IDLE_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; one more is answered 503 and closed.
+    #[arg(long, env = "TRACTOR_MAX_CONNECTIONS",
+        default_value_t = listen::DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+    /// After SIGTERM, connections still open this long are closed and the
+    /// process exits.
+    #[arg(long, env = "TRACTOR_DRAIN_TIMEOUT_MS",
+        default_value_t = listen::DEFAULT_DRAIN_TIMEOUT_MS)]
+    pub drain_timeout_ms: u64,
+}
+
+impl From<&ConnectionArgs> for ConnectionLimits {
+    fn from(args: &ConnectionArgs) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            max_connections: args.max_connections,
+            drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        }
+    }
 }
 
 /// The flags in the units the server works in; reading the processing
@@ -86,6 +134,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    serve::run(ServeConfig::try_from(args)?, serve::shutdown_signal()).await?;
+    let connections = ConnectionLimits::from(&args.connections);
+    serve::run_with_limits(ServeConfig::try_from(args)?, connections, serve::shutdown_signal())
+        .await?;
     Ok(())
 }

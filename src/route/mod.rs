@@ -11,6 +11,7 @@
 //! change without dropping requests and survive a router restart.
 
 mod agreement;
+mod backend;
 mod stats;
 mod table;
 
@@ -22,24 +23,30 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::contract::routes::{Backend, RouteTable};
 pub use crate::contract::v2::VERSION_HEADER;
-use crate::listen::{BindError, bind};
+use crate::listen::{self, BindError, ConnectionLimits, bind};
+use backend::{BackendError, Forward, HttpClient, RelayBody};
 pub use stats::Stats;
 pub use table::{RoutesSource, TableError, parse_backend};
 
 /// Seconds a client should wait before retrying an overloaded router.
 const RETRY_AFTER_SECONDS: &str = "1";
+/// Largest answer read whole to compare with the shadow's. V2 answers of
+/// classifiers are a few KiB; a bigger one is streamed to the caller, and
+/// only the shadow's errors and latency are measured.
+const AGREEMENT_MAX_BYTES: u64 = 8 << 20;
 
 /// Errors that stop the router.
 #[derive(Debug, thiserror::Error)]
@@ -48,32 +55,6 @@ pub enum RouteError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Table(#[from] TableError),
-    #[error("the HTTP server failed: {0}")]
-    Http(#[source] std::io::Error),
-}
-
-/// Why one backend gave no answer: the caller gets a 502 naming it.
-#[derive(Debug, thiserror::Error)]
-enum BackendError {
-    #[error("{version}: bad backend URL {url:?}: {source}")]
-    Url {
-        version: String,
-        url: String,
-        #[source]
-        source: axum::http::uri::InvalidUri,
-    },
-    /// hyper's client error says "client error (Connect)"; the message
-    /// carries its causes, which say which.
-    #[error("{version}: {reason}")]
-    Transport { version: String, reason: String },
-    #[error("{version}: {source}")]
-    Body {
-        version: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("{version}: no answer within {ms} ms")]
-    Timeout { version: String, ms: u128 },
 }
 
 #[derive(Debug, Clone)]
@@ -84,10 +65,20 @@ pub struct RouteConfig {
     pub sticky_header: Option<String>,
     /// A failed canary request is tried once more on the stable version.
     pub retry_on_stable: bool,
-    /// A backend slower than this counts as an error (502), never a hang.
+    /// A backend whose answer has not begun within this is an error (502),
+    /// never a hang.
     pub backend_timeout: Duration,
+    /// The longest one request may take, retry and streamed answer
+    /// included: 504 when no answer has begun by then; an answer still
+    /// streaming is cut.
+    pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Largest answer relayed: refused (502) when its length says so up
+    /// front, cut when it streams past it.
+    pub max_response_bytes: u64,
     pub max_inflight: usize,
+    /// Timeouts and the cap of the traffic and admin connections.
+    pub connections: ConnectionLimits,
 }
 
 /// Shared state of the traffic and admin handlers.
@@ -96,20 +87,16 @@ pub struct RouterState {
     inner: Arc<Inner>,
 }
 
-/// The client to backends: hyper's own pooled client rather than reqwest.
-/// The router is a hop every request pays for, and reqwest's conveniences
-/// (URL parsing with IDNA, redirect and header layers) were a measurable part
-/// of its CPU per request; a proxy needs none of them.
-type HttpClient = Client<HttpConnector, Body>;
-
 struct Inner {
     table: RwLock<Arc<RouteTable>>,
     stats: Stats,
     http: HttpClient,
     backend_timeout: Duration,
+    request_timeout: Duration,
     sticky_header: Option<HeaderName>,
     retry_on_stable: bool,
     max_body_bytes: usize,
+    max_response_bytes: u64,
     inflight: Arc<Semaphore>,
 }
 
@@ -127,12 +114,14 @@ impl RouterState {
                 stats: Stats::default(),
                 http,
                 backend_timeout: config.backend_timeout,
+                request_timeout: config.request_timeout,
                 sticky_header: config
                     .sticky_header
                     .as_deref()
                     .and_then(|h| HeaderName::try_from(h).ok()),
                 retry_on_stable: config.retry_on_stable,
                 max_body_bytes: config.max_body_bytes,
+                max_response_bytes: config.max_response_bytes,
                 inflight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
             }),
         }
@@ -239,88 +228,70 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn forwardable(name: &HeaderName) -> bool {
-    !HOP_BY_HOP.contains(&name.as_str()) && name != header::HOST && name != header::CONTENT_LENGTH
+/// A failed attempt: no answer, or a server error (retried on the stable).
+fn failed(result: &Result<axum::http::Response<Incoming>, BackendError>) -> bool {
+    result.as_ref().map_or(true, |a| a.status().is_server_error())
 }
 
-/// What a backend answered.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// Sends one request to a backend and reads its whole answer, within the
-/// backend timeout (a slow backend is an error, never a hang).
-async fn send(
-    inner: &Inner,
+/// One attempt on one backend, measured in its figures (until the answer's
+/// head: what the backend costs, not how fast the caller reads).
+async fn attempt(
+    state: &RouterState,
     backend: &Backend,
-    method: &axum::http::Method,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<Answer, BackendError> {
-    let version = || backend.version.clone();
-    let uri: axum::http::Uri =
-        format!("{}{path_and_query}", backend.url.trim_end_matches('/')).parse().map_err(
-            |source| BackendError::Url { version: version(), url: backend.url.clone(), source },
-        )?;
-    let mut request = axum::http::Request::new(Body::from(body));
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    let out = request.headers_mut();
-    for (name, value) in headers {
-        if forwardable(name) && name.as_str() != VERSION_HEADER {
-            out.append(name, value.clone());
-        }
-    }
-    let exchange = async {
-        let response = inner.http.request(request).await.map_err(|e| BackendError::Transport {
-            version: version(),
-            reason: transport_error(&e),
-        })?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| BackendError::Body { version: version(), source: Box::new(e) })?
-            .to_bytes();
-        let mut headers = parts.headers;
-        for name in HOP_BY_HOP {
-            headers.remove(name);
-        }
-        headers.remove(header::CONTENT_LENGTH);
-        Ok(Answer { status: parts.status, headers, body })
-    };
-    tokio::time::timeout(inner.backend_timeout, exchange).await.unwrap_or_else(|_| {
-        Err(BackendError::Timeout { version: version(), ms: inner.backend_timeout.as_millis() })
-    })
+    forward: &Forward<'_>,
+    deadline: tokio::time::Instant,
+) -> Result<axum::http::Response<Incoming>, BackendError> {
+    let started = Instant::now();
+    let inner = &state.inner;
+    let result =
+        backend::send(&inner.http, inner.backend_timeout, backend, forward, deadline).await;
+    state.stats().record(&backend.version, started.elapsed(), failed(&result));
+    result
 }
 
-/// hyper's client error says "client error (Connect)"; the cause says which.
-fn transport_error(error: &hyper_util::client::legacy::Error) -> String {
-    let mut message = error.to_string();
+fn gateway_error(version: &str, reason: &BackendError) -> Response {
+    tracing::warn!(%version, %reason, "backend failed");
+    let status =
+        if reason.is_deadline() { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
+    error(status, format!("version {version} did not answer: {reason}"))
+}
+
+/// True when axum's body reader stopped at its length limit (413), rather
+/// than for the client's failure to send (400, or 408 from `listen`).
+fn over_length_limit(error: &axum::Error) -> bool {
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        message = format!("{message}: {cause}");
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
         source = cause.source();
     }
-    message
+    false
 }
 
 async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
-    let Ok(_permit) = state.inner.inflight.clone().try_acquire_owned() else {
+    let deadline = tokio::time::Instant::now() + state.inner.request_timeout;
+    let (parts, body) = request.into_parts();
+    // The body is read before an in-flight slot is taken: a slow client
+    // holds its own connection (cut at the body-read timeout), never one of
+    // the slots the other callers need.
+    let limit = state.inner.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) if over_length_limit(&e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {limit} bytes"),
+            );
+        }
+        Err(_) => return error(StatusCode::BAD_REQUEST, "the request body could not be read"),
+    };
+    let table = state.table();
+    let chosen = match choose(&table, &parts.headers, state.inner.sticky_header.as_ref()) {
+        Ok(b) => b.clone(),
+        Err((status, message)) => return error(status, message),
+    };
+    let Ok(slot) = state.inner.inflight.clone().try_acquire_owned() else {
         let mut response =
             error(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight; retry later");
         response
@@ -328,82 +299,111 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         return response;
     };
-    let (parts, body) = request.into_parts();
-    let limit = state.inner.max_body_bytes;
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body exceeds {limit} bytes"),
-            );
-        }
-    };
-    let table = state.table();
-    let chosen = match choose(&table, &parts.headers, state.inner.sticky_header.as_ref()) {
-        Ok(b) => b.clone(),
-        Err((status, message)) => return error(status, message),
-    };
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    let started = Instant::now();
-    let mut result =
-        send(&state.inner, &chosen, &parts.method, &path, &parts.headers, body.clone()).await;
-    let failed =
-        |r: &Result<Answer, BackendError>| r.as_ref().map_or(true, |a| a.status.is_server_error());
-    state.stats().record(&chosen.version, started.elapsed(), failed(&result));
+    let forward =
+        Forward { method: &parts.method, target: &parts.uri, headers: &parts.headers, body };
+    let mut result = attempt(&state, &chosen, &forward, deadline).await;
     let mut answered_by = chosen.clone();
-    let stable = table.backends.first();
     if failed(&result)
+        && !result.as_ref().is_err_and(BackendError::is_deadline)
         && state.inner.retry_on_stable
-        && let Some(stable) = stable
+        && let Some(stable) = table.backends.first()
         && stable.version != chosen.version
     {
-        let retry_started = Instant::now();
-        result =
-            send(&state.inner, stable, &parts.method, &path, &parts.headers, body.clone()).await;
-        state.stats().record(&stable.version, retry_started.elapsed(), failed(&result));
+        result = attempt(&state, stable, &forward, deadline).await;
         answered_by = stable.clone();
     }
     let answer = match result {
         Ok(answer) => answer,
-        Err(reason) => {
-            tracing::warn!(version = %answered_by.version, %reason, "backend failed");
-            return error(
-                StatusCode::BAD_GATEWAY,
-                format!("version {} did not answer: {reason}", answered_by.version),
-            );
+        Err(reason) => return gateway_error(&answered_by.version, &reason),
+    };
+    let (head, answer) = answer.into_parts();
+    let max_response = state.inner.max_response_bytes;
+    let length = match backend::check_size(&answered_by.version, &answer, max_response) {
+        Ok(length) => length,
+        Err(reason) => return gateway_error(&answered_by.version, &reason),
+    };
+    let shadow =
+        table.shadow.as_ref().and_then(|s| table.backends.iter().find(|b| &b.version == s)).filter(
+            |shadow| {
+                shadow.version != answered_by.version
+                    && head.status.is_success()
+                    && parts.method == Method::POST
+            },
+        );
+    let body = match shadow {
+        // Small enough to compare: read whole, then both sides are known.
+        Some(shadow) if length.is_some_and(|n| n <= AGREEMENT_MAX_BYTES) => {
+            let whole =
+                match backend::collect(&answered_by.version, answer, AGREEMENT_MAX_BYTES, deadline)
+                    .await
+                {
+                    Ok(whole) => whole,
+                    Err(reason) => return gateway_error(&answered_by.version, &reason),
+                };
+            let primary = agreement::Decoded::from_answer(&head.headers, &whole);
+            shadow_copy(&state, shadow, &parts.uri, &parts.headers, forward.body, primary);
+            Body::from(whole)
+        }
+        shadow => {
+            if let Some(shadow) = shadow {
+                shadow_copy(&state, shadow, &parts.uri, &parts.headers, forward.body, None);
+            }
+            Body::new(RelayBody::new(
+                answer,
+                answered_by.version.clone(),
+                max_response,
+                deadline,
+                slot,
+            ))
         }
     };
-    if let Some(shadow) =
-        table.shadow.as_ref().and_then(|s| table.backends.iter().find(|b| &b.version == s))
-        && shadow.version != answered_by.version
-        && answer.status.is_success()
-        && parts.method == axum::http::Method::POST
-    {
-        let (state, shadow, headers) = (state.clone(), shadow.clone(), parts.headers.clone());
-        let primary = agreement::Decoded::from_answer(&answer.headers, &answer.body);
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let copy =
-                send(&state.inner, &shadow, &axum::http::Method::POST, &path, &headers, body).await;
-            let failed = copy.as_ref().map_or(true, |a| a.status.is_server_error());
-            state.stats().record_shadow(&shadow.version, started.elapsed(), failed);
-            if let (Some(primary), Ok(copy)) = (primary, copy)
-                && copy.status.is_success()
-                && let Some(theirs) = agreement::Decoded::from_answer(&copy.headers, &copy.body)
-                && let Some((agreed, compared)) = agreement::compare(&primary, &theirs)
-            {
-                state.stats().record_agreement(&shadow.version, agreed, compared);
-            }
-        });
-    }
-    let mut response = Response::new(Body::from(answer.body));
-    *response.status_mut() = answer.status;
-    *response.headers_mut() = answer.headers;
+    let mut response = Response::from_parts(head, body);
     if let Ok(v) = HeaderValue::from_str(&answered_by.version) {
         response.headers_mut().insert(VERSION_HEADER, v);
     }
     response
+}
+
+/// Sends the shadow version a copy of the request, in the background: the
+/// caller never waits for it. Its errors and latency are measured, and,
+/// when the caller's answer was read whole (`primary`), its agreement.
+fn shadow_copy(
+    state: &RouterState,
+    shadow: &Backend,
+    target: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+    primary: Option<agreement::Decoded>,
+) {
+    let (state, shadow) = (state.clone(), shadow.clone());
+    let (target, headers) = (target.clone(), headers.clone());
+    let span = tracing::debug_span!("shadow", version = %shadow.version);
+    tokio::spawn(
+        async move {
+            let inner = &state.inner;
+            let deadline = tokio::time::Instant::now() + inner.request_timeout;
+            let forward =
+                Forward { method: &Method::POST, target: &target, headers: &headers, body };
+            let started = Instant::now();
+            let copy =
+                backend::send(&inner.http, inner.backend_timeout, &shadow, &forward, deadline)
+                    .await;
+            state.stats().record_shadow(&shadow.version, started.elapsed(), failed(&copy));
+            let (Some(primary), Ok(copy)) = (primary, copy) else { return };
+            if !copy.status().is_success() {
+                return;
+            }
+            let (head, body) = copy.into_parts();
+            if let Ok(whole) =
+                backend::collect(&shadow.version, body, AGREEMENT_MAX_BYTES, deadline).await
+                && let Some(theirs) = agreement::Decoded::from_answer(&head.headers, &whole)
+                && let Some((agreed, compared)) = agreement::compare(&primary, &theirs)
+            {
+                state.stats().record_agreement(&shadow.version, agreed, compared);
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// Runs the router until `shutdown` resolves, then drains in-flight requests.
@@ -420,18 +420,20 @@ pub async fn run(
     let admin = bind(config.admin_listen).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin_listen, routes = ?state.table(), "router listening");
     let watcher = tokio::spawn(config.routes.clone().watch(state.clone()));
-    let admin_server = tokio::spawn({
-        let app = admin_app(state.clone());
-        async move { axum::serve(admin, app).await }
-    });
+    let admin_server = tokio::spawn(listen::serve(
+        admin,
+        admin_app(state.clone()),
+        config.connections,
+        std::future::pending(),
+    ));
     let draining = async move {
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");
     };
-    let served = axum::serve(listener, app(state)).with_graceful_shutdown(draining).await;
+    listen::serve(listener, app(state), config.connections, draining).await;
     watcher.abort();
     admin_server.abort();
-    served.map_err(RouteError::Http)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -28,6 +28,16 @@ pub const ROUTES_KEY: &str = "routes.json";
 pub enum TableError {
     #[error("invalid backend {0:?}: expected NAME=URL or NAME=URL@WEIGHT")]
     Backend(String),
+    #[error("version {version:?}: backend URL {url:?} {reason}")]
+    Url { version: String, url: String, reason: String },
+    /// The router's client speaks plain HTTP only; accepting the URL would
+    /// make every request to it fail.
+    #[error(
+        "version {version:?}: backend URL {url:?} is https://, which the router cannot reach \
+         yet: TLS to backends comes in a later change (--backend-ca); use http:// (inside \
+         the cluster, or behind a TLS-terminating sidecar)"
+    )]
+    Https { version: String, url: String },
     #[error("reading the routes file {path}: {reason}")]
     File { path: String, reason: String },
     #[error("invalid routing table: {0}")]
@@ -57,15 +67,52 @@ pub fn parse_backend(text: &str) -> Result<Backend, TableError> {
         }
         _ => (rest, 0),
     };
-    if version.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+    if version.is_empty() {
         return Err(bad());
     }
+    check_url(version, url)?;
     Ok(Backend { version: version.to_string(), url: url.to_string(), weight })
+}
+
+/// A backend URL the router can send requests to: `http://HOST[:PORT][/PREFIX]`,
+/// checked when the table loads rather than failing every request later.
+fn check_url(version: &str, url: &str) -> Result<(), TableError> {
+    let refuse = |reason: &str| TableError::Url {
+        version: version.to_string(),
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let uri: axum::http::Uri = url.parse().map_err(|e| refuse(&format!("does not parse: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(TableError::Https { version: version.to_string(), url: url.to_string() });
+        }
+        _ => return Err(refuse("must start with http://")),
+    }
+    let Some(authority) = uri.authority() else { return Err(refuse("has no host")) };
+    if authority.host().is_empty() {
+        return Err(refuse("has no host"));
+    }
+    // A port that does not parse would silently become port 80.
+    if authority.as_str().rsplit_once(':').is_some_and(|(_, port)| !port.ends_with(']'))
+        && authority.port_u16().is_none()
+    {
+        return Err(refuse("has a port that is not a number from 0 to 65535"));
+    }
+    if uri.query().is_some() {
+        return Err(refuse("has a query; a backend is an address and a path prefix"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(refuse("carries credentials; the router forwards the caller's headers only"));
+    }
+    Ok(())
 }
 
 /// Checks a table: unique versions, weights 0..=100, a shadow that exists.
 pub fn check(table: &RouteTable) -> Result<(), TableError> {
     for (i, b) in table.backends.iter().enumerate() {
+        check_url(&b.version, &b.url)?;
         if table.backends[..i].iter().any(|o| o.version == b.version) {
             return Err(TableError::Invalid(format!("version {:?} listed twice", b.version)));
         }
@@ -242,6 +289,24 @@ mod tests {
         assert_eq!(parse_backend("1=http://h:1").unwrap().weight, 0);
         assert!(parse_backend("nourl").is_err());
         assert!(parse_backend("1=ftp://h").is_err());
+        assert!(parse_backend("1=http://h:80x").is_err(), "a bad port is not port 80");
+        assert!(parse_backend("1=http://h:99999").is_err());
+        assert!(parse_backend("1=http://[::1]:8000").is_ok());
+        assert!(parse_backend("1=http://h/prefix").is_ok());
+    }
+
+    #[test]
+    fn https_backends_are_refused_with_the_reason() {
+        let message = parse_backend("1=https://h:8443").unwrap_err().to_string();
+        assert!(message.contains("https://") && message.contains("--backend-ca"), "{message}");
+        let table = RouteTable {
+            backends: vec![Backend { version: "1".into(), url: "https://h".into(), weight: 100 }],
+            shadow: None,
+        };
+        let message = check(&table).unwrap_err().to_string();
+        assert!(message.contains("TLS to backends comes in a later change"), "{message}");
+        let from_file = parse_table(&serde_json::to_string(&table).unwrap()).unwrap_err();
+        assert!(matches!(from_file, TableError::Https { .. }), "{from_file}");
     }
 
     #[test]
@@ -277,8 +342,11 @@ mod tests {
             sticky_header: None,
             retry_on_stable: false,
             backend_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
             max_body_bytes: 1024,
+            max_response_bytes: 1024,
             max_inflight: 1,
+            connections: crate::listen::ConnectionLimits::default(),
         };
         let state = RouterState::new(&config, table(100));
         let watching = tokio::spawn(config.routes.clone().watch(state.clone()));

@@ -28,7 +28,7 @@ pub use batcher::BatchPolicy;
 pub use error::ApiError;
 pub use state::{AppState, Loaded, ServeConfig, ServeError, default_model_name, load_model};
 
-use crate::listen::bind;
+use crate::listen::{self, ConnectionLimits, bind};
 
 /// The HTTP routes, without a port: tests drive it with `oneshot`.
 pub fn app(state: AppState) -> Router {
@@ -57,13 +57,27 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Runs the server until `shutdown` resolves, then drains in-flight requests.
+/// Runs the server until `shutdown` resolves, then drains in-flight
+/// requests, with the default connection limits.
+///
+/// # Errors
+/// As [`run_with_limits`].
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    run_with_limits(config, ConnectionLimits::default(), shutdown).await
+}
+
+/// Runs the server until `shutdown` resolves, then drains in-flight
+/// requests for at most the drain timeout of `connections`.
 ///
 /// # Errors
 /// A port that cannot be bound, or a model that cannot be fetched, verified
 /// or loaded: the process should exit with the reason.
-pub async fn run(
+pub async fn run_with_limits(
     config: ServeConfig,
+    connections: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let state = AppState::new(&config);
@@ -74,8 +88,7 @@ pub async fn run(
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");
     };
-    let server =
-        axum::serve(listener, app(state.clone())).with_graceful_shutdown(draining).into_future();
+    let server = listen::serve(listener, app(state.clone()), connections, draining);
     tokio::pin!(server);
     let started = Instant::now();
     let loading = load_model(&config);
@@ -85,12 +98,12 @@ pub async fn run(
             state.metrics().model_load_seconds.set(started.elapsed().as_secs_f64());
             state.install_processed(model, config.processing.as_ref())?;
         }
-        served = &mut server => {
+        () = &mut server => {
             // Shut down before the model finished loading.
-            return served.map_err(ServeError::Http);
+            return Ok(());
         }
     }
-    server.await.map_err(ServeError::Http)?;
+    server.await;
     tracing::info!("server stopped");
     Ok(())
 }

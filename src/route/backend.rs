@@ -1,0 +1,321 @@
+//! One exchange with a backend: the URI a request goes to, the request
+//! sent, and the answer streamed back to the caller within the request's
+//! deadline and the response size limit.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::uri::PathAndQuery;
+use axum::http::{HeaderMap, HeaderName, Method, Request, Response, Uri, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
+
+use crate::contract::routes::Backend;
+use crate::contract::v2::VERSION_HEADER;
+
+/// The client to backends: hyper's own pooled client rather than reqwest.
+/// The router is a hop every request pays for, and reqwest's conveniences
+/// (URL parsing with IDNA, redirect and header layers) were a measurable part
+/// of its CPU per request; a proxy needs none of them.
+pub(super) type HttpClient = Client<HttpConnector, Body>;
+
+/// Why one backend gave no answer: the caller gets a 502 naming it (504
+/// for the request's own deadline).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BackendError {
+    #[error("{version}: cannot address {url:?}: {reason}")]
+    Url { version: String, url: String, reason: String },
+    /// hyper's client error says "client error (Connect)"; the message
+    /// carries its causes, which say which.
+    #[error("{version}: {reason}")]
+    Transport { version: String, reason: String },
+    #[error("{version}: no answer within {ms} ms (--backend-timeout-ms)")]
+    Timeout { version: String, ms: u128 },
+    #[error("{version}: no answer before the request timeout (--request-timeout-ms)")]
+    Deadline { version: String },
+    #[error("{version}: answer of {bytes} bytes is over --max-response-bytes {limit}")]
+    TooLarge { version: String, bytes: u64, limit: u64 },
+    #[error("{version}: reading the answer: {reason}")]
+    Body { version: String, reason: String },
+}
+
+impl BackendError {
+    /// The request's own deadline passed: 504 rather than 502.
+    pub(super) fn is_deadline(&self) -> bool {
+        matches!(self, BackendError::Deadline { .. })
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn forwardable(name: &HeaderName) -> bool {
+    !HOP_BY_HOP.contains(&name.as_str()) && name != header::HOST && name != header::CONTENT_LENGTH
+}
+
+/// The URI a request for `target` is sent to on the backend at `base`.
+///
+/// Scheme and authority are always the backend's, never the client's: an
+/// absolute-form target (`GET http://elsewhere/...`) keeps only its path
+/// and query, and the asterisk-form `OPTIONS *` stays `*` on the backend's
+/// own port (pasting `*` after the base URL made an authority without a
+/// valid port, and the client connected to port 80). A base path is a
+/// prefix of every forwarded path.
+///
+/// # Errors
+/// A base URL that does not parse, or a target that makes no valid URI.
+pub(super) fn backend_uri(base: &str, target: &Uri) -> Result<Uri, String> {
+    let base: Uri = base.parse().map_err(|e: axum::http::uri::InvalidUri| e.to_string())?;
+    let prefix = base.path().trim_end_matches('/');
+    let path = target.path();
+    let mut forwarded = if path == "*" {
+        if prefix.is_empty() { "*".to_string() } else { format!("{prefix}/") }
+    } else if path.starts_with('/') {
+        format!("{prefix}{path}")
+    } else {
+        format!("{prefix}/{path}")
+    };
+    if let Some(query) = target.query() {
+        forwarded.push('?');
+        forwarded.push_str(query);
+    }
+    let mut parts = base.into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(forwarded).map_err(|e| e.to_string())?);
+    Uri::from_parts(parts).map_err(|e| e.to_string())
+}
+
+/// hyper's client error says "client error (Connect)"; the cause says which.
+fn transport_error(error: &hyper_util::client::legacy::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
+}
+
+/// The caller's request as every backend gets it.
+pub(super) struct Forward<'a> {
+    pub method: &'a Method,
+    pub target: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends one request to a backend and waits for its answer's head, within
+/// the backend timeout and the request's `deadline`, whichever is first.
+/// The body is left to stream ([`RelayBody`]) or to be read ([`collect`]).
+pub(super) async fn send(
+    http: &HttpClient,
+    backend_timeout: Duration,
+    backend: &Backend,
+    forward: &Forward<'_>,
+    deadline: Instant,
+) -> Result<Response<Incoming>, BackendError> {
+    let version = || backend.version.clone();
+    let uri = backend_uri(&backend.url, forward.target).map_err(|reason| BackendError::Url {
+        version: version(),
+        url: backend.url.clone(),
+        reason,
+    })?;
+    let mut request = Request::new(Body::from(forward.body.clone()));
+    *request.method_mut() = forward.method.clone();
+    *request.uri_mut() = uri;
+    let out = request.headers_mut();
+    for (name, value) in forward.headers {
+        if forwardable(name) && name.as_str() != VERSION_HEADER {
+            out.append(name, value.clone());
+        }
+    }
+    let attempt_deadline = deadline.min(Instant::now() + backend_timeout);
+    match tokio::time::timeout_at(attempt_deadline, http.request(request)).await {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            for name in HOP_BY_HOP {
+                parts.headers.remove(name);
+            }
+            // The server frames the relayed body itself (from its size).
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Ok(Response::from_parts(parts, body))
+        }
+        Ok(Err(e)) => {
+            Err(BackendError::Transport { version: version(), reason: transport_error(&e) })
+        }
+        Err(_) if Instant::now() >= deadline => Err(BackendError::Deadline { version: version() }),
+        Err(_) => {
+            Err(BackendError::Timeout { version: version(), ms: backend_timeout.as_millis() })
+        }
+    }
+}
+
+/// Refuses an answer that says up front it is over `limit` bytes.
+pub(super) fn check_size(
+    version: &str,
+    body: &Incoming,
+    limit: u64,
+) -> Result<Option<u64>, BackendError> {
+    match body.size_hint().exact() {
+        Some(bytes) if bytes > limit => {
+            Err(BackendError::TooLarge { version: version.to_string(), bytes, limit })
+        }
+        exact => Ok(exact),
+    }
+}
+
+/// Reads a whole answer of at most `limit` bytes before `deadline`.
+pub(super) async fn collect(
+    version: &str,
+    body: Incoming,
+    limit: u64,
+    deadline: Instant,
+) -> Result<Bytes, BackendError> {
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout_at(deadline, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => {
+            Err(BackendError::Body { version: version.to_string(), reason: e.to_string() })
+        }
+        Err(_) => Err(BackendError::Deadline { version: version.to_string() }),
+    }
+}
+
+/// A backend's answer on its way to the caller, frame by frame: memory
+/// stays at a few frames whatever the size. It holds the request's
+/// in-flight slot until it ends, and fails (the caller's connection is cut)
+/// past the request's deadline or past the size limit, for answers whose
+/// size was not known up front.
+pub(super) struct RelayBody {
+    inner: Incoming,
+    version: String,
+    remaining: u64,
+    limit: u64,
+    deadline: Pin<Box<Sleep>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl RelayBody {
+    pub(super) fn new(
+        inner: Incoming,
+        version: String,
+        limit: u64,
+        deadline: Instant,
+        slot: OwnedSemaphorePermit,
+    ) -> RelayBody {
+        RelayBody {
+            inner,
+            version,
+            remaining: limit,
+            limit,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            _slot: slot,
+        }
+    }
+}
+
+/// Why a relayed answer was cut short.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("version {0}: answer not finished before the request timeout")]
+    Deadline(String),
+    #[error("version {version}: answer over --max-response-bytes {limit}")]
+    TooLarge { version: String, limit: u64 },
+    #[error("version {version}: {source}")]
+    Backend {
+        version: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl HttpBody for RelayBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        // Checked on every frame, not only while the backend is slow: a
+        // caller reading slowly from a fast backend is held to the same
+        // deadline, so it cannot keep its in-flight slot for long.
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(RelayError::Deadline(this.version.clone())))));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        return Poll::Ready(Some(Err(Box::new(RelayError::TooLarge {
+                            version: this.version.clone(),
+                            limit: this.limit,
+                        }))));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(source))) => {
+                Poll::Ready(Some(Err(Box::new(RelayError::Backend {
+                    version: this.version.clone(),
+                    source,
+                }))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(text: &str) -> Uri {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_backend_keeps_its_authority_for_every_target_form() {
+        let base = "http://127.0.0.1:9000";
+        let star = backend_uri(base, &target("*")).unwrap();
+        assert_eq!(star.port_u16(), Some(9000), "OPTIONS * on the configured port, not 80");
+        assert_eq!(star.path_and_query().unwrap().as_str(), "*");
+        let absolute = backend_uri(base, &target("http://elsewhere:81/v2/models?x=1")).unwrap();
+        assert_eq!(absolute.to_string(), "http://127.0.0.1:9000/v2/models?x=1");
+        let bare = backend_uri(base, &target("http://elsewhere:81")).unwrap();
+        assert_eq!(bare.to_string(), "http://127.0.0.1:9000/");
+        assert_eq!(
+            backend_uri(base, &target("/v2/health/ready")).unwrap().to_string(),
+            "http://127.0.0.1:9000/v2/health/ready"
+        );
+        assert_eq!(
+            backend_uri("http://h:1/prefix/", &target("/v2?a=b")).unwrap().to_string(),
+            "http://h:1/prefix/v2?a=b"
+        );
+    }
+}
