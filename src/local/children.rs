@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
+use super::launch::Child;
 use super::state::write_whole;
 use super::{HEALTH_TIMEOUT, LocalError, ROUTER_START, Runner};
 use crate::contract::args::{self, RoutesAt};
@@ -71,6 +72,10 @@ impl Runner {
         args: &[String],
         log: &Path,
     ) -> Result<Child, LocalError> {
+        let spawn_error = |source| LocalError::Spawn { what: what.to_string(), source };
+        if let Some(launcher) = &self.launcher {
+            return launcher.launch(args, log).map(Child::Launched).map_err(spawn_error);
+        }
         let log_file = std::fs::File::create(log)
             .map_err(|source| LocalError::State { path: log.display().to_string(), source })?;
         let mut command = Command::new(&self.config.tractor);
@@ -85,7 +90,7 @@ impl Runner {
                 Ok(())
             });
         }
-        command.spawn().map_err(|source| LocalError::Spawn { what: what.to_string(), source })
+        command.spawn().map(Child::Process).map_err(spawn_error)
     }
 
     /// Starts the router and waits until it answers, so that a port already

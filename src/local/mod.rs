@@ -11,24 +11,29 @@
 
 mod apply;
 mod children;
+mod drive;
+mod launch;
 mod report;
 mod state;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use tokio::process::Child;
 
 use crate::contract::routes::RouteTable;
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, ModelVersionSpec, Phase};
 use crate::plan::JobState;
 use children::{Backoff, Server};
+pub use drive::Stepper;
+use launch::Child;
+pub use launch::{Launched, Launcher};
 pub use report::Line;
-use state::{REGISTRY_FILE, read_documents, resolve_source};
 pub use state::{Request, registry, request, status};
+use state::{read_documents, resolve_source};
 
 /// How often the world is looked at: a step or a weight change shows within this.
 const TICK: Duration = Duration::from_millis(250);
@@ -74,6 +79,8 @@ struct Runner {
     config: UpConfig,
     dir: PathBuf,
     http: reqwest::Client,
+    /// Starts the children in place of `tractor` processes (`None`: processes).
+    launcher: Option<Arc<dyn Launcher>>,
     servers: BTreeMap<String, Server>,
     draining: Vec<(std::time::Instant, Server)>,
     backoff: BTreeMap<String, Backoff>,
@@ -116,37 +123,7 @@ pub async fn up(
 ) -> Result<ModelDeploymentStatus, LocalError> {
     let docs = read_documents(&config.file)?;
     let name = docs[0].metadata.name.clone().unwrap_or_else(|| "model".into());
-    let dir = config.state_dir.join(&name);
-    std::fs::create_dir_all(&dir)
-        .map_err(|source| LocalError::State { path: dir.display().to_string(), source })?;
-    let registry: Vec<ModelVersionSpec> = std::fs::read(dir.join(REGISTRY_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let status: ModelDeploymentStatus = std::fs::read(dir.join("status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let mut runner = Runner {
-        config: config.clone(),
-        dir,
-        http: reqwest::Client::new(),
-        servers: BTreeMap::new(),
-        draining: Vec::new(),
-        backoff: BTreeMap::new(),
-        router: None,
-        job: None,
-        job_result: None,
-        registry,
-        status,
-        last_message: None,
-        routes: None,
-        router_backoff: Backoff {
-            restarts: 0,
-            next: std::time::Instant::now(),
-            reason: String::new(),
-        },
-    };
+    let mut runner = Runner::open(config.clone(), &name, None)?;
     runner.start_router().await?;
     runner.emit(
         "Normal",
@@ -213,9 +190,7 @@ async fn run_loop(
         match crate::crd::validate(&doc.spec) {
             Ok(mut spec) => {
                 resolve_source(&mut spec, &base);
-                let observed = runner.observe(&spec).await;
-                let plan = crate::plan::plan(&spec, &observed, Timestamp::now());
-                runner.apply(&spec, &plan).await?;
+                let plan = runner.tick(&spec, Timestamp::now()).await?;
                 let at_target =
                     plan.status.stable.as_ref().is_some_and(|s| s.version == spec.version)
                         || plan.status.history.last().is_some_and(|h| h.version == spec.version);

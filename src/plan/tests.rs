@@ -40,14 +40,28 @@ impl World {
         World { observed: Observed::default(), last: None }
     }
 
-    /// `stable` serving, then `canary` started at t=100, its pods ready,
-    /// and at its first step since t=110: where most canary stories begin.
-    fn canary_at_first_step(stable: &ValidSpec, canary: &ValidSpec) -> World {
-        let mut world = World::with_stable(stable);
-        world.step(canary, 100);
-        world.pods_ready(&canary.version);
-        world.step(canary, 110);
-        world
+    /// Version 1 of `extra` serving, then version 2 started at t=100, its
+    /// pods ready, and at its first step since t=110: where most canary
+    /// stories begin. Returns the world and both specs.
+    fn canary_at_first_step(extra: &str) -> (World, ValidSpec, ValidSpec) {
+        let (v1, v2) = (spec(extra, "1"), spec(extra, "2"));
+        let mut world = World::with_stable(&v1);
+        world.step(&v2, 100);
+        world.pods_ready("2");
+        world.step(&v2, 110);
+        (world, v1, v2)
+    }
+
+    /// The router measures the same `figures` before each tick at `times`:
+    /// steady traffic through several analyses. Returns the last plan.
+    fn analyses(&mut self, spec: &ValidSpec, figures: (u64, u64, f64), times: &[i64]) -> Plan {
+        let (requests, errors, p99) = figures;
+        let mut last = None;
+        for &t in times {
+            self.figures(requests, errors, p99);
+            last = Some(self.step(spec, t));
+        }
+        last.expect("at least one tick")
     }
 
     /// Plans, then applies what the executor would (status, requests cleared).
@@ -198,9 +212,7 @@ fn a_canary_promotes_through_every_step_when_analysis_passes() {
 
 #[test]
 fn a_failing_canary_is_rolled_back_with_the_figures() {
-    let v1 = spec(CANARY, "1");
-    let v2 = spec(CANARY, "2");
-    let mut world = World::canary_at_first_step(&v1, &v2);
+    let (mut world, _, v2) = World::canary_at_first_step(CANARY);
 
     world.figures(100, 30, 20.0);
     let plan = world.step(&v2, 140);
@@ -229,9 +241,7 @@ fn a_failing_canary_is_rolled_back_with_the_figures() {
 
 #[test]
 fn slow_canaries_fail_on_latency() {
-    let v1 = spec(CANARY, "1");
-    let v2 = spec(CANARY, "2");
-    let mut world = World::canary_at_first_step(&v1, &v2);
+    let (mut world, _, v2) = World::canary_at_first_step(CANARY);
     world.figures(100, 0, 450.0);
     let plan = world.step(&v2, 140);
     let analysis = plan.status.canary.unwrap().analysis.unwrap();
@@ -241,9 +251,7 @@ fn slow_canaries_fail_on_latency() {
 
 #[test]
 fn no_traffic_pauses_by_default_and_says_so() {
-    let v1 = spec(CANARY, "1");
-    let v2 = spec(CANARY, "2");
-    let mut world = World::canary_at_first_step(&v1, &v2);
+    let (mut world, _, v2) = World::canary_at_first_step(CANARY);
     world.figures(3, 0, 10.0);
     let plan = world.step(&v2, 140);
     assert_eq!(
@@ -268,14 +276,8 @@ fn no_traffic_can_count_as_pass_or_fail() {
         let extra = format!(
             "rollout:\n  steps: [{{weight: 20, pause: 30s}}]\n  analysis: {{interval: 30s, minRequests: 10, failureLimit: 1, onNoData: {policy}}}\n"
         );
-        let v1 = spec(&extra, "1");
-        let mut world = World::with_stable(&v1);
-        let v2 = spec(&extra, "2");
-        world.step(&v2, 100);
-        world.pods_ready("2");
-        world.step(&v2, 110);
-        world.figures(0, 0, 0.0);
-        let plan = world.step(&v2, 140);
+        let (mut world, _, v2) = World::canary_at_first_step(&extra);
+        let plan = world.analyses(&v2, (0, 0, 0.0), &[140]);
         if expect_promoted {
             assert_eq!(plan.status.stable.as_ref().unwrap().version, "2", "{policy}");
         } else {
@@ -287,16 +289,8 @@ fn no_traffic_can_count_as_pass_or_fail() {
 #[test]
 fn auto_rollback_off_holds_the_canary_and_says_so() {
     let extra = format!("{CANARY}  autoRollback: false\n");
-    let v1 = spec(&extra, "1");
-    let mut world = World::with_stable(&v1);
-    let v2 = spec(&extra, "2");
-    world.step(&v2, 100);
-    world.pods_ready("2");
-    world.step(&v2, 110);
-    world.figures(100, 50, 20.0);
-    world.step(&v2, 140);
-    world.figures(100, 50, 20.0);
-    let plan = world.step(&v2, 170);
+    let (mut world, _, v2) = World::canary_at_first_step(&extra);
+    let plan = world.analyses(&v2, (100, 50, 20.0), &[140, 170]);
     assert_eq!(plan.status.phase, Phase::Progressing);
     assert_eq!(plan.weights[1], ("2".to_string(), 10), "held at its weight");
     assert!(plan.status.message.as_ref().unwrap().contains("autoRollback is off"));
@@ -310,14 +304,8 @@ fn auto_rollback_off_holds_the_canary_and_says_so() {
 #[test]
 fn steps_without_a_pause_wait_for_a_manual_promote() {
     let extra = "rollout:\n  steps: [{weight: 25}]\n  analysis: {interval: 30s, minRequests: 1}\n";
-    let v1 = spec(extra, "1");
-    let mut world = World::with_stable(&v1);
-    let v2 = spec(extra, "2");
-    world.step(&v2, 100);
-    world.pods_ready("2");
-    world.step(&v2, 110);
-    world.figures(50, 0, 5.0);
-    let plan = world.step(&v2, 1000);
+    let (mut world, _, v2) = World::canary_at_first_step(extra);
+    let plan = world.analyses(&v2, (50, 0, 5.0), &[1000]);
     assert_eq!(plan.weights[1].1, 25, "no pause: it waits however long");
     assert!(plan.status.message.as_ref().unwrap().contains("waiting for a promote"));
     world.observed.promote_requested = true;
@@ -329,9 +317,7 @@ fn steps_without_a_pause_wait_for_a_manual_promote() {
 
 #[test]
 fn a_new_version_mid_canary_supersedes_it() {
-    let v1 = spec(CANARY, "1");
-    let v2 = spec(CANARY, "2");
-    let mut world = World::canary_at_first_step(&v1, &v2);
+    let (mut world, _, _) = World::canary_at_first_step(CANARY);
     let v3 = spec(CANARY, "3");
     let plan = world.step(&v3, 120);
     assert!(reasons(&plan).contains(&"CanarySuperseded"));
@@ -344,9 +330,7 @@ fn a_new_version_mid_canary_supersedes_it() {
 
 #[test]
 fn setting_the_version_back_mid_canary_abandons_it() {
-    let v1 = spec(CANARY, "1");
-    let v2 = spec(CANARY, "2");
-    let mut world = World::canary_at_first_step(&v1, &v2);
+    let (mut world, v1, _) = World::canary_at_first_step(CANARY);
     let plan = world.step(&v1, 120);
     assert_eq!(plan.status.phase, Phase::Succeeded);
     assert!(plan.status.canary.is_none());
@@ -541,12 +525,8 @@ fn judge_reports_figures_and_thresholds() {
 
 #[test]
 fn requeue_follows_what_is_due() {
-    let v1 = spec(CANARY, "1");
-    let mut world = World::with_stable(&v1);
-    let v2 = spec(CANARY, "2");
-    world.step(&v2, 100);
-    world.pods_ready("2");
-    let plan = world.step(&v2, 110);
+    let (mut world, _, v2) = World::canary_at_first_step(CANARY);
+    let plan = world.last.clone().unwrap();
     assert_eq!(plan.requeue_after, Duration::from_secs(30), "next analysis in one interval");
     let plan = world.step(&v2, 125);
     assert_eq!(plan.requeue_after, Duration::from_secs(15));
@@ -554,17 +534,9 @@ fn requeue_follows_what_is_due() {
 
 #[test]
 fn editing_the_spec_retries_a_rolled_back_version() {
-    let v1 = spec(CANARY, "1");
-    let mut world = World::with_stable(&v1);
+    let (mut world, _, v2) = World::canary_at_first_step(CANARY);
     world.observed.generation = Some(3);
-    let v2 = spec(CANARY, "2");
-    world.step(&v2, 100);
-    world.pods_ready("2");
-    world.step(&v2, 110);
-    world.figures(100, 50, 20.0);
-    world.step(&v2, 140);
-    world.figures(100, 50, 20.0);
-    let plan = world.step(&v2, 170);
+    let plan = world.analyses(&v2, (100, 50, 20.0), &[140, 170]);
     assert_eq!(plan.status.phase, Phase::RolledBack);
     let plan = world.step(&v2, 400);
     assert!(plan.status.canary.is_none(), "same generation: not retried");
@@ -577,12 +549,8 @@ fn editing_the_spec_retries_a_rolled_back_version() {
 #[test]
 fn min_agreement_shadows_the_canary() {
     let extra = "rollout:\n  steps: [{weight: 10, pause: 1m}]\n  analysis: {minAgreement: 0.99}\n";
-    let mut world = World::with_stable(&spec(extra, "1"));
-    let v2 = spec(extra, "2");
-    world.step(&v2, 100);
-    world.pods_ready("2");
-    let plan = world.step(&v2, 110);
-    assert_eq!(plan.shadow.as_deref(), Some("2"));
+    let (world, _, _) = World::canary_at_first_step(extra);
+    assert_eq!(world.last.unwrap().shadow.as_deref(), Some("2"));
     let without = World::with_stable(&spec(CANARY, "1")).step(&spec(CANARY, "1"), 10);
     assert_eq!(without.shadow, None);
 }
@@ -633,9 +601,7 @@ fn termination_messages_become_job_states() {
 
 #[test]
 fn steps_edited_to_none_mid_canary_promote_it_instead_of_panicking() {
-    let v1 = spec(CANARY, "1");
-    let v2 = spec(CANARY, "2");
-    let mut world = World::canary_at_first_step(&v1, &v2);
+    let (mut world, _, _) = World::canary_at_first_step(CANARY);
     assert_eq!(world.last.as_ref().unwrap().status.canary.as_ref().unwrap().weight, 10);
     let no_steps = spec("rollout: {steps: []}", "2");
     let plan = world.step(&no_steps, 120);
@@ -646,21 +612,13 @@ fn steps_edited_to_none_mid_canary_promote_it_instead_of_panicking() {
 
 #[test]
 fn steps_shortened_mid_canary_hold_the_canary_at_the_last_one() {
-    let v1 = spec(CANARY, "1");
-    let v2 = spec(CANARY, "2");
-    let mut world = World::canary_at_first_step(&v1, &v2);
-    world.figures(200, 0, 20.0);
-    world.step(&v2, 140);
-    world.figures(200, 0, 20.0);
-    let plan = world.step(&v2, 170);
+    let (mut world, _, v2) = World::canary_at_first_step(CANARY);
+    let plan = world.analyses(&v2, (200, 0, 20.0), &[140, 170]);
     assert_eq!(plan.status.canary.as_ref().unwrap().step, 1);
     let one_step = spec("rollout: {steps: [{weight: 10, pause: 1m}]}", "2");
     let plan = world.step(&one_step, 175);
     assert_eq!(plan.weights, vec![("1".to_string(), 50), ("2".to_string(), 50)]);
-    world.figures(200, 0, 20.0);
-    world.step(&one_step, 200);
-    world.figures(200, 0, 20.0);
-    let plan = world.step(&one_step, 231);
+    let plan = world.analyses(&one_step, (200, 0, 20.0), &[200, 231]);
     assert_eq!(plan.status.stable.as_ref().unwrap().version, "2", "{:?}", plan.status.message);
     assert!(reasons(&plan).contains(&"Promoted"));
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_api;
+pub mod fake_children;
 pub mod fake_router;
 pub mod python;
 pub mod server;
