@@ -74,12 +74,15 @@ pub fn available_memory() -> Option<u64> {
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let number = |p: &str| read(p).and_then(|s| s.trim().parse::<u64>().ok());
     let meminfo = read("/proc/meminfo").and_then(|text| mem_available(&text));
-    let cgroup = match (number("/sys/fs/cgroup/memory.max"), number("/sys/fs/cgroup/memory.current")) {
-        (Some(max), used) => Some(max.saturating_sub(used.unwrap_or(0))),
-        (None, _) => number("/sys/fs/cgroup/memory/memory.limit_in_bytes").map(|max| {
-            max.saturating_sub(number("/sys/fs/cgroup/memory/memory.usage_in_bytes").unwrap_or(0))
-        }),
-    };
+    let cgroup =
+        match (number("/sys/fs/cgroup/memory.max"), number("/sys/fs/cgroup/memory.current")) {
+            (Some(max), used) => Some(max.saturating_sub(used.unwrap_or(0))),
+            (None, _) => number("/sys/fs/cgroup/memory/memory.limit_in_bytes").map(|max| {
+                max.saturating_sub(
+                    number("/sys/fs/cgroup/memory/memory.usage_in_bytes").unwrap_or(0),
+                )
+            }),
+        };
     match (meminfo, cgroup) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -104,7 +107,9 @@ pub enum DeclaredError {
     Overflow { what: String, dims: Vec<i64> },
     #[error("{what} declares {bytes} bytes, over the budget of {budget} bytes")]
     OverBudget { what: String, bytes: u64, budget: u64 },
-    #[error("the model's constant tensors declare {bytes} bytes in all, over the budget of {budget} bytes")]
+    #[error(
+        "the model's constant tensors declare {bytes} bytes in all, over the budget of {budget} bytes"
+    )]
     TotalOverBudget { bytes: u64, budget: u64 },
     #[error("{what} declares {declared} {unit} for dims {dims:?} but holds {found}")]
     DataMismatch { what: String, dims: Vec<i64>, declared: u64, found: u64, unit: &'static str },
@@ -245,12 +250,22 @@ fn element_count(what: &str, dims: &[i64], budget: &Budget) -> Result<u64, Decla
 }
 
 /// `count` elements of `element` bytes each, checked and within budget.
-fn sized(what: &str, dims: &[i64], count: u64, element: u64, budget: &Budget) -> Result<u64, DeclaredError> {
+fn sized(
+    what: &str,
+    dims: &[i64],
+    count: u64,
+    element: u64,
+    budget: &Budget,
+) -> Result<u64, DeclaredError> {
     let bytes = count
         .checked_mul(element)
         .ok_or_else(|| DeclaredError::Overflow { what: what.into(), dims: dims.to_vec() })?;
     if bytes > budget.max_bytes {
-        return Err(DeclaredError::OverBudget { what: what.into(), bytes, budget: budget.max_bytes });
+        return Err(DeclaredError::OverBudget {
+            what: what.into(),
+            bytes,
+            budget: budget.max_bytes,
+        });
     }
     Ok(bytes)
 }
@@ -281,7 +296,9 @@ fn check_tensor(what: &str, t: &pb::TensorProto, budget: &Budget) -> Result<u64,
     use code::*;
     let typed = match t.data_type {
         FLOAT => Some(t.float_data.len()),
-        INT32 | INT16 | INT8 | UINT16 | UINT8 | BOOL | FLOAT16 | BFLOAT16 => Some(t.int32_data.len()),
+        INT32 | INT16 | INT8 | UINT16 | UINT8 | BOOL | FLOAT16 | BFLOAT16 => {
+            Some(t.int32_data.len())
+        }
         INT64 => Some(t.int64_data.len()),
         DOUBLE => Some(t.double_data.len()),
         UINT32 | UINT64 => Some(t.uint64_data.len()),
@@ -317,7 +334,10 @@ fn check_external(what: &str, t: &pb::TensorProto, bytes: u64) -> Result<(), Dec
     let offset = number("offset")?.unwrap_or(0);
     if let Some(length) = number("length")? {
         if length != bytes {
-            return Err(err(format!("length {length} does not match the {bytes} bytes of dims {:?}", t.dims)));
+            return Err(err(format!(
+                "length {length} does not match the {bytes} bytes of dims {:?}",
+                t.dims
+            )));
         }
         offset
             .checked_add(length)
@@ -330,7 +350,8 @@ fn check_external(what: &str, t: &pb::TensorProto, bytes: u64) -> Result<(), Dec
 /// (symbolic ones are the caller's to bound) within budget.
 fn check_value_info(v: &pb::ValueInfoProto, budget: &Budget) -> Result<(), DeclaredError> {
     use pb::tensor_shape_proto::dimension::Value;
-    let Some(pb::type_proto::Value::TensorType(tensor)) = v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    let Some(pb::type_proto::Value::TensorType(tensor)) =
+        v.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {
         return Ok(());
     };
@@ -473,7 +494,11 @@ fn check_acyclic(g: &pb::GraphProto) -> Result<(), DeclaredError> {
     }
     let stuck = (0..g.node.len()).find(|i| waiting[*i] > 0).unwrap_or(0);
     let n = &g.node[stuck];
-    let node = if n.name.is_empty() { n.output.first().cloned().unwrap_or_default() } else { n.name.clone() };
+    let node = if n.name.is_empty() {
+        n.output.first().cloned().unwrap_or_default()
+    } else {
+        n.name.clone()
+    };
     Err(DeclaredError::Cycle { node })
 }
 
@@ -610,28 +635,43 @@ mod tests {
     #[test]
     fn cycles_are_refused_and_unsorted_acyclic_graphs_pass() {
         let cycle = with(
-            vec![node("Relu", &["b"], &["a"]), node("Relu", &["a"], &["b"]), node("Relu", &["x"], &["y"])],
+            vec![
+                node("Relu", &["b"], &["a"]),
+                node("Relu", &["a"], &["b"]),
+                node("Relu", &["x"], &["y"]),
+            ],
             vec![],
         );
         assert_eq!(refused(&cycle), "the graph has a cycle through node \"Relu_a\"");
         let selfloop = with(vec![node("Add", &["x", "s"], &["s"])], vec![]);
         assert!(refused(&selfloop).contains("cycle"), "{}", refused(&selfloop));
-        let unsorted = with(vec![node("Relu", &["h"], &["y"]), node("Relu", &["x"], &["h"])], vec![]);
+        let unsorted =
+            with(vec![node("Relu", &["h"], &["y"]), node("Relu", &["x"], &["h"])], vec![]);
         assert!(check_model(&unsorted, &BUDGET).is_ok());
     }
 
     #[test]
     fn shapes_built_from_constants_are_bounded() {
         let i64s = |name: &str, v: &[i64]| {
-            tensor(name, code::INT64, &[v.len() as i64], v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            tensor(
+                name,
+                code::INT64,
+                &[v.len() as i64],
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
         };
         let huge = with(
             vec![node("ConstantOfShape", &["shape"], &["y"])],
             vec![i64s("shape", &[1 << 20, 1 << 20])],
         );
         assert!(refused(&huge).contains("ConstantOfShape"), "{}", refused(&huge));
-        let expand = with(vec![node("Expand", &["x", "s"], &["y"])], vec![i64s("s", &[1 << 62, 4])]);
-        assert!(refused(&expand).contains("(Expand) (a dimension of 4611686018427387904)"), "{}", refused(&expand));
+        let expand =
+            with(vec![node("Expand", &["x", "s"], &["y"])], vec![i64s("s", &[1 << 62, 4])]);
+        assert!(
+            refused(&expand).contains("(Expand) (a dimension of 4611686018427387904)"),
+            "{}",
+            refused(&expand)
+        );
         let range = with(
             vec![node("Range", &["a", "b", "c"], &["y"])],
             vec![i64s("a", &[0]), i64s("b", &[i64::MAX]), i64s("c", &[1])],
@@ -667,7 +707,11 @@ mod tests {
         let g = m.graph.as_mut().unwrap();
         g.input.push(info(vec![Value::DimParam("batch".into()), Value::DimValue(64)]));
         assert!(check_model(&m, &BUDGET).is_ok());
-        m.graph.as_mut().unwrap().value_info.push(info(vec![Value::DimValue(1 << 40), Value::DimValue(1 << 40)]));
+        m.graph
+            .as_mut()
+            .unwrap()
+            .value_info
+            .push(info(vec![Value::DimValue(1 << 40), Value::DimValue(1 << 40)]));
         assert!(refused(&m).contains("value \"x\""), "{}", refused(&m));
     }
 
@@ -678,7 +722,12 @@ mod tests {
             ..Default::default()
         };
         let mut n = node("If", &["c"], &["y"]);
-        n.attribute.push(pb::AttributeProto { name: "then_branch".into(), r#type: 5, g: Some(inner), ..Default::default() });
+        n.attribute.push(pb::AttributeProto {
+            name: "then_branch".into(),
+            r#type: 5,
+            g: Some(inner),
+            ..Default::default()
+        });
         assert!(refused(&with(vec![n], vec![])).contains("holds 3"));
     }
 

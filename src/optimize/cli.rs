@@ -263,11 +263,8 @@ pub struct Finished {
 pub async fn optimize(o: &OptimizeOptions) -> Result<Finished, CliError> {
     let recipe = build_recipe(o)?;
     let input = store::fetch(&o.input, None).await?;
-    let mut ctx = Context {
-        measure: !o.no_measure,
-        memory_budget: o.memory_budget,
-        ..Context::default()
-    };
+    let mut ctx =
+        Context { measure: !o.no_measure, memory_budget: o.memory_budget, ..Context::default() };
     for pass in &recipe.passes {
         match pass {
             Pass::Quantize(q) if q.mode == QuantizeMode::StaticInt8 => {

@@ -36,13 +36,12 @@ pub const LATENCY_BATCHES: [usize; 2] = [1, 32];
 /// the small models here, short enough for a Job.
 pub const LATENCY_BUDGET: Duration = Duration::from_millis(400);
 
-/// How many copies of a model's weights the optimizer holds at its peak, so
-/// a model may declare at most the memory budget divided by this. Measured
-/// with `/usr/bin/time -v` on the 34 MB MLP (`weight-int4`, measured) and the
-/// 117 MB one (`dynamic-int8`): peak RSS 5.1x and 5.6x the weights (the
-/// decoded protobuf, the float copy of a layer, its transposed rows, the
-/// rewritten model, its encoding, and two tract loads while timing), so 8
-/// leaves room for what the measurement did not catch.
+/// How many copies of a model's weights the optimizer may hold at its peak,
+/// so a model may declare at most the memory budget divided by this: the
+/// decoded protobuf, a layer's float copy and its transposed rows, the
+/// rewritten model and its encoding, and two tract loads while timing
+/// (about six), with room for what that count misses. docs/performance.md
+/// has the measured peak RSS of the 117 MB model (dynamic-int8).
 pub const WORKING_COPIES: u64 = 8;
 
 /// Errors of one pass, before the driver names it.
@@ -136,10 +135,8 @@ impl Context {
     /// What a model read by this run may declare: its share of the memory
     /// budget ([`WORKING_COPIES`]).
     pub fn declared_budget(&self) -> Budget {
-        let memory = self
-            .memory_budget
-            .or_else(declared::available_memory)
-            .unwrap_or(isize::MAX as u64);
+        let memory =
+            self.memory_budget.or_else(declared::available_memory).unwrap_or(isize::MAX as u64);
         Budget { max_bytes: memory / WORKING_COPIES }
     }
 }

@@ -199,9 +199,7 @@ fn follow(
     let mut conv_source = false;
     loop {
         // A path longer than the graph goes round a cycle.
-        if path.len() > g.node.len()
-            || counts.get(&value) != Some(&1)
-            || outputs.contains(&&value)
+        if path.len() > g.node.len() || counts.get(&value) != Some(&1) || outputs.contains(&&value)
         {
             return None;
         }

@@ -93,14 +93,24 @@ impl NoiseFloor {
             .filter(|r| r.is_finite() && *r > 0.0)
             .map(|r| r.max(1.0 / r))
             .fold(1.0, f64::max);
-        NoiseFloor { timings, spread, bound, layer_limit: bound.max(spread), whole_limit: bound.max(spread) }
+        NoiseFloor {
+            timings,
+            spread,
+            bound,
+            layer_limit: bound.max(spread),
+            whole_limit: bound.max(spread),
+        }
     }
 
     /// Times fp32 against itself [`FLOOR_SAMPLES`] times.
     ///
     /// # Errors
     /// As [`Timer::compare`].
-    pub fn measure(layer_count: usize, bound: f64, timer: &mut dyn Timer) -> Result<Self, PassError> {
+    pub fn measure(
+        layer_count: usize,
+        bound: f64,
+        timer: &mut dyn Timer,
+    ) -> Result<Self, PassError> {
         let float = vec![Form::Float; layer_count];
         let timings = (0..FLOOR_SAMPLES)
             .map(|_| timer.compare(&float, LAYER_BUDGET))

@@ -162,7 +162,13 @@ mod tests {
         assert!(q.iter().any(|v| v.unsigned_abs() == 64));
         // 31.5 * 0.37 = 11.655 is the largest magnitude of both channels.
         assert_eq!(s, vec![11.655 / 64.0; 2]);
-        let (qb, _) = quantize_i8_blocks(&w, 32, 16, PRODUCT_WEIGHT_MAX, &mut Some(fastrand::Rng::with_seed(1)));
+        let (qb, _) = quantize_i8_blocks(
+            &w,
+            32,
+            16,
+            PRODUCT_WEIGHT_MAX,
+            &mut Some(fastrand::Rng::with_seed(1)),
+        );
         assert!(qb.iter().all(|v| v.unsigned_abs() <= 64), "{qb:?}");
     }
 

@@ -612,12 +612,17 @@ mod tests {
         // zero dimension leaves the other one free the same way.
         for dims in [vec![1i64 << 32, 1 << 32], vec![0, 1 << 40]] {
             let mut m = mlp();
-            let w2 = graph::graph_mut(&mut m).unwrap().initializer.iter_mut().find(|t| t.name == "w2");
+            let w2 =
+                graph::graph_mut(&mut m).unwrap().initializer.iter_mut().find(|t| t.name == "w2");
             let w2 = w2.unwrap();
             w2.dims = dims.clone();
             w2.raw_data.clear();
             let (layers, skipped) = find_layers(graph::graph(&m).unwrap(), &[]);
-            assert_eq!(layers.iter().map(|l| l.node.as_str()).collect::<Vec<_>>(), vec!["fc1"], "{dims:?}");
+            assert_eq!(
+                layers.iter().map(|l| l.node.as_str()).collect::<Vec<_>>(),
+                vec!["fc1"],
+                "{dims:?}"
+            );
             assert!(skipped.iter().all(|s| s.node == "fc2"), "{skipped:?}");
         }
     }

@@ -786,7 +786,11 @@ mod tests {
         let g = graph::graph(&split).unwrap();
         graph::check_wiring(g).unwrap();
         assert_eq!(g.node.iter().filter(|n| n.op_type == "MatMul").count(), 3);
-        assert!(!g.initializer.iter().any(|t| t.data_type == graph::FLOAT && t.dims == [k as i64, n as i64]));
+        assert!(
+            !g.initializer
+                .iter()
+                .any(|t| t.data_type == graph::FLOAT && t.dims == [k as i64, n as i64])
+        );
         // Same 4-bit values, blocks and scales: the same answer.
         let x = values(2 * k, 3, 1.0);
         let (a, b) = (run(&whole, &[2, k], &x), run(&split, &[2, k], &x));
