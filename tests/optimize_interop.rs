@@ -95,7 +95,16 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
     let matmul_bn = dir.path().join("matmul-bn.onnx");
     std::fs::write(&matmul_bn, matmul_bn_model()).unwrap();
     let matmul_bn = matmul_bn.to_string_lossy().to_string();
-    // (name, model, data, optimize flags, relative tolerance). MatMulNBits
+    // (name, model, data, optimize flags, relative tolerance). The int8
+    // forms that multiply integers keep weights within ±64, so no x86
+    // kernel saturates (issue 17: ±127 weights moved ONNX Runtime's
+    // outputs by 3.73 of 25.2 on an AVX2-only EPYC; see
+    // tests/optimize/saturation.py). dynamic-int8 then agrees exactly
+    // (measured 0.0), held to 1e-4 like the float forms; static-int8
+    // measured 1.0e-3 (MLP) and 1.9e-3 (CNN) of the output scale: ONNX
+    // Runtime fuses the QDQ pairs into an integer product and requantizes,
+    // tract multiplies the dequantized floats, so the sums round apart;
+    // 5e-3 holds that with margin, a quarter of the old 2e-2. MatMulNBits
     // differed by 2.4e-4 of the output scale while its scales were plain
     // floats: tract stores them as f16 (its Q4_0 format); they are written
     // f16-exact now, and the engines agree like the other float forms.
@@ -120,14 +129,14 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
             "digits-mlp-v2.onnx",
             "digits-test.npz",
             vec!["--quantize".into(), "dynamic-int8".into()],
-            2e-2,
+            1e-4,
         ),
         (
             "dynamic-cnn",
             "digits-cnn.onnx",
             "digits-test-images.npz",
             vec!["--quantize".into(), "dynamic-int8".into()],
-            2e-2,
+            1e-4,
         ),
         (
             "weight-int8-mlp",
@@ -141,7 +150,7 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
             "digits-mlp-v2.onnx",
             "digits-test.npz",
             vec!["--quantize".into(), "static-int8".into(), "--calibration".into(), calibration],
-            2e-2,
+            5e-3,
         ),
         (
             "static-cnn",
@@ -153,7 +162,7 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
                 "--calibration".into(),
                 calibration_images,
             ],
-            2e-2,
+            5e-3,
         ),
         (
             "int4-mlp",
