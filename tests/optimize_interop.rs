@@ -95,7 +95,16 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
     let matmul_bn = dir.path().join("matmul-bn.onnx");
     std::fs::write(&matmul_bn, matmul_bn_model()).unwrap();
     let matmul_bn = matmul_bn.to_string_lossy().to_string();
-    // (name, model, data, optimize flags, relative tolerance). MatMulNBits
+    // (name, model, data, optimize flags, relative tolerance). The int8
+    // forms that multiply integers keep weights within ±64, so no x86
+    // kernel saturates (issue 17: ±127 weights moved ONNX Runtime's
+    // outputs by 3.73 of 25.2 on an AVX2-only EPYC; see
+    // tests/optimize/saturation.py). dynamic-int8 then agrees exactly
+    // (measured 0.0), held to 1e-4 like the float forms; static-int8
+    // measured 1.0e-3 (MLP) and 1.9e-3 (CNN) of the output scale: ONNX
+    // Runtime fuses the QDQ pairs into an integer product and requantizes,
+    // tract multiplies the dequantized floats, so the sums round apart;
+    // 5e-3 holds that with margin, a quarter of the old 2e-2. MatMulNBits
     // differed by 2.4e-4 of the output scale while its scales were plain
     // floats: tract stores them as f16 (its Q4_0 format); they are written
     // f16-exact now, and the engines agree like the other float forms.
@@ -120,14 +129,14 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
             "digits-mlp-v2.onnx",
             "digits-test.npz",
             vec!["--quantize".into(), "dynamic-int8".into()],
-            2e-2,
+            1e-4,
         ),
         (
             "dynamic-cnn",
             "digits-cnn.onnx",
             "digits-test-images.npz",
             vec!["--quantize".into(), "dynamic-int8".into()],
-            2e-2,
+            1e-4,
         ),
         (
             "weight-int8-mlp",
@@ -141,7 +150,7 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
             "digits-mlp-v2.onnx",
             "digits-test.npz",
             vec!["--quantize".into(), "static-int8".into(), "--calibration".into(), calibration],
-            2e-2,
+            5e-3,
         ),
         (
             "static-cnn",
@@ -153,7 +162,7 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
                 "--calibration".into(),
                 calibration_images,
             ],
-            2e-2,
+            5e-3,
         ),
         (
             "int4-mlp",
@@ -270,4 +279,40 @@ fn every_optimized_model_agrees_with_onnx_runtime() {
     let convs: Vec<&str> =
         layers.iter().filter(|l| l["op"] == "Conv").map(|l| l["form"].as_str().unwrap()).collect();
     assert!(!convs.is_empty() && convs.iter().all(|f| *f == "int4-unpacked"), "{report}");
+}
+
+/// Issue 17: dynamic int8 of an exported transformer (tiny-bert: MatMuls on
+/// [batch, seq, hidden] activations, two Gemms) loads in ONNX Runtime and
+/// keeps top-1 within 1 point of fp32 on its 400-sentence test set. The
+/// pass runs through the library, unmeasured: tract's own loading of the
+/// model is another change's (issue 17's first part), and the optimizer's
+/// driver loads the model in tract before and after.
+#[test]
+fn dynamic_int8_of_tiny_bert_keeps_top1_in_onnx_runtime() {
+    use tractor::crd::recipe::{Quantize, QuantizeMode};
+    use tractor::optimize::{Context, graph, quantize};
+    let Some(python) = python::python_with("onnxruntime, numpy") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = models_dir().join("tiny-bert-sentiment.onnx");
+    let model = graph::decode(&std::fs::read(&fp32).unwrap()).unwrap();
+    let ctx = Context { measure: false, ..Context::default() };
+    let (out, notes) =
+        quantize::quantize(&model, &Quantize::new(QuantizeMode::DynamicInt8), &ctx).unwrap();
+    // 12 MatMuls with a weight and the 2 Gemms; the attention products
+    // (two activations) are not layers.
+    assert_eq!(notes.layers.len(), 14, "{notes:?}");
+    assert!(notes.layers.iter().all(|l| l.form == "dynamic-int8"), "{notes:?}");
+    let quantized = dir.path().join("tiny-bert-dynamic.onnx");
+    std::fs::write(&quantized, graph::encode(&out)).unwrap();
+    let check = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/optimize/bert_check.py"))
+        .arg(&fp32)
+        .arg(&quantized)
+        .arg(models_dir().join("tiny-bert-test.npz"))
+        .arg("1")
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&check.stdout).trim().to_string();
+    eprintln!("tiny-bert dynamic-int8: {line}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "{line} {}", String::from_utf8_lossy(&check.stderr));
 }

@@ -100,6 +100,13 @@ pub struct Quantize {
     /// Names of nodes (or their weight initializers) left in float.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip: Vec<String>,
+    /// The size objective's bound: every eligible layer is quantized unless
+    /// the measured model with it is more than this many times slower than
+    /// fp32 (at batch 1 or 32); such a layer stays fp32 and the report says
+    /// why. The whole quantized model is held to the same bound. Default
+    /// 1.10; at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_slowdown: Option<f64>,
 }
 
 fn default_true() -> bool {
@@ -118,6 +125,7 @@ impl Quantize {
             calibration: None,
             fallback: true,
             skip: Vec::new(),
+            max_slowdown: None,
         }
     }
 }
@@ -330,6 +338,14 @@ impl Recipe {
                             format!("block size {b} is not a power of two >= 16"),
                         ));
                     }
+                    if let Some(bound) = q.max_slowdown
+                        && !(bound.is_finite() && bound >= 1.0)
+                    {
+                        return Err(invalid(
+                            i,
+                            format!("maxSlowdown {bound} is not a number >= 1"),
+                        ));
+                    }
                     if let CalibrationMethod::Percentile { percentile } = q.calibration_method
                         && !(50.0..=100.0).contains(&percentile)
                     {
@@ -431,6 +447,19 @@ validation:
         )
         .unwrap_err();
         assert!(block.to_string().contains("24"), "{block}");
+        let slowdown = Recipe::parse(
+            "passes:\n  - type: quantize\n    mode: weight-int4\n    maxSlowdown: 0.5\n",
+        )
+        .unwrap_err();
+        assert!(slowdown.to_string().contains("maxSlowdown 0.5"), "{slowdown}");
+        let Pass::Quantize(q) = &Recipe::parse(
+            "passes:\n  - type: quantize\n    mode: weight-int4\n    maxSlowdown: 1.25\n",
+        )
+        .unwrap()
+        .passes[0] else {
+            panic!()
+        };
+        assert_eq!(q.max_slowdown, Some(1.25));
     }
 
     #[test]

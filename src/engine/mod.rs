@@ -9,6 +9,7 @@
 //! - Every input and output of a loaded model has a [`DataType`] tractor
 //!   serves; a model with any other type is refused at load.
 
+pub mod declared;
 mod tensor;
 
 use std::io::Cursor;
@@ -38,6 +39,9 @@ pub const AUTO_MULTITHREAD_MIN_BYTES: usize = 4 << 20;
 pub enum EngineError {
     #[error("cannot parse the model as {format}: {reason}")]
     ParseModel { format: ModelFormat, reason: String },
+    /// A size the file declares, refused before tract allocates it.
+    #[error("the model file: {0}")]
+    Declared(#[from] declared::DeclaredError),
     #[error("model {what} {name:?}: {reason}")]
     UnsupportedModel { what: &'static str, name: String, reason: String },
     #[error("cannot prepare the model for running: {0}")]
@@ -275,6 +279,7 @@ impl Model {
     ) -> Result<Model, EngineError> {
         let (typed, batch, (input_names, output_names)) = match format {
             ModelFormat::Onnx => {
+                declared::check_load(bytes)?;
                 let onnx = onnx_to_typed(bytes)?;
                 (onnx.model, Some(onnx.batch), onnx.names)
             }

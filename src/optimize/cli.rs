@@ -86,6 +86,52 @@ pub struct OptimizeOptions {
     /// Skip latency measurements and the per-layer speed fallback.
     #[arg(long)]
     pub no_measure: bool,
+    /// Memory this run may use, in bytes or with a Kubernetes suffix
+    /// (`512Mi`, `4Gi`, `8G`); a model may declare weights of at most an
+    /// eighth of it. Default: the memory available when it starts (the
+    /// smaller of MemAvailable and the cgroup's limit).
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory_budget: Option<u64>,
+    /// Largest slowdown against fp32 that a quantized layer may cost before
+    /// it stays fp32 (overrides the recipe's `maxSlowdown`; default 1.10).
+    #[arg(long)]
+    pub max_slowdown: Option<f64>,
+}
+
+/// Parses a byte count: digits, then optionally a Kubernetes quantity
+/// suffix (`Ki` `Mi` `Gi` `Ti` binary, `k` `M` `G` `T` decimal), as a Pod's
+/// memory limit is written.
+///
+/// Written here: the byte-size crates each parse their own spelling, none
+/// of them Kubernetes quantities, and one flag is not worth a dependency.
+///
+/// # Errors
+/// Anything else, zero, or a size past 2^64.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let digits = s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len());
+    let (number, suffix) = s.trim().split_at(digits);
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000u64.pow(2),
+        "G" => 1000u64.pow(3),
+        "T" => 1000u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size suffix {other:?}; expected a byte count with Ki, Mi, Gi, Ti, k, M, G or T"
+            ));
+        }
+    };
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a byte count"))?;
+    match n.checked_mul(multiplier) {
+        Some(0) => Err("the memory budget must be more than 0 bytes".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("{s:?} is more bytes than 2^64")),
+    }
 }
 
 /// Parses `magnitude:0.5` / `structured:0.5`.
@@ -146,6 +192,9 @@ pub fn build_recipe(o: &OptimizeOptions) -> Result<Recipe, CliError> {
             } else if o.block_size.is_some() {
                 return Err(CliError::Flags("--block-size needs --quantize".into()));
             }
+            if o.max_slowdown.is_some() && o.quantize.is_none() {
+                return Err(CliError::Flags("--max-slowdown needs --quantize".into()));
+            }
             if let Some(format) = o.convert {
                 passes.push(Pass::Convert(Convert { format, compress: false, batch: None }));
             }
@@ -170,6 +219,18 @@ pub fn build_recipe(o: &OptimizeOptions) -> Result<Recipe, CliError> {
         }
         (None, ..) => {
             return Err(CliError::Flags("--metric and --max-drop need --validate DATA".into()));
+        }
+    }
+    if let Some(bound) = o.max_slowdown {
+        let mut quantizes = 0;
+        for pass in &mut recipe.passes {
+            if let Pass::Quantize(q) = pass {
+                q.max_slowdown = Some(bound);
+                quantizes += 1;
+            }
+        }
+        if quantizes == 0 {
+            return Err(CliError::Flags("--max-slowdown needs a quantize pass".into()));
         }
     }
     recipe.check()?;
@@ -202,7 +263,8 @@ pub struct Finished {
 pub async fn optimize(o: &OptimizeOptions) -> Result<Finished, CliError> {
     let recipe = build_recipe(o)?;
     let input = store::fetch(&o.input, None).await?;
-    let mut ctx = Context { measure: !o.no_measure, ..Context::default() };
+    let mut ctx =
+        Context { measure: !o.no_measure, memory_budget: o.memory_budget, ..Context::default() };
     for pass in &recipe.passes {
         match pass {
             Pass::Quantize(q) if q.mode == QuantizeMode::StaticInt8 => {
@@ -341,5 +403,32 @@ mod tests {
         assert_eq!((q.mode, q.block_size), (QuantizeMode::WeightInt8, Some(32)));
         let alone = OptimizeOptions { block_size: Some(32), ..Default::default() };
         assert!(build_recipe(&alone).unwrap_err().to_string().contains("needs --quantize"));
+    }
+
+    #[test]
+    fn the_max_slowdown_flag_reaches_every_quantize_pass_and_is_checked() {
+        let o = OptimizeOptions {
+            quantize: Some(QuantizeMode::WeightInt4),
+            max_slowdown: Some(1.25),
+            ..Default::default()
+        };
+        let Pass::Quantize(q) = &build_recipe(&o).unwrap().passes[0] else { panic!() };
+        assert_eq!(q.max_slowdown, Some(1.25));
+        let alone = OptimizeOptions { max_slowdown: Some(1.25), ..Default::default() };
+        assert!(build_recipe(&alone).unwrap_err().to_string().contains("needs --quantize"));
+        let faster = OptimizeOptions { max_slowdown: Some(0.9), ..o };
+        assert!(build_recipe(&faster).unwrap_err().to_string().contains("maxSlowdown 0.9"));
+    }
+
+    #[test]
+    fn memory_budgets_read_as_kubernetes_quantities() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_bytes("4Gi"), Ok(4 << 30));
+        assert_eq!(parse_bytes("8G"), Ok(8_000_000_000));
+        assert!(parse_bytes("4GB").unwrap_err().contains("unknown size suffix"));
+        assert!(parse_bytes("0").unwrap_err().contains("more than 0"));
+        assert!(parse_bytes("99999999999Ti").unwrap_err().contains("2^64"));
+        assert!(parse_bytes("Gi").unwrap_err().contains("not a byte count"));
     }
 }

@@ -240,21 +240,22 @@ fn fold_batch_norms(g: &mut pb::GraphProto) -> Result<usize, PassError> {
         let (scale, shift, mean, var) =
             (read(&bn.input[1])?, read(&bn.input[2])?, read(&bn.input[3])?, read(&bn.input[4])?);
         let channels = scale.data.len();
-        let s: Vec<f32> =
-            (0..channels).map(|c| scale.data[c] / (var.data[c] + eps).sqrt()).collect();
         let p = g.node[pi].clone();
         let w = read(&p.input[1])?;
         let trans_b = graph::get_int(&p, "transB", 0) == 1;
         let out_axis_len = match p.op_type.as_str() {
-            "Conv" => w.dims[0],
-            _ if trans_b => w.dims[0],
+            "Conv" => w.dims.first().copied().unwrap_or(0),
+            _ if trans_b => w.dims.first().copied().unwrap_or(0),
             _ => w.dims.get(1).copied().unwrap_or(0),
         };
-        if out_axis_len != channels
+        if channels == 0
+            || out_axis_len != channels
             || [&shift, &mean, &var].iter().any(|t| t.data.len() != channels)
         {
             break;
         }
+        let s: Vec<f32> =
+            (0..channels).map(|c| scale.data[c] / (var.data[c] + eps).sqrt()).collect();
         let mut new_w = w.data.clone();
         if p.op_type == "Conv" || trans_b {
             let per = new_w.len() / channels;

@@ -88,7 +88,8 @@ pub fn read_f32(t: &pb::TensorProto) -> Result<FloatTensor, GraphError> {
     } else {
         t.float_data.clone()
     };
-    if dims.iter().product::<usize>() != data.len() {
+    let declared = dims.iter().try_fold(1usize, |n, d| n.checked_mul(*d));
+    if declared != Some(data.len()) {
         return Err(err(format!("{} values for dims {dims:?}", data.len())));
     }
     Ok(FloatTensor { dims, data })
@@ -278,7 +279,7 @@ pub fn param_stats(model: &pb::ModelProto) -> ParamStats {
         .collect();
     let mut stats = ParamStats::default();
     for t in &g.initializer {
-        let n: u64 = t.dims.iter().map(|d| (*d).max(0) as u64).product();
+        let n: u64 = t.dims.iter().fold(1u64, |n, d| n.saturating_mul((*d).max(0) as u64));
         match t.data_type {
             FLOAT => {
                 if let Ok(f) = read_f32(t) {

@@ -25,6 +25,7 @@ use crate::crd::recipe::{self, Pass, Recipe};
 pub use data::Dataset;
 pub use evaluate::Gate;
 
+use crate::engine::declared::{self, Budget, DeclaredError};
 use crate::engine::{EngineOptions, Model, ModelFormat};
 
 /// Batch sizes the report measures latency at: one request alone, and a full
@@ -34,6 +35,14 @@ pub const LATENCY_BATCHES: [usize; 2] = [1, 32];
 /// Time spent measuring each latency figure; enough for a stable median on
 /// the small models here, short enough for a Job.
 pub const LATENCY_BUDGET: Duration = Duration::from_millis(400);
+
+/// How many copies of a model's weights the optimizer may hold at its peak,
+/// so a model may declare at most the memory budget divided by this: the
+/// decoded protobuf, a layer's float copy and its transposed rows, the
+/// rewritten model and its encoding, and two tract loads while timing
+/// (about six), with room for what that count misses. docs/performance.md
+/// has the measured peak RSS of the 117 MB model (dynamic-int8).
+pub const WORKING_COPIES: u64 = 8;
 
 /// Errors of one pass, before the driver names it.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +57,10 @@ pub enum PassError {
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Data(#[from] data::DataError),
+    #[error("a model it reads: {0}")]
+    Declared(#[from] DeclaredError),
+    #[error("the pass failed on this model (a defect to report): {0}")]
+    Panicked(String),
 }
 
 /// Errors of `tractor optimize`.
@@ -77,6 +90,16 @@ pub enum OptimizeError {
     },
     #[error("the input model: {0}")]
     Input(#[from] graph::GraphError),
+    /// A size the input declares over the budget, refused before any pass.
+    #[error(
+        "the input model: {source} (the optimizer may use {budget} bytes for a model's \
+         weights, 1/{WORKING_COPIES} of its memory budget; set --memory-budget to change it)"
+    )]
+    Declared {
+        budget: u64,
+        #[source]
+        source: DeclaredError,
+    },
     #[error("loading the {which} model in tract: {source}")]
     Load {
         which: &'static str,
@@ -103,6 +126,19 @@ pub struct Context {
     /// Measure latencies (the report's before/after and the quantizer's
     /// per-layer choice). Off only in tests that check structure.
     pub measure: bool,
+    /// Bytes this run may use (`--memory-budget`); `None`: the memory
+    /// available when it starts ([`declared::available_memory`]).
+    pub memory_budget: Option<u64>,
+}
+
+impl Context {
+    /// What a model read by this run may declare: its share of the memory
+    /// budget ([`WORKING_COPIES`]).
+    pub fn declared_budget(&self) -> Budget {
+        let memory =
+            self.memory_budget.or_else(declared::available_memory).unwrap_or(isize::MAX as u64);
+        Budget { max_bytes: memory / WORKING_COPIES }
+    }
 }
 
 /// Size and count figures of a model at one point of the recipe.
@@ -219,7 +255,9 @@ fn apply_pass(
                     let bytes = ctx.models.get(l).ok_or_else(|| {
                         PassError::Rewrite(format!("model {l:?} was not fetched"))
                     })?;
-                    Ok(graph::decode(bytes)?)
+                    let other = graph::decode(bytes)?;
+                    declared::check_model(&other, &ctx.declared_budget())?;
+                    Ok(other)
                 })
                 .collect::<Result<Vec<_>, PassError>>()?;
             let (out, notes) = match m.mode {
@@ -234,6 +272,22 @@ fn apply_pass(
         }
     };
     Ok((Artifact::Onnx(Box::new(proposal)), notes.unwrap_or(serde_json::Value::Null), remark))
+}
+
+/// Runs a pass so that a defect in it is an error naming the pass, not a
+/// dead process: each pass works on its own copy of the model, so nothing
+/// it half-changed is seen after a panic. Allocations stay bounded by the
+/// declared-size check before the first pass, which `catch_unwind` could not
+/// undo (an allocation failure aborts).
+fn contained<T>(pass: impl FnOnce() -> Result<T, PassError>) -> Result<T, PassError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(pass)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "no message".into());
+        Err(PassError::Panicked(message))
+    })
 }
 
 /// The driver's check after a pass: same interface, consistent wiring.
@@ -297,6 +351,9 @@ fn type_text(t: &pb::TypeProto) -> String {
 pub fn run(input: &[u8], recipe: &Recipe, ctx: &Context) -> Result<Outcome, OptimizeError> {
     recipe.check()?;
     let original = graph::decode(input)?;
+    let budget = ctx.declared_budget();
+    declared::check_model(&original, &budget)
+        .map_err(|source| OptimizeError::Declared { budget: budget.max_bytes, source })?;
     let original_figures = figures(input, graph::param_stats(&original));
     let mut current = Artifact::Onnx(Box::new(original.clone()));
     let mut passes = Vec::new();
@@ -307,7 +364,7 @@ pub fn run(input: &[u8], recipe: &Recipe, ctx: &Context) -> Result<Outcome, Opti
             // Recipe::check keeps convert last.
             break;
         };
-        let (proposal, notes, remark) = apply_pass(pass, model, ctx)
+        let (proposal, notes, remark) = contained(|| apply_pass(pass, model, ctx))
             .map_err(|source| OptimizeError::Pass { index, name, source })?;
         remarks.extend(remark);
         let figures = match &proposal {

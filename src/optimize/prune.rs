@@ -198,7 +198,9 @@ fn follow(
     let mut path = Vec::new();
     let mut conv_source = false;
     loop {
-        if counts.get(&value) != Some(&1) || outputs.contains(&&value) {
+        // A path longer than the graph goes round a cycle.
+        if path.len() > g.node.len() || counts.get(&value) != Some(&1) || outputs.contains(&&value)
+        {
             return None;
         }
         let (i, n) = g.node.iter().enumerate().find(|(_, n)| n.input.contains(&value))?;
@@ -214,8 +216,8 @@ fn follow(
                 // A bias add: the other operand a constant of `units` values.
                 let other = n.input.iter().find(|x| **x != value)?;
                 let t = &g.initializer[*inits.get(other)?];
-                let count: i64 = t.dims.iter().product();
-                if count as usize != units {
+                let count = t.dims.iter().try_fold(1i64, |n, d| n.checked_mul(*d));
+                if count != i64::try_from(units).ok() {
                     return None;
                 }
                 path.push(i);
@@ -232,12 +234,13 @@ fn follow(
                     return None;
                 }
                 let trans_b = graph::get_int(n, "transB", 0) == 1;
+                let dim = |axis: usize| w.dims.get(axis).and_then(|d| usize::try_from(*d).ok());
                 let (axis, len) = match n.op_type.as_str() {
-                    "Conv" if graph::get_int(n, "group", 1) == 1 => (1, w.dims[1] as usize),
+                    "Conv" if graph::get_int(n, "group", 1) == 1 => (1, dim(1)?),
                     "Conv" => return None,
                     "Gemm" if graph::get_int(n, "transA", 0) != 0 => return None,
-                    "Gemm" if trans_b => (1, w.dims[1] as usize),
-                    _ if w.dims.len() == 2 => (0, w.dims[0] as usize),
+                    "Gemm" if trans_b => (1, dim(1)?),
+                    _ if w.dims.len() == 2 => (0, dim(0)?),
                     _ => return None,
                 };
                 if len % units != 0 || (len != units && !conv_source) {
@@ -273,7 +276,7 @@ fn structured(g: &mut pb::GraphProto, p: &Prune) -> Result<PruneNotes, PassError
             _ if w.dims.len() == 2 => 1,
             _ => continue,
         };
-        let units = w.dims[out_axis];
+        let Some(&units) = w.dims.get(out_axis).filter(|u| **u > 0) else { continue };
         let Some((path, next)) = follow(g, &a.output[0], units, &inits, &counts) else { continue };
         let keep_count = units - ((units as f64 * p.sparsity).floor() as usize).min(units - 1);
         if keep_count == units {

@@ -11,12 +11,29 @@ fn round(v: f32, rng: &mut Option<fastrand::Rng>) -> f32 {
     }
 }
 
-/// Symmetric int8 quantization per channel. `channel_of(i)` maps a flat
-/// index to its channel; returns the int8 values and one scale per channel.
+/// Largest int8 weight of a weight-only form: dequantized to float before
+/// any product, so the whole symmetric range serves.
+pub const WEIGHT_ONLY_MAX: f32 = 127.0;
+
+/// Largest int8 weight that meets uint8 activations in an integer product
+/// (`MatMulInteger`, `ConvInteger`, QDQ pairs ONNX Runtime fuses into
+/// `QLinearMatMul`/`QLinearConv`): 64, ONNX Runtime's `reduce_range`.
+/// x86 processors without VNNI multiply u8 by s8 with AVX2 `vpmaddubsw`,
+/// which adds each pair of products into a saturating i16: with weights up
+/// to 127 a pair reaches 2 x 255 x 127 = 64,770 and is cut to 32,767 (the
+/// 3.7-of-25 disagreement of issue 17 on an AVX2-only EPYC), while
+/// 2 x 255 x 64 = 32,640 always fits. The weight keeps 129 levels instead
+/// of 255: one bit less, measured in docs/optimize.md.
+pub const PRODUCT_WEIGHT_MAX: f32 = 64.0;
+
+/// Symmetric int8 quantization per channel to integers in
+/// [-`high`, `high`]. `channel_of(i)` maps a flat index to its channel;
+/// returns the int8 values and one scale per channel.
 pub fn quantize_i8(
     data: &[f32],
     channels: usize,
     channel_of: impl Fn(usize) -> usize,
+    high: f32,
     rng: &mut Option<fastrand::Rng>,
 ) -> (Vec<i8>, Vec<f32>) {
     let mut amax = vec![0f32; channels];
@@ -25,11 +42,11 @@ pub fn quantize_i8(
         amax[c] = amax[c].max(v.abs());
     }
     // An all-zero channel gets scale 1 so dequantization stays finite.
-    let scales: Vec<f32> = amax.iter().map(|a| if *a > 0.0 { a / 127.0 } else { 1.0 }).collect();
+    let scales: Vec<f32> = amax.iter().map(|a| if *a > 0.0 { a / high } else { 1.0 }).collect();
     let q = data
         .iter()
         .enumerate()
-        .map(|(i, v)| round(v / scales[channel_of(i)], rng).clamp(-127.0, 127.0) as i8)
+        .map(|(i, v)| round(v / scales[channel_of(i)], rng).clamp(-high, high) as i8)
         .collect();
     (q, scales)
 }
@@ -48,15 +65,17 @@ pub fn quantize_i4(
 }
 
 /// Symmetric int8 quantization of a weight given as rows of length `k` (one
-/// row per output), in blocks of `block` along the row. Returns the values
-/// (rows padded with zeros to whole blocks) and one scale per (row, block).
+/// row per output), in blocks of `block` along the row, to integers in
+/// [-`high`, `high`]. Returns the values (rows padded with zeros to whole
+/// blocks) and one scale per (row, block).
 pub fn quantize_i8_blocks(
     rows: &[f32],
     k: usize,
     block: usize,
+    high: f32,
     rng: &mut Option<fastrand::Rng>,
 ) -> (Vec<i8>, Vec<f32>) {
-    quantize_blocks(rows, k, block, (-127.0, 127.0), rng)
+    quantize_blocks(rows, k, block, (-high, high), rng)
 }
 
 /// Block-wise symmetric quantization to integers in `(low, high)`: each
@@ -117,7 +136,7 @@ mod tests {
     fn a_2x2_weight_quantized_by_hand() {
         // Columns are the output channels: amax 2 and 4, scales 2/127 and 4/127.
         let w = [1.0f32, -4.0, 2.0, 1.0];
-        let (q, s) = quantize_i8(&w, 2, |i| i % 2, &mut None);
+        let (q, s) = quantize_i8(&w, 2, |i| i % 2, WEIGHT_ONLY_MAX, &mut None);
         assert_eq!(s, vec![2.0 / 127.0, 4.0 / 127.0]);
         // 1 / (2/127) = 63.5 -> 64 (half away from zero); -4 -> -127; 2 -> 127; 1 -> 31.75 -> 32
         assert_eq!(q, vec![64, -127, 127, 32]);
@@ -130,12 +149,36 @@ mod tests {
     }
 
     #[test]
+    fn product_weights_cannot_saturate_a_16_bit_pair_sum() {
+        // The AVX2 u8 x s8 kernel: two products of a u8 activation (up to
+        // 255) and a weight, added in an i16. Every weight the product
+        // forms write keeps any such pair inside i16.
+        let worst = 2 * 255 * PRODUCT_WEIGHT_MAX as i32;
+        assert!(worst <= i32::from(i16::MAX), "{worst}");
+        assert!(2 * 255 * WEIGHT_ONLY_MAX as i32 > i32::from(i16::MAX));
+        let w: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) * 0.37).collect();
+        let (q, s) = quantize_i8(&w, 2, |i| i % 2, PRODUCT_WEIGHT_MAX, &mut None);
+        assert!(q.iter().all(|v| v.unsigned_abs() <= 64), "{q:?}");
+        assert!(q.iter().any(|v| v.unsigned_abs() == 64));
+        // 31.5 * 0.37 = 11.655 is the largest magnitude of both channels.
+        assert_eq!(s, vec![11.655 / 64.0; 2]);
+        let (qb, _) = quantize_i8_blocks(
+            &w,
+            32,
+            16,
+            PRODUCT_WEIGHT_MAX,
+            &mut Some(fastrand::Rng::with_seed(1)),
+        );
+        assert!(qb.iter().all(|v| v.unsigned_abs() <= 64), "{qb:?}");
+    }
+
+    #[test]
     fn int8_blocks_quantized_by_hand() {
         // Two rows of K = 3 in blocks of 2 (the second block padded).
         // Row 0: [1, -4 | 2]: scales 4/127 and 2/127.
         // Row 1: [0.5, 0.25 | 0]: scale 0.5/127, then an all-zero block (scale 1).
         let rows = [1.0f32, -4.0, 2.0, 0.5, 0.25, 0.0];
-        let (q, s) = quantize_i8_blocks(&rows, 3, 2, &mut None);
+        let (q, s) = quantize_i8_blocks(&rows, 3, 2, WEIGHT_ONLY_MAX, &mut None);
         assert_eq!(s, vec![4.0 / 127.0, 2.0 / 127.0, 0.5 / 127.0, 1.0]);
         // 1 / (4/127) = 31.75 -> 32; -127 | 127, pad 0 || 127, 0.25 / (0.5/127) = 63.5 -> 64 | 0, pad 0
         assert_eq!(q, vec![32, -127, 127, 0, 127, 64, 0, 0]);
@@ -153,7 +196,7 @@ mod tests {
             let w: Vec<f32> = (0..len).map(|_| (rng.f32() - 0.5) * scale).collect();
             for stochastic in [false, true] {
                 let mut r = stochastic.then(|| fastrand::Rng::with_seed(9));
-                let (q, s) = quantize_i8(&w, channels, |i| i % channels, &mut r);
+                let (q, s) = quantize_i8(&w, channels, |i| i % channels, WEIGHT_ONLY_MAX, &mut r);
                 let bound = if stochastic { 1.0 } else { 0.5 };
                 for (i, (v, q)) in w.iter().zip(&q).enumerate() {
                     let step = s[i % channels];
@@ -177,8 +220,8 @@ mod tests {
         let w = vec![0.3f32; 4000];
         let mut a = Some(fastrand::Rng::with_seed(7));
         let mut b = Some(fastrand::Rng::with_seed(7));
-        let (qa, s) = quantize_i8(&[&w[..], &[1.0]].concat(), 1, |_| 0, &mut a);
-        let (qb, _) = quantize_i8(&[&w[..], &[1.0]].concat(), 1, |_| 0, &mut b);
+        let (qa, s) = quantize_i8(&[&w[..], &[1.0]].concat(), 1, |_| 0, WEIGHT_ONLY_MAX, &mut a);
+        let (qb, _) = quantize_i8(&[&w[..], &[1.0]].concat(), 1, |_| 0, WEIGHT_ONLY_MAX, &mut b);
         assert_eq!(qa, qb);
         // 0.3 * 127 = 38.1: mostly 38, about 10% 39; the mean stays 38.1.
         let mean = qa[..4000].iter().map(|v| f64::from(*v)).sum::<f64>() / 4000.0;

@@ -5,9 +5,11 @@ use tract_onnx::pb;
 use super::layout::{
     conv_channel_dims, int4_block, rows_nk, split_columns, transpose, weight_axis,
 };
-use super::math::{f16_exact, quantize_i4, quantize_i8, quantize_i8_blocks};
+use super::math::{
+    PRODUCT_WEIGHT_MAX, WEIGHT_ONLY_MAX, f16_exact, quantize_i4, quantize_i8, quantize_i8_blocks,
+};
 use super::{DEFAULT_INT4_BLOCK, Form, Layer, PassError};
-use crate::optimize::graph::{self, Namer};
+use crate::optimize::graph::{self, FloatTensor, Namer};
 
 /// Settings of one rewrite.
 pub struct Settings {
@@ -124,13 +126,17 @@ fn write_layer(
             Ok(Change::Replaced)
         }
         Form::WeightInt8 | Form::WeightInt8Block | Form::StaticInt8 { .. } => {
-            let blocked = form == Form::WeightInt8Block
-                || (matches!(form, Form::StaticInt8 { .. }) && settings.int8_block.is_some());
+            let is_static = matches!(form, Form::StaticInt8 { .. });
+            let blocked =
+                form == Form::WeightInt8Block || (is_static && settings.int8_block.is_some());
+            // The static form's weight meets uint8 activations in ONNX
+            // Runtime's fused integer product.
+            let high = if is_static { PRODUCT_WEIGHT_MAX } else { WEIGHT_ONLY_MAX };
             node.input[1] = if blocked {
                 let block = settings.int8_block.unwrap_or(DEFAULT_INT4_BLOCK);
-                block_int8_weight(layer, block, parts)
+                block_int8_weight(layer, block, high, parts)
             } else {
-                channel_int8_weight(layer, parts)
+                channel_int8_weight(layer, high, parts)
             };
             if let Form::StaticInt8 { scale, zero_point } = form {
                 node.input[0] = activation_qdq(&node.input[0], scale, zero_point, parts);
@@ -149,6 +155,65 @@ fn write_layer(
             int4_unpacked(&mut node, layer, settings.block, parts);
             Ok(Change::Rewired(node))
         }
+        Form::Int4Split => {
+            int4_split(g, &node, layer, settings.block, parts)?;
+            Ok(Change::Replaced)
+        }
+    }
+}
+
+/// `Int4Unpacked` in column blocks whose float weight fits tract's
+/// constant-folding budget, one MatMul per block and a Concat, then the
+/// bias (as [`weight_int8_split`]): each block unpacks to fp32 once at
+/// load, where one big 4-bit weight would be unpacked at every run.
+fn int4_split(
+    g: &pb::GraphProto,
+    node: &pb::NodeProto,
+    layer: &Layer,
+    block: usize,
+    parts: &mut Parts,
+) -> Result<(), PassError> {
+    let (rows, n, k) = rows_nk(layer);
+    let kn = transpose(&rows, n, k);
+    drop(rows);
+    let cols = split_columns(k);
+    let alpha = if layer.op == "Gemm" { layer.alpha } else { 1.0 };
+    let x = &node.input[0];
+    let mut pieces = Vec::new();
+    for c0 in (0..n).step_by(cols) {
+        let c1 = (c0 + cols).min(n);
+        let mut data = Vec::with_capacity(k * (c1 - c0));
+        for r in 0..k {
+            data.extend_from_slice(&kn[r * n + c0..r * n + c1]);
+        }
+        // The block as a K x width Gemm weight: alpha goes into its scales,
+        // and it comes back in the K x width layout a MatMul reads.
+        let piece = Layer {
+            node: layer.node.clone(),
+            op: "Gemm".into(),
+            weight: layer.weight.clone(),
+            trans_b: false,
+            alpha,
+            beta: 1.0,
+            w: FloatTensor { dims: vec![k, c1 - c0], data },
+        };
+        let mut scratch = graph::node("Gemm", "", &[x, ""], &[]);
+        int4_unpacked(&mut scratch, &piece, block, parts);
+        let y = parts.fresh("part");
+        parts.nodes.push(graph::node("MatMul", &y, &[x, &scratch.input[1]], &[&y]));
+        pieces.push(y);
+    }
+    let out = &node.output[0];
+    let bias = bias_of(node);
+    let cat_out = if bias.is_some() { parts.fresh("concat") } else { out.clone() };
+    let piece_refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let cat_name = parts.fresh("concat_node");
+    let mut cat = graph::node("Concat", &cat_name, &piece_refs, &[&cat_out]);
+    cat.attribute.push(graph::int_attr("axis", -1));
+    parts.nodes.push(cat);
+    match bias {
+        Some(bias) => add_bias(g, layer, false, &bias, &cat_out, out, parts),
+        None => Ok(()),
     }
 }
 
@@ -185,7 +250,7 @@ fn weight_int8_split(
     let (rows, n, k) = rows_nk(layer);
     // K x N, columns = outputs; alpha goes into the scales.
     let kn = transpose(&rows, n, k);
-    let (q, scales) = quantize_i8(&kn, n, |i| i % n, parts.rng);
+    let (q, scales) = quantize_i8(&kn, n, |i| i % n, WEIGHT_ONLY_MAX, parts.rng);
     let alpha = if layer.op == "Gemm" { layer.alpha } else { 1.0 };
     let cols = split_columns(k);
     let x = &node.input[0];
@@ -222,15 +287,15 @@ fn weight_int8_split(
     }
 }
 
-/// The weight per output channel as int8 + `DequantizeLinear`; returns the
-/// dequantized weight's name.
-fn channel_int8_weight(layer: &Layer, parts: &mut Parts) -> String {
+/// The weight per output channel as int8 in [-`high`, `high`] +
+/// `DequantizeLinear`; returns the dequantized weight's name.
+fn channel_int8_weight(layer: &Layer, high: f32, parts: &mut Parts) -> String {
     let [q_name, s_name, z_name, dq] = parts.fresh_n(["q", "scale", "zp", "dq"]);
     let (axis, channels) = weight_axis(layer);
     let dims = &layer.w.dims;
     let per = dims[axis + 1..].iter().product::<usize>();
     let channel_of = |i: usize| (i / per) % channels;
-    let (q, scales) = quantize_i8(&layer.w.data, channels, channel_of, parts.rng);
+    let (q, scales) = quantize_i8(&layer.w.data, channels, channel_of, high, parts.rng);
     parts.inits.push(graph::bytes_tensor(
         &q_name,
         graph::INT8,
@@ -264,7 +329,7 @@ fn dynamic_int8(
     };
     let per = if conv { w_dims[1..].iter().product::<usize>() } else { 1 };
     let channel_of = |i: usize| if conv { i / per } else { i % channels };
-    let (q, scales) = quantize_i8(&w_data, channels, channel_of, parts.rng);
+    let (q, scales) = quantize_i8(&w_data, channels, channel_of, PRODUCT_WEIGHT_MAX, parts.rng);
     let scales: Vec<f32> = scales.iter().map(|s| s * layer.alpha).collect();
     let [wq, wz, xq, xs, xz] = parts.fresh_n(["q", "zp", "xq", "x_scale", "x_zp"]);
     let [acc, accf, scaled, ws] = parts.fresh_n(["acc", "acc_f", "acc_scaled", "scale"]);
@@ -433,10 +498,10 @@ fn activation_qdq(x: &str, scale: f32, zero_point: u8, parts: &mut Parts) -> Str
 /// padded -> Transpose to K x N (MatMul, Gemm without transB) or Reshape to
 /// the Conv weight's dims. All constant: tract folds it at load while the
 /// float weight fits its folding budget.
-fn block_int8_weight(layer: &Layer, block: usize, parts: &mut Parts) -> String {
+fn block_int8_weight(layer: &Layer, block: usize, high: f32, parts: &mut Parts) -> String {
     let (rows, n, k) = rows_nk(layer);
     let blocks = k.div_ceil(block);
-    let (q, scales) = quantize_i8_blocks(&rows, k, block, parts.rng);
+    let (q, scales) = quantize_i8_blocks(&rows, k, block, high, parts.rng);
     let [qn, sn, zn, dq, nk] = parts.fresh_n(["q", "scale", "zp", "dq", "nk"]);
     parts.inits.push(graph::bytes_tensor(
         &qn,
@@ -695,6 +760,94 @@ mod tests {
             assert!(err < tolerance, "{form:?}: max error {err}");
             assert!(err > 0.0, "{form:?} changed nothing");
         }
+    }
+
+    #[test]
+    fn split_int4_equals_the_whole_int4_form_and_folds_per_block() {
+        // 600 x 4000 floats (9.2 MiB, over the 4 MiB folding budget): three
+        // column blocks of at most 1747, each one 4-bit weight.
+        let (k, n) = (600, 4000);
+        let mut gemm = node("Gemm", "fc", &["x", "w", "b"], &["y"]);
+        gemm.attribute.push(graph::float_attr("alpha", 0.5));
+        gemm.attribute.push(graph::float_attr("beta", 2.0));
+        let m = dense(
+            k as i64,
+            n as i64,
+            vec![gemm],
+            vec![
+                f32_tensor("w", &[k, n], &values(k * n, 1, 1.0)),
+                f32_tensor("b", &[n], &values(n, 2, 1.0)),
+            ],
+        );
+        let (layers, _) = find_layers(graph::graph(&m).unwrap(), &[]);
+        let settings = Settings { block: 32, int8_block: None, stochastic: false, seed: 0 };
+        let whole = rewrite(&m, &layers, &[Form::Int4Unpacked], &settings).unwrap();
+        let split = rewrite(&m, &layers, &[Form::Int4Split], &settings).unwrap();
+        let g = graph::graph(&split).unwrap();
+        graph::check_wiring(g).unwrap();
+        assert_eq!(g.node.iter().filter(|n| n.op_type == "MatMul").count(), 3);
+        assert!(
+            !g.initializer
+                .iter()
+                .any(|t| t.data_type == graph::FLOAT && t.dims == [k as i64, n as i64])
+        );
+        // Same 4-bit values, blocks and scales: the same answer.
+        let x = values(2 * k, 3, 1.0);
+        let (a, b) = (run(&whole, &[2, k], &x), run(&split, &[2, k], &x));
+        assert!(max_err(&a, &b) < 1e-3, "{}", max_err(&a, &b));
+        // About an eighth of the float file, as the whole form.
+        let ratio = graph::encode(&split).len() as f64 / graph::encode(&m).len() as f64;
+        assert!(ratio < 0.17, "{ratio}");
+    }
+
+    /// Issue 17: ONNX Runtime on an x86 processor without VNNI adds pairs
+    /// of u8 x s8 products in a saturating i16, so every int8 weight a
+    /// written model multiplies by uint8 activations stays within ±64
+    /// (2 x 255 x 64 fits; 2 x 255 x 127 did not). Weight-only forms,
+    /// dequantized to float before any product, keep ±127.
+    #[test]
+    fn integer_product_weights_stay_within_the_16_bit_pair_range() {
+        let int8_values = |m: &pb::ModelProto, reader: &str| -> Vec<i8> {
+            let g = graph::graph(m).unwrap();
+            let read: Vec<&String> = g
+                .node
+                .iter()
+                .filter(|n| n.op_type == reader)
+                .filter_map(|n| n.input.get(if reader == "DequantizeLinear" { 0 } else { 1 }))
+                .collect();
+            g.initializer
+                .iter()
+                .filter(|t| t.data_type == graph::INT8 && read.contains(&&t.name))
+                .flat_map(|t| t.raw_data.iter().map(|b| *b as i8))
+                .collect()
+        };
+        let static_form = uint8_params(-1.0, 2.0);
+        for (m, forms) in [
+            (mlp(), vec![Form::DynamicInt8; 2]),
+            (mlp(), vec![static_form; 2]),
+            (two_convs(), vec![Form::DynamicInt8; 2]),
+            (two_convs(), vec![static_form; 2]),
+        ] {
+            let (layers, _) = find_layers(graph::graph(&m).unwrap(), &[]);
+            for int8_block in [None, Some(16)] {
+                let settings = Settings { block: 32, int8_block, stochastic: false, seed: 0 };
+                let q = rewrite(&m, &layers, &forms, &settings).unwrap();
+                let reader = match forms[0] {
+                    Form::DynamicInt8 if layers[0].op == "Conv" => "ConvInteger",
+                    Form::DynamicInt8 => "MatMulInteger",
+                    _ => "DequantizeLinear",
+                };
+                let values = int8_values(&q, reader);
+                assert!(!values.is_empty(), "{forms:?} {reader}");
+                let largest = values.iter().map(|v| v.unsigned_abs()).max().unwrap();
+                assert_eq!(largest, 64, "{:?} {int8_block:?}", forms[0]);
+            }
+        }
+        let (layers, _) = find_layers(graph::graph(&mlp()).unwrap(), &[]);
+        let settings = Settings { block: 32, int8_block: None, stochastic: false, seed: 0 };
+        let weight_only = rewrite(&mlp(), &layers, &[Form::WeightInt8; 2], &settings).unwrap();
+        let values = int8_values(&weight_only, "DequantizeLinear");
+        assert_eq!(values.iter().map(|v| v.unsigned_abs()).max(), Some(127));
     }
 
     #[test]
