@@ -38,6 +38,7 @@ fn config(routes: RoutesSource) -> RouteConfig {
         backend_timeout: Duration::from_millis(500),
         max_body_bytes: 1 << 20,
         max_inflight: 1024,
+        auth: Default::default(),
     }
 }
 

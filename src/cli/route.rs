@@ -39,6 +39,14 @@ pub struct RouteArgs {
     pub max_body_bytes: usize,
     #[arg(long, env = "TRACTOR_MAX_INFLIGHT", default_value_t = 1024)]
     pub max_inflight: usize,
+
+    // Access control (issue 12; docs/security.md).
+    /// The router's own bearer token to its backends (a file holding the
+    /// token), sent instead of the caller's; re-read when it changes.
+    #[arg(long, env = "TRACTOR_BACKEND_TOKEN_FILE")]
+    pub backend_token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub auth: tractor::auth::AuthArgs,
 }
 
 pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
@@ -69,6 +77,10 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
         backend_timeout: std::time::Duration::from_millis(args.backend_timeout_ms),
         max_body_bytes: args.max_body_bytes,
         max_inflight: args.max_inflight,
+        auth: tractor::auth::AuthConfig {
+            backend_token_file: args.backend_token_file,
+            ..args.auth.config()
+        },
     };
     tractor::route::run(config, tractor::serve::shutdown_signal()).await?;
     Ok(())

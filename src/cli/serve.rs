@@ -55,6 +55,18 @@ pub struct ServeArgs {
     /// requests that set `"parameters": {"processing": true}`.
     #[arg(long, env = "TRACTOR_PROCESSING")]
     pub processing: Option<PathBuf>,
+
+    // Access control and model sources (issue 12; docs/security.md).
+    /// Model locations allowed, comma-separated: a scheme (`file`), or a
+    /// scheme, host pattern and path prefix (`s3://team-models`,
+    /// `https://*.example.com/models/`). Unset: any location.
+    #[arg(long, env = "TRACTOR_ALLOWED_SOURCES", value_delimiter = ',')]
+    pub allowed_sources: Vec<tractor::store::SourcePattern>,
+    /// Largest model artifact fetched, in bytes. Unset: no bound.
+    #[arg(long, env = "TRACTOR_MAX_MODEL_BYTES")]
+    pub max_model_bytes: Option<u64>,
+    #[command(flatten)]
+    pub auth: tractor::auth::AuthArgs,
 }
 
 /// The flags in the units the server works in; reading the processing
@@ -81,6 +93,11 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 .as_deref()
                 .map(tractor::process::ProcessingConfig::from_file)
                 .transpose()?,
+            auth: args.auth.config(),
+            sources: tractor::store::SourcePolicy {
+                allowed: args.allowed_sources,
+                max_bytes: args.max_model_bytes,
+            },
         })
     }
 }

@@ -48,6 +48,8 @@ pub enum RouteError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Table(#[from] TableError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     #[error("the HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }
@@ -88,6 +90,8 @@ pub struct RouteConfig {
     pub backend_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_inflight: usize,
+    /// Tokens, JWT, scopes, the backend token (issue 12); the default checks no one.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Shared state of the traffic and admin handlers.
@@ -183,7 +187,7 @@ pub fn admin_app(state: RouterState) -> Router {
             get(|State(s): State<RouterState>| async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                    s.stats().render(),
+                    s.stats().render() + &crate::auth::metrics_text(),
                 )
             }),
         )
@@ -416,19 +420,26 @@ pub async fn run(
 ) -> Result<(), RouteError> {
     let initial = config.routes.load().await?;
     let state = RouterState::new(&config, initial);
+    let auth = crate::auth::Auth::start(&config.auth)?;
     let listener = bind(config.listen).await?;
     let admin = bind(config.admin_listen).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin_listen, routes = ?state.table(), "router listening");
     let watcher = tokio::spawn(config.routes.clone().watch(state.clone()));
     let admin_server = tokio::spawn({
-        let app = admin_app(state.clone());
+        let app = crate::auth::protect(
+            admin_app(state.clone()),
+            auth.as_ref(),
+            crate::auth::Surface::RouterAdmin,
+        );
         async move { axum::serve(admin, app).await }
     });
     let draining = async move {
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");
     };
-    let served = axum::serve(listener, app(state)).with_graceful_shutdown(draining).await;
+    let traffic =
+        crate::auth::protect(app(state), auth.as_ref(), crate::auth::Surface::RouterTraffic);
+    let served = axum::serve(listener, traffic).with_graceful_shutdown(draining).await;
     watcher.abort();
     admin_server.abort();
     served.map_err(RouteError::Http)

@@ -279,6 +279,7 @@ mod tests {
             backend_timeout: Duration::from_secs(1),
             max_body_bytes: 1024,
             max_inflight: 1,
+            auth: Default::default(),
         };
         let state = RouterState::new(&config, table(100));
         let watching = tokio::spawn(config.routes.clone().watch(state.clone()));

@@ -67,6 +67,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let state = AppState::new(&config);
+    let auth = crate::auth::Auth::start(&config.auth)?;
     let listener = bind(config.listen).await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(addr = %local, model = %config.name, version = %config.version, "listening");
@@ -74,8 +75,9 @@ pub async fn run(
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");
     };
-    let server =
-        axum::serve(listener, app(state.clone())).with_graceful_shutdown(draining).into_future();
+    let routes =
+        crate::auth::protect(app(state.clone()), auth.as_ref(), crate::auth::Surface::Serve);
+    let server = axum::serve(listener, routes).with_graceful_shutdown(draining).into_future();
     tokio::pin!(server);
     let started = Instant::now();
     let loading = load_model(&config);
