@@ -10,6 +10,7 @@
 //! Editing the file while it runs starts a rollout too.
 
 mod apply;
+mod auth;
 mod children;
 mod report;
 mod state;
@@ -67,6 +68,8 @@ pub struct UpConfig {
     pub json: bool,
     /// The `tractor` binary the children run (this one).
     pub tractor: PathBuf,
+    /// Auth files for the router (docs/security.md); empty: no access control.
+    pub auth_files: Vec<PathBuf>,
 }
 
 /// Everything `up` keeps between ticks, persisted under the state directory.
@@ -74,6 +77,7 @@ struct Runner {
     config: UpConfig,
     dir: PathBuf,
     http: reqwest::Client,
+    auth: Option<auth::LocalAuth>,
     servers: BTreeMap<String, Server>,
     draining: Vec<(std::time::Instant, Server)>,
     backoff: BTreeMap<String, Backoff>,
@@ -127,10 +131,12 @@ pub async fn up(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    let local_auth = auth::LocalAuth::create(&dir, &config.auth_files)?;
     let mut runner = Runner {
         config: config.clone(),
         dir,
-        http: reqwest::Client::new(),
+        http: auth::LocalAuth::client(local_auth.as_ref()),
+        auth: local_auth,
         servers: BTreeMap::new(),
         draining: Vec::new(),
         backoff: BTreeMap::new(),
