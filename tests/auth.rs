@@ -495,27 +495,39 @@ fn up_with_an_auth_file_asks_callers_and_still_promotes() {
             document("2", "digits-mlp-v2.onnx")
         ),
     );
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tractor"))
-        .args(["up", "-f", spec.to_str().unwrap(), "--json", "--port", &port.to_string()])
-        .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
-        .args(["--auth-file", auth.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Stop(u32);
-    impl Drop for Stop {
+    /// Ctrl-C on drop, so `up` stops its children (also when an assertion
+    /// fails), then a kill if it does not stop.
+    struct UpProcess(std::process::Child);
+    impl Drop for UpProcess {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-INT", &self.0.to_string()])
-                .stderr(std::process::Stdio::null())
+            let _ = Command::new("kill")
+                .args(["-INT", &self.0.id().to_string()])
+                .stderr(Stdio::null())
                 .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
-    let _stop = Stop(child.id());
+    let port = free_port();
+    let mut up = UpProcess(
+        Command::new(env!("CARGO_BIN_EXE_tractor"))
+            .args(["up", "-f", spec.to_str().unwrap(), "--json", "--port", &port.to_string()])
+            .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
+            .args(["--auth-file", auth.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, events) = std::sync::mpsc::channel::<Value>();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = up.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str(&line) {
@@ -541,8 +553,6 @@ fn up_with_an_auth_file_asks_callers_and_still_promotes() {
             seen.push(format!("{} {}", event["reason"], event["message"]));
             if event["reason"] == "Promoted" {
                 assert!(refused_without_token, "a request without a token was refused");
-                let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-                let _ = child.wait();
                 return;
             }
         }
