@@ -5,6 +5,7 @@
 # The model is the smallest one (digits-mlp-v2), so the check is the
 # largest possible share of a request.
 # Usage: benches/auth.sh [seconds per measurement, default 10] [rounds, default 2]
+#   TRACTOR=path/to/tractor skips the release build and measures that binary.
 # Prints a Markdown table (p50, throughput, ratios to auth off); raw JSON
 # reports land in target/bench/.
 set -euo pipefail
@@ -14,8 +15,11 @@ rounds="${2:-2}"
 target="${CARGO_TARGET_DIR:-target}"
 out="target/bench"
 mkdir -p "$out"
-cargo build --release --quiet --bin tractor
-tractor="$target/release/tractor"
+tractor="${TRACTOR:-}"
+if [ -z "$tractor" ]; then
+  cargo build --release --quiet --bin tractor
+  tractor="$target/release/tractor"
+fi
 model=tests/models/digits-mlp-v2.onnx
 input=examples/requests/digits-mlp.json
 work=$(mktemp -d)

@@ -309,8 +309,10 @@ async fn jwts_good_expired_wrong_audience_wrong_key_and_rotated_jwks() {
     let url = served.url.clone();
     let now = get_current_timestamp();
 
-    let good = infer(&url, Some(&jwt(&a, "a", now + 600, "tractor", "infer metadata"))).await;
+    let good_token = jwt(&a, "a", now + 600, "tractor", "infer metadata");
+    let good = infer(&url, Some(&good_token)).await;
     assert_eq!(good.status, 200, "{}", good.body);
+    assert_eq!(infer(&url, Some(&good_token)).await.status, 200, "again, from the cache");
     let expired = infer(&url, Some(&jwt(&a, "a", now - 3600, "tractor", "infer"))).await;
     assert_eq!(expired.status, 401);
     assert!(expired.body["error"].as_str().unwrap().contains("expired"), "{}", expired.body);
@@ -332,6 +334,8 @@ async fn jwts_good_expired_wrong_audience_wrong_key_and_rotated_jwks() {
     .await;
     let by_a = jwt(&a, "a", now + 600, "tractor", "infer");
     assert_eq!(infer(&url, Some(&by_a)).await.status, 401);
+    // A token verified (and remembered) before the rotation is refused too.
+    assert_eq!(infer(&url, Some(&good_token)).await.status, 401);
 }
 
 /// A fake version: answers with its version and the Authorization it got.

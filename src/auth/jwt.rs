@@ -15,7 +15,7 @@ pub const MAX_JWKS_BYTES: u64 = 1 << 20;
 /// Clock skew tolerated on `exp` and `nbf`: Kubernetes' own token review
 /// allows none, OIDC libraries commonly allow a minute; 30 s keeps an
 /// expired token's extra life short.
-const LEEWAY_SECONDS: u64 = 30;
+pub const LEEWAY_SECONDS: u64 = 30;
 /// Subjects are shown in logs and metric labels: bounded.
 const MAX_SUBJECT_CHARS: usize = 64;
 
@@ -135,6 +135,9 @@ struct Claims {
     /// OAuth 2.0's space-separated list (RFC 8693 section 4.2).
     #[serde(default)]
     scope: Option<String>,
+    /// Checked by `jsonwebtoken`; kept to bound how long a verification is cached.
+    #[serde(default)]
+    exp: Option<u64>,
 }
 
 /// A verified token: who, and what it may do.
@@ -142,6 +145,8 @@ struct Claims {
 pub struct Verified {
     pub subject: String,
     pub scopes: Scopes,
+    /// The `exp` claim, seconds since the epoch.
+    pub expires_at: u64,
 }
 
 /// Whether a bearer token has the shape of a JWT (three base64url parts),
@@ -151,6 +156,12 @@ pub fn looks_like_jwt(token: &str) -> bool {
 }
 
 impl KeySet {
+    /// A set with no keys: every token refused.
+    #[cfg(test)]
+    pub fn empty() -> KeySet {
+        KeySet { keys: Vec::new() }
+    }
+
     /// Verifies a token's signature, issuer, audience, expiry and
     /// not-before, and reads its scopes. Scope words this server does not
     /// know (`openid`, `profile`) are ignored.
@@ -206,7 +217,7 @@ fn verified(claims: Claims) -> Verified {
         .map(|c| if c.is_ascii_graphic() { c } else { '_' })
         .take(MAX_SUBJECT_CHARS)
         .collect();
-    Verified { subject, scopes }
+    Verified { subject, scopes, expires_at: claims.exp.unwrap_or(0) }
 }
 
 fn refusal_of(kind: &ErrorKind) -> JwtRefusal {
