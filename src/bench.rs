@@ -40,6 +40,8 @@ pub struct BenchConfig {
     pub batch: usize,
     /// Requests sent first and not measured.
     pub warmup: usize,
+    /// Bearer token sent with every request (servers with `--auth-file`).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,8 +191,15 @@ impl Runner {
 async fn prepare(config: &BenchConfig) -> Result<(String, Runner), BenchError> {
     match &config.target {
         Target::Http { url, model, input } => {
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Some(token) = &config.token
+                && let Ok(value) = format!("Bearer {token}").parse()
+            {
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+            }
             let http = reqwest::Client::builder()
                 .pool_max_idle_per_host(1024)
+                .default_headers(headers)
                 .build()
                 .map_err(|source| ClientError::Http { url: url.clone(), source })?;
             let endpoint = Endpoint::new(url, model, None);

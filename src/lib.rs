@@ -2,6 +2,7 @@
 //! the tract engine. The module tree follows the subcommands; see
 //! `DESIGN.md` in the shared folder for the map.
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod contract;

@@ -35,6 +35,7 @@ impl Up {
             json: true,
             // Never run: the fake children play every role.
             tractor: dir.path().join("no-tractor-here"),
+            auth_files: Vec::new(),
         };
         let children = Arc::new(FakeChildren::default());
         let stepper = Stepper::start(config, "digits", children.clone())

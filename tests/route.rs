@@ -45,6 +45,7 @@ fn config(routes: RoutesSource) -> RouteConfig {
         max_response_bytes: 1 << 30,
         max_inflight: 1024,
         connections: ConnectionLimits::default(),
+        auth: Default::default(),
     }
 }
 

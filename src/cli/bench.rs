@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Bearer token for a server with access control (docs/security.md).
+    #[arg(long, env = "TRACTOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -64,6 +67,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         stop,
         batch: args.batch.max(1),
         warmup: args.warmup,
+        token: args.token,
     };
     let report = bench::run(&config).await?;
     if args.json {

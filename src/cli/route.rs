@@ -51,6 +51,14 @@ pub struct RouteArgs {
     pub max_inflight: usize,
     #[command(flatten)]
     pub connections: super::serve::ConnectionArgs,
+
+    // Access control (issue 12; docs/security.md).
+    /// The router's own bearer token to its backends (a file holding the
+    /// token), sent instead of the caller's; re-read when it changes.
+    #[arg(long, env = "TRACTOR_BACKEND_TOKEN_FILE")]
+    pub backend_token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub auth: tractor::auth::AuthArgs,
 }
 
 pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
@@ -84,6 +92,10 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
         max_response_bytes: args.max_response_bytes,
         max_inflight: args.max_inflight,
         connections: tractor::listen::ConnectionLimits::from(&args.connections),
+        auth: tractor::auth::AuthConfig {
+            backend_token_file: args.backend_token_file,
+            ..args.auth.config()
+        },
     };
     tractor::route::run(config, tractor::serve::shutdown_signal()).await?;
     Ok(())

@@ -58,6 +58,18 @@ pub struct ServeArgs {
     pub processing: Option<PathBuf>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
+
+    // Access control and model sources (issue 12; docs/security.md).
+    /// Model locations allowed, comma-separated: a scheme (`file`), or a
+    /// scheme, host pattern and path prefix (`s3://team-models`,
+    /// `https://*.example.com/models/`). Unset: any location.
+    #[arg(long, env = "TRACTOR_ALLOWED_SOURCES", value_delimiter = ',')]
+    pub allowed_sources: Vec<tractor::store::SourcePattern>,
+    /// Largest model artifact fetched, in bytes. Unset: no bound.
+    #[arg(long, env = "TRACTOR_MAX_MODEL_BYTES")]
+    pub max_model_bytes: Option<u64>,
+    #[command(flatten)]
+    pub auth: tractor::auth::AuthArgs,
 }
 
 /// How long connections may take and how many may be open: the same flags
@@ -129,6 +141,11 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 .as_deref()
                 .map(tractor::process::ProcessingConfig::from_file)
                 .transpose()?,
+            auth: args.auth.config(),
+            sources: tractor::store::SourcePolicy {
+                allowed: args.allowed_sources,
+                max_bytes: args.max_model_bytes,
+            },
         })
     }
 }

@@ -19,6 +19,10 @@ pub struct UpArgs {
     /// Print events as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Callers' tokens for the router (see docs/security.md); repeat for
+    /// several files. The versions then accept only the router's own token.
+    #[arg(long = "auth-file", env = "TRACTOR_AUTH_FILE", value_delimiter = ',')]
+    pub auth_files: Vec<PathBuf>,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -27,6 +31,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         port: args.port,
         state_dir: args.state_dir,
         json: args.json,
+        auth_files: args.auth_files,
         tractor: std::env::current_exe().context("finding the tractor binary")?,
     };
     tractor::local::up(config, tractor::serve::shutdown_signal()).await?;

@@ -148,7 +148,7 @@ impl Runner {
             if let Some(document) = args::processing_document(spec) {
                 write_whole(&processing_file, document.as_bytes())?;
             }
-            let args = args::serve(
+            let mut args = args::serve(
                 spec,
                 &desired.served(),
                 &ServePlacement {
@@ -158,6 +158,7 @@ impl Runner {
                 },
             )
             .argv();
+            args.extend(self.auth.iter().flat_map(super::auth::LocalAuth::serve_argv));
             let child = self.spawn(&format!("serve {}", desired.version), &args, &log)?;
             self.servers.insert(desired.version.clone(), Server { child, port, log });
         }

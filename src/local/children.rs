@@ -102,12 +102,13 @@ impl Runner {
         write_whole(&routes, b"{\"backends\": []}")?;
         self.routes = None;
         let admin = free_port()?;
-        let args = args::route(
+        let mut args = args::route(
             &format!("127.0.0.1:{}", self.config.port),
             &format!("127.0.0.1:{admin}"),
             &RoutesAt::File(routes.display().to_string()),
         )
         .argv();
+        args.extend(self.auth.iter().flat_map(super::auth::LocalAuth::router_argv));
         let log = self.dir.join("route.log");
         let mut child = self.spawn("route", &args, &log)?;
         let deadline = std::time::Instant::now() + ROUTER_START;

@@ -38,10 +38,12 @@ impl Runner {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let local_auth = super::auth::LocalAuth::create(&dir, &config.auth_files)?;
         Ok(Runner {
             config,
             dir,
-            http: reqwest::Client::new(),
+            http: super::auth::LocalAuth::client(local_auth.as_ref()),
+            auth: local_auth,
             launcher,
             servers: BTreeMap::new(),
             draining: Vec::new(),

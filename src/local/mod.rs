@@ -10,6 +10,7 @@
 //! Editing the file while it runs starts a rollout too.
 
 mod apply;
+mod auth;
 mod children;
 mod drive;
 mod launch;
@@ -72,6 +73,8 @@ pub struct UpConfig {
     pub json: bool,
     /// The `tractor` binary the children run (this one).
     pub tractor: PathBuf,
+    /// Auth files for the router (docs/security.md); empty: no access control.
+    pub auth_files: Vec<PathBuf>,
 }
 
 /// Everything `up` keeps between ticks, persisted under the state directory.
@@ -81,6 +84,7 @@ struct Runner {
     http: reqwest::Client,
     /// Starts the children in place of `tractor` processes (`None`: processes).
     launcher: Option<Arc<dyn Launcher>>,
+    auth: Option<auth::LocalAuth>,
     servers: BTreeMap<String, Server>,
     draining: Vec<(std::time::Instant, Server)>,
     backoff: BTreeMap<String, Backoff>,

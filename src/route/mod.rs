@@ -55,6 +55,8 @@ pub enum RouteError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Table(#[from] TableError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +81,8 @@ pub struct RouteConfig {
     pub max_inflight: usize,
     /// Timeouts and the cap of the traffic and admin connections.
     pub connections: ConnectionLimits,
+    /// Tokens, JWT, scopes, the backend token (issue 12); the default checks no one.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Shared state of the traffic and admin handlers.
@@ -172,7 +176,7 @@ pub fn admin_app(state: RouterState) -> Router {
             get(|State(s): State<RouterState>| async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                    s.stats().render(),
+                    s.stats().render() + &crate::auth::metrics_text(),
                 )
             }),
         )
@@ -416,13 +420,18 @@ pub async fn run(
 ) -> Result<(), RouteError> {
     let initial = config.routes.load().await?;
     let state = RouterState::new(&config, initial);
+    let auth = crate::auth::Auth::start(&config.auth)?;
     let listener = bind(config.listen).await?;
     let admin = bind(config.admin_listen).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin_listen, routes = ?state.table(), "router listening");
     let watcher = tokio::spawn(config.routes.clone().watch(state.clone()));
     let admin_server = tokio::spawn(listen::serve(
         admin,
-        admin_app(state.clone()),
+        crate::auth::protect(
+            admin_app(state.clone()),
+            auth.as_ref(),
+            crate::auth::Surface::RouterAdmin,
+        ),
         config.connections,
         std::future::pending(),
     ));
@@ -430,7 +439,9 @@ pub async fn run(
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");
     };
-    listen::serve(listener, app(state), config.connections, draining).await;
+    let traffic =
+        crate::auth::protect(app(state), auth.as_ref(), crate::auth::Surface::RouterTraffic);
+    listen::serve(listener, traffic, config.connections, draining).await;
     watcher.abort();
     admin_server.abort();
     Ok(())

@@ -347,6 +347,7 @@ mod tests {
             max_response_bytes: 1024,
             max_inflight: 1,
             connections: crate::listen::ConnectionLimits::default(),
+            auth: Default::default(),
         };
         let state = RouterState::new(&config, table(100));
         let watching = tokio::spawn(config.routes.clone().watch(state.clone()));

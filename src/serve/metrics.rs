@@ -130,6 +130,6 @@ impl Metrics {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        String::from_utf8(out).unwrap_or_default() + &crate::auth::metrics_text()
     }
 }

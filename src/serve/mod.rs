@@ -81,6 +81,7 @@ pub async fn run_with_limits(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let state = AppState::new(&config);
+    let auth = crate::auth::Auth::start(&config.auth)?;
     let listener = bind(config.listen).await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(addr = %local, model = %config.name, version = %config.version, "listening");
@@ -88,7 +89,9 @@ pub async fn run_with_limits(
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");
     };
-    let server = listen::serve(listener, app(state.clone()), connections, draining);
+    let routes =
+        crate::auth::protect(app(state.clone()), auth.as_ref(), crate::auth::Surface::Serve);
+    let server = listen::serve(listener, routes, connections, draining);
     tokio::pin!(server);
     let started = Instant::now();
     let loading = load_model(&config);

@@ -36,6 +36,10 @@ pub struct ServeConfig {
     pub workers: usize,
     /// Input and output processing, checked against the model once loaded.
     pub processing: Option<ProcessingConfig>,
+    /// Tokens, JWT and scopes (issue 12); the default checks no one.
+    pub auth: crate::auth::AuthConfig,
+    /// Where the model may come from, and how large it may be.
+    pub sources: store::SourcePolicy,
 }
 
 /// Errors that stop the server.
@@ -43,6 +47,8 @@ pub struct ServeConfig {
 pub enum ServeError {
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     FetchArtifact(#[from] store::StoreError),
     #[error("loading model {location}: {source}")]
@@ -235,7 +241,9 @@ pub fn default_model_name(location: &str) -> String {
 /// An artifact that cannot be fetched or verified, or a model the engine
 /// cannot load.
 pub async fn load_model(config: &ServeConfig) -> Result<Model, ServeError> {
-    let artifact = store::fetch(&config.model_location, config.sha256.as_deref()).await?;
+    let artifact =
+        store::fetch_with(&config.model_location, config.sha256.as_deref(), &config.sources)
+            .await?;
     tracing::info!(uri = %artifact.uri, sha256 = %artifact.sha256, bytes = artifact.bytes.len(), "artifact fetched");
     let options = EngineOptions { threads: config.threads };
     let location = config.model_location.clone();

@@ -51,6 +51,8 @@ pub fn config(path: &Path, name: &str) -> ServeConfig {
         threads: Threads::Count(1),
         workers: 1,
         processing: None,
+        auth: Default::default(),
+        sources: Default::default(),
     }
 }
 

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Access control's cost, each side measured in the same run on the same
+# machine: `tractor serve` with auth off, with a bearer token from an auth
+# file, and with an RS256 JWT verified against a JWKS, at concurrency 16.
+# The model is the smallest one (digits-mlp-v2), so the check is the
+# largest possible share of a request.
+# Usage: benches/auth.sh [seconds per measurement, default 10] [rounds, default 2]
+#   TRACTOR=path/to/tractor skips the release build and measures that binary.
+# Prints a Markdown table (p50, throughput, ratios to auth off); raw JSON
+# reports land in target/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-10}"
+rounds="${2:-2}"
+target="${CARGO_TARGET_DIR:-target}"
+out="target/bench"
+mkdir -p "$out"
+tractor="${TRACTOR:-}"
+if [ -z "$tractor" ]; then
+  cargo build --release --quiet --bin tractor
+  tractor="$target/release/tractor"
+fi
+model=tests/models/digits-mlp-v2.onnx
+input=examples/requests/digits-mlp.json
+work=$(mktemp -d)
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+
+# The token, and a JWT signed with the committed test key (tests/fixtures/auth).
+token=bench-$(head -c 16 /dev/urandom | xxd -p)
+cat >"$work/auth.yaml" <<YAML
+tokens:
+  - name: bench
+    sha256: $(printf %s "$token" | sha256sum | cut -d' ' -f1)
+    scopes: [infer, metadata]
+YAML
+key=tests/fixtures/auth/rsa-a.pem
+n=$(openssl rsa -in "$key" -noout -modulus | cut -d= -f2 | xxd -r -p | b64url)
+printf '{"keys":[{"kty":"RSA","kid":"bench","alg":"RS256","n":"%s","e":"AQAB"}]}' "$n" >"$work/jwks.json"
+header=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
+claims=$(printf '{"sub":"bench","iss":"bench-issuer","aud":"tractor","exp":%d,"scope":"infer metadata"}' \
+  $(( $(date +%s) + 3600 )) | b64url)
+signature=$(printf %s "$header.$claims" | openssl dgst -sha256 -sign "$key" | b64url)
+jwt="$header.$claims.$signature"
+
+# serve NAME EXTRA_ARGS... -> sets $url, waits for readiness
+serve() {
+  local name="$1"; shift
+  local port; port=$(free_port)
+  "$tractor" serve --model "$model" --name digits --host 127.0.0.1 --http-port "$port" "$@" 2>"$out/auth-serve-$name.log" &
+  pids+=($!)
+  url="http://127.0.0.1:$port"
+  for _ in $(seq 1 600); do
+    curl -sf "$url/v2/health/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server $name did not become ready" >&2; cat "$out/auth-serve-$name.log" >&2; exit 1
+}
+
+serve off;   off_url=$url
+serve token --auth-file "$work/auth.yaml"; token_url=$url
+serve jwt --jwks "$work/jwks.json" --jwt-issuer bench-issuer --jwt-audience tractor; jwt_url=$url
+
+# The three sides take turns, round after round, so a slow moment of the
+# machine falls on all of them.
+for round in $(seq 1 "$rounds"); do
+  "$tractor" bench --url "$off_url" --model digits --input "$input" --concurrency 16 --duration "${secs}s" --json >"$out/auth-off-$round.json"
+  "$tractor" bench --url "$token_url" --model digits --input "$input" --concurrency 16 --duration "${secs}s" --token "$token" --json >"$out/auth-token-$round.json"
+  TRACTOR_TOKEN="$jwt" "$tractor" bench --url "$jwt_url" --model digits --input "$input" --concurrency 16 --duration "${secs}s" --json >"$out/auth-jwt-$round.json"
+done
+
+python3 - "$out" "$rounds" <<'PY'
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def figures(side):
+    rs = [json.load(open(f"{out}/auth-{side}-{r}.json"))["results"][0] for r in range(1, rounds + 1)]
+    for r in rs:
+        assert r["errors"] == 0, f"{side}: {r['errors']} errors: {r.get('first_error')}"
+    return statistics.median(r["latency_ms"]["p50"] for r in rs), statistics.median(r["throughput_rps"] for r in rs)
+off = figures("off")
+print("| auth at c=16 | p50 ms | throughput req/s | p50 vs off | throughput vs off |")
+print("|---|---|---|---|---|")
+for side in ["off", "token", "jwt"]:
+    p50, rps = figures(side)
+    print(f"| {side} | {p50:.3f} | {rps:.0f} | {p50/off[0]:.3f}x | {rps/off[1]:.3f}x |")
+PY

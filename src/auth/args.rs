@@ -1,0 +1,48 @@
+//! The access-control flags `serve` and `route` share, flattened into each.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{AuthConfig, JwtConfig};
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthArgs {
+    /// Bearer tokens with their scopes, rates and quotas (YAML; see
+    /// docs/security.md), re-read when it changes. Repeat (or separate by
+    /// commas) for several files; their tokens add up.
+    #[arg(long = "auth-file", env = "TRACTOR_AUTH_FILE", value_delimiter = ',')]
+    pub auth_files: Vec<PathBuf>,
+    /// JWKS file whose RS256/ES256 keys sign accepted JWTs, re-read when it changes.
+    #[arg(long, env = "TRACTOR_JWKS", requires_all = ["jwt_issuer", "jwt_audience"])]
+    pub jwks: Option<PathBuf>,
+    /// The `iss` a JWT must carry.
+    #[arg(long, env = "TRACTOR_JWT_ISSUER", requires = "jwks")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` a JWT must carry.
+    #[arg(long, env = "TRACTOR_JWT_AUDIENCE", requires = "jwks")]
+    pub jwt_audience: Option<String>,
+    /// Serve /metrics without a token even when access control is on.
+    #[arg(long, env = "TRACTOR_METRICS_OPEN")]
+    pub metrics_open: bool,
+}
+
+impl AuthArgs {
+    /// The flags as a server's configuration; the router adds its backend token.
+    pub fn config(&self) -> AuthConfig {
+        let jwt = match (&self.jwks, &self.jwt_issuer, &self.jwt_audience) {
+            (Some(jwks), Some(issuer), Some(audience)) => Some(JwtConfig {
+                jwks: jwks.clone(),
+                issuer: issuer.clone(),
+                audience: audience.clone(),
+            }),
+            _ => None,
+        };
+        AuthConfig {
+            auth_files: self.auth_files.clone(),
+            jwt,
+            metrics_open: self.metrics_open,
+            backend_token_file: None,
+        }
+    }
+}
