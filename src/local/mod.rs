@@ -115,7 +115,8 @@ pub async fn up(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ModelDeploymentStatus, LocalError> {
     let docs = read_documents(&config.file)?;
-    let name = docs[0].metadata.name.clone().unwrap_or_else(|| "model".into());
+    // Checked as a Kubernetes name by `read_documents`: one path component.
+    let name = docs[0].metadata.name.clone().unwrap_or_default();
     let dir = config.state_dir.join(&name);
     std::fs::create_dir_all(&dir)
         .map_err(|source| LocalError::State { path: dir.display().to_string(), source })?;
@@ -196,6 +197,18 @@ async fn run_loop(
         if now_contents.is_some() && now_contents != contents {
             contents = now_contents;
             match read_documents(&runner.config.file) {
+                // The state directory is the first name's: a renamed file is
+                // another deployment, which this `up` does not run.
+                Ok(new) if new[0].metadata.name != docs[0].metadata.name => runner.emit(
+                    "Warning",
+                    "InvalidSpec",
+                    &format!(
+                        "{}: metadata.name changed to {:?}; restart tractor up to run another deployment",
+                        runner.config.file.display(),
+                        new[0].metadata.name.as_deref().unwrap_or_default()
+                    ),
+                    &[],
+                ),
                 Ok(new) => {
                     runner.emit(
                         "Normal",
