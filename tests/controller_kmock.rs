@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
@@ -270,17 +270,27 @@ fn w(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 
 /// Reasons of the Events recorded about the ModelDeployment, oldest first.
 async fn event_reasons(client: &Client) -> Vec<String> {
+    events_about(client, "digits").await.into_iter().filter_map(|e| e.reason).collect()
+}
+
+/// The Events recorded about the ModelDeployment `name`, oldest first.
+async fn events_about(client: &Client, name: &str) -> Vec<Event> {
     let events =
         Api::<Event>::namespaced(client.clone(), NS).list(&ListParams::default()).await.unwrap();
     let mut events: Vec<Event> = events
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("digits"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect();
     events.sort_by_key(|e| {
         e.metadata.resource_version.as_deref().unwrap_or("0").parse::<u64>().unwrap_or(0)
     });
-    events.into_iter().filter_map(|e| e.reason).collect()
+    events
+}
+
+/// ModelDeployments as the API server stores them, whatever their spec.
+fn untyped(client: &Client) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), NS, &controller::model_deployment_resource())
 }
 
 fn history(status: &Value) -> Vec<(String, String)> {
@@ -654,4 +664,72 @@ async fn steps_edited_to_none_mid_canary_promote_it() {
     assert_eq!(weights(&client).await, Some(w(&[("2", 100)])));
     let reasons = event_reasons(&client).await;
     assert!(reasons.contains(&"Promoted".to_string()), "{reasons:?}");
+}
+
+/// Issue 11's bad object: the schema lets `passes: [{type: quantize}]`
+/// through, the types cannot read it, and the controller used to exit at
+/// start with `Error deserializing response: missing field 'mode'`,
+/// stopping every ModelDeployment. Stored before the controller starts (the
+/// restart the issue saw), it now gets a Degraded condition and an Event
+/// naming the field while another ModelDeployment deploys; fixed, it
+/// reconciles; and one broken while the controller runs is reported the
+/// same way, its stable version kept in the status.
+#[tokio::test]
+async fn an_unreadable_object_is_degraded_and_the_others_keep_reconciling() {
+    let Some(emulator) = emulator() else { return };
+    let client = client(&emulator);
+    let mut broken = spec("1", two_paused_steps(), false);
+    broken["optimize"] = json!({ "passes": [{ "type": "quantize" }] });
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tractor.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": { "name": "broken", "namespace": NS }, "spec": broken,
+    }))
+    .unwrap();
+    untyped(&client).create(&PostParams::default(), &object).await.unwrap();
+
+    let _controller = start_controller(&client, Arc::default());
+    deploy_first(&client, two_paused_steps()).await;
+    let degraded = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            eventually(&client, &format!("{name} Degraded"), async || {
+                let status = untyped(&client).get(name).await.unwrap().data["status"].clone();
+                let degraded = condition(&status, "Degraded").clone();
+                (degraded["status"] == "True").then_some((status, degraded))
+            })
+            .await
+        }
+    };
+    let (_, condition_of_broken) = degraded("broken").await;
+    let message = condition_of_broken["message"].as_str().unwrap();
+    assert!(message.contains("spec.optimize.passes[0]") && message.contains("`mode`"), "{message}");
+    let events = eventually(&client, "the InvalidSpec event", async || {
+        let events = events_about(&client, "broken").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "one event, not one per requeue: {events:?}");
+    assert_eq!(events[0].reason.as_deref(), Some("InvalidSpec"));
+    assert!(events[0].note.as_deref().unwrap_or_default().contains("missing field `mode`"));
+
+    // Fixed, it reconciles like any other.
+    let fix = json!({ "spec": { "optimize": { "passes": [{ "type": "quantize", "mode": "weight-int8" }] } } });
+    untyped(&client).patch("broken", &PatchParams::default(), &Patch::Merge(&fix)).await.unwrap();
+    eventually(&client, "broken, fixed, Optimizing", async || {
+        let status = untyped(&client).get("broken").await.unwrap().data["status"].clone();
+        (status["phase"] == "Optimizing").then_some(())
+    })
+    .await;
+
+    // Broken while the controller runs: reported, its stable version kept.
+    let breaking = json!({ "spec": { "rollout": { "steps": [{ "weight": "ten" }] } } });
+    untyped(&client)
+        .patch("digits", &PatchParams::default(), &Patch::Merge(&breaking))
+        .await
+        .unwrap();
+    let (status, condition_of_digits) = degraded("digits").await;
+    let message = condition_of_digits["message"].as_str().unwrap();
+    assert!(message.contains("spec.rollout.steps[0].weight"), "{message}");
+    assert_eq!(status["stable"]["version"], "1", "{status:#}");
+    assert_eq!(weights(&client).await, Some(w(&[("1", 100)])), "v1 keeps its traffic");
 }

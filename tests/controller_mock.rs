@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
+use kube::api::DynamicObject;
 use kube::client::Body;
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
@@ -253,8 +254,21 @@ fn ready_deployment(version: &str, ready: i32) -> Value {
     })
 }
 
+/// Runs one reconcile of `md` as the watch delivers it (untyped, through
+/// `reconcile_object`), answering the calls `script` expects.
 async fn run(
     md: ModelDeployment,
+    router: Arc<FakeRouter>,
+    now: i64,
+    script: impl AsyncFnOnce(Verifier) -> Verifier,
+) -> Verifier {
+    run_object(serde_json::to_value(&md).unwrap(), router, now, script).await
+}
+
+/// The same for an object as the API server stores it, which the types may
+/// not be able to read.
+async fn run_object(
+    object: Value,
     router: Arc<FakeRouter>,
     now: i64,
     script: impl AsyncFnOnce(Verifier) -> Verifier,
@@ -262,9 +276,13 @@ async fn run(
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let ctx = context(client, router, now);
-    let old_status = serde_json::to_value(md.status.clone().unwrap_or_default()).unwrap();
+    let old_status = match &object["status"] {
+        Value::Null => json!({}),
+        status => status.clone(),
+    };
     let verifier = Verifier { handle, old_status, seen: Vec::new() };
-    let reconciling = tokio::spawn(controller::reconcile(Arc::new(md), ctx));
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    let reconciling = tokio::spawn(controller::reconcile_object(Arc::new(object), ctx));
     let scripted =
         futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(script(verifier))).await;
     let verifier = match scripted {
@@ -585,4 +603,67 @@ async fn pods_that_keep_stopping_put_their_reason_in_the_status() {
     .await;
     let status = v.status_patch();
     assert!(status["message"].as_str().unwrap().contains("inputs[0].image.width: 28"), "{status}");
+}
+
+/// Issue 11: the schema let `passes: [{type: quantize}]` through, the types
+/// cannot read it, and the controller used to stop on it. Now the object
+/// gets a Degraded condition and an Event naming the field, written through
+/// the untyped API, and nothing else is touched.
+#[tokio::test]
+async fn an_object_the_types_cannot_read_is_degraded_and_named() {
+    let mut object =
+        serde_json::to_value(model_deployment(spec("2", json!({})), stable_status("1"), json!({})))
+            .unwrap();
+    object["spec"]["optimize"] = json!({ "passes": [{ "type": "fold" }, { "type": "quantize" }] });
+    let v = run_object(object.clone(), Arc::default(), NOW, async |v| {
+        v.patch_status().await.event().await
+    })
+    .await;
+    let status = v.status_patch();
+    let degraded = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("InvalidSpec"))
+    );
+    let message = degraded["message"].as_str().unwrap();
+    assert!(message.contains("spec.optimize.passes[1]") && message.contains("`mode`"), "{message}");
+    assert_eq!(status["stable"]["version"], "1", "what the status said stays: {status}");
+    let event = &v.seen.last().unwrap().2;
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("InvalidSpec"))
+    );
+    assert!(
+        event["note"].as_str().unwrap().contains("spec.optimize.passes[1]: missing field `mode`"),
+        "{event}"
+    );
+    assert_eq!(event["regarding"]["name"], "digits");
+
+    // Looked at again (a requeue, or the watch event of that very status
+    // write): nothing new to say, so nothing is written.
+    object["status"] = status;
+    run_object(object, Arc::default(), NOW + 60, async |v| v).await;
+}
+
+/// A status the types cannot read (written by hand, or by an older
+/// controller) does not stop the controller either: the Degraded condition
+/// replaces what cannot be read.
+#[tokio::test]
+async fn a_status_the_types_cannot_read_is_replaced_by_a_degraded_one() {
+    let mut object =
+        serde_json::to_value(model_deployment(spec("1", json!({})), Value::Null, json!({})))
+            .unwrap();
+    object["status"] = json!({ "phase": "Sideways", "stable": { "version": "1", "weight": 100 } });
+    let v = run_object(object, Arc::default(), NOW, async |v| v.patch_status().await.event().await)
+        .await;
+    let status = v.status_patch();
+    assert_eq!(status["phase"], "Pending", "{status}");
+    assert!(status.get("stable").is_none(), "{status}");
+    assert!(status["message"].as_str().unwrap().contains("status.phase"), "{status}");
 }

@@ -604,3 +604,72 @@ fn steps_edited_to_none_mid_canary_promote_it_and_batching_reaches_serve() {
     up.wait_served_by("2");
     up.interrupt();
 }
+
+/// Runs `tractor up` on `text` expecting it to refuse the file at once;
+/// returns what it printed on stderr.
+fn refused(text: &str, dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let file = dir.join("md.yaml");
+    std::fs::write(&file, text).unwrap();
+    let state = dir.join("state");
+    let output = Command::new(TRACTOR)
+        .args(["up", "-f", file.to_str().unwrap(), "--port", &free_port().to_string()])
+        .args(["--state-dir", state.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "up accepted:\n{text}");
+    assert!(!state.exists(), "the state directory was made before the file was checked");
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// Issue 11: `replica: 3` and `intervall: 5s` ran without a word. Now up
+/// is strict like `kubectl apply --validate=strict`: an unknown field is an
+/// error naming its path, with the nearest name when one is near.
+#[test]
+fn unknown_fields_are_refused_by_path_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = real_model_uri("digits-mlp-v1.onnx");
+    let text = document("1", &source, "  serving: {replica: 3}\n");
+    let said = refused(&text, dir.path());
+    assert!(
+        said.contains("unknown field \"spec.serving.replica\" (did you mean `replicas`?)"),
+        "{said}"
+    );
+    let second = format!(
+        "{}---\n{}",
+        document("1", &source, ""),
+        document("2", &source, "").replace("interval: 1s", "intervall: 1s")
+    );
+    let said = refused(&second, dir.path());
+    assert!(
+        said.contains("document 2: unknown field \"spec.rollout.analysis.intervall\" (did you mean `interval`?)"),
+        "{said}"
+    );
+    let kind = document("1", &source, "").replace("kind: ModelDeployment", "kind: Deployment");
+    assert!(
+        refused(&kind, dir.path()).contains("expected tractor.dev/v1alpha1 and ModelDeployment")
+    );
+}
+
+/// Issue 11: a `metadata.name` of `../../escape-name` wrote state outside
+/// --state-dir, and a version with `/` stopped up half-way. Both are
+/// checked as Kubernetes names before anything is written.
+#[test]
+fn names_and_versions_are_kubernetes_names_before_the_file_system_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = real_model_uri("digits-mlp-v1.onnx");
+    let escape = document("1", &source, "").replace("name: digits}", "name: ../../escape-name}");
+    let said = refused(&escape, &dir.path().join("a").join("b"));
+    assert!(said.contains("metadata.name") && said.contains("not a Kubernetes name"), "{said}");
+    assert!(!dir.path().join("a").join("escape-name").exists(), "written outside --state-dir");
+    let slash = document("1/../../x", &source, "");
+    let said = refused(&slash, dir.path());
+    assert!(said.contains("spec.model.version") && said.contains("1/../../x"), "{said}");
+    let renamed = format!(
+        "{}---\n{}",
+        document("1", &source, ""),
+        document("2", &source, "").replace("name: digits}", "name: other}")
+    );
+    assert!(refused(&renamed, dir.path()).contains("document 2: metadata.name"));
+}

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
@@ -25,7 +26,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::crd::{ModelDeployment, ModelVersion};
+use crate::crd::{ModelDeployment, ModelDeploymentStatus, ModelVersion, SpecError};
 use crate::plan::{EventKind, Plan};
 pub use objects::OperatorConfig;
 pub use observe::Observation;
@@ -134,22 +135,131 @@ pub struct Context {
     pub now: Box<dyn Fn() -> Timestamp + Send + Sync>,
 }
 
+/// How the controller names `ModelDeployment`s to the API: watched and
+/// written as [`DynamicObject`]s, so that an object the types cannot read
+/// still arrives, and is reported on, instead of failing the whole watch
+/// (and, at start, the controller) for every other object.
+pub fn model_deployment_resource() -> ApiResource {
+    ApiResource::erase::<ModelDeployment>(&())
+}
+
+/// Reconciles one `ModelDeployment` as the watch delivers it: read into its
+/// types, then [`reconcile`]; an object that cannot be read gets a Degraded
+/// condition and an Event naming the field, and is looked at again when
+/// edited.
+pub async fn reconcile_object(
+    object: Arc<DynamicObject>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let json = serde_json::to_value(object.as_ref()).unwrap_or_default();
+    match crate::crd::parse_object(json) {
+        Ok(md) => reconcile(Arc::new(md), ctx).await,
+        Err(unreadable) => {
+            let started = Instant::now();
+            let span = tracing::info_span!("reconcile", namespace = object.namespace().unwrap_or_default(), name = %object.name_any());
+            let result = tracing::Instrument::instrument(
+                report_unreadable(&object, &unreadable, &ctx),
+                span,
+            )
+            .await;
+            record(&ctx, started, if result.is_ok() { "invalid" } else { "error" });
+            result
+        }
+    }
+}
+
 /// Reconciles one `ModelDeployment`: a span, a timer, and the hand-off.
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let span = tracing::info_span!("reconcile", namespace = md.namespace().unwrap_or_default(), name = %md.name_any());
     let result = tracing::Instrument::instrument(reconcile_inner(&md, &ctx), span).await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics.reconciles.with_label_values(&[outcome]).inc();
-    ctx.metrics.duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+    record(&ctx, started, if result.is_ok() { "ok" } else { "error" });
     result
 }
 
+fn record(ctx: &Context, started: Instant, outcome: &'static str) {
+    ctx.metrics.reconciles.with_label_values(&[outcome]).inc();
+    ctx.metrics.duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+}
+
 /// Logs, counts, requeues.
-pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %md.name_any(), %error, "reconcile failed; retrying");
+pub fn error_policy(object: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %object.name_any(), %error, "reconcile failed; retrying");
     ctx.metrics.errors.with_label_values(&[error.metric_label()]).inc();
     Action::requeue(ERROR_RETRY)
+}
+
+/// An object whose spec or status the types cannot read: the Degraded
+/// condition goes into the status it has (read as far as it reads), through
+/// the untyped API, so the write cannot fail on the very field it reports.
+async fn report_unreadable(
+    object: &DynamicObject,
+    unreadable: &SpecError,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let namespace = object.namespace().ok_or(Error::NoNamespace)?;
+    tracing::warn!(field = %unreadable.field, reason = %unreadable.reason, "unreadable ModelDeployment");
+    let stored = object.data.get("status").cloned().unwrap_or(serde_json::Value::Null);
+    let target = Target {
+        namespace: &namespace,
+        name: object.name_any(),
+        reference: object.object_ref(&model_deployment_resource()),
+        status: serde_json::from_value(stored.clone()).unwrap_or_default(),
+        stored_status: stored,
+        generation: object.metadata.generation,
+    };
+    report_invalid(ctx, &target, unreadable).await
+}
+
+/// The `ModelDeployment` a status or an event is about, as far as a
+/// status write needs it.
+struct Target<'a> {
+    namespace: &'a str,
+    name: String,
+    reference: ObjectReference,
+    /// The status as read ([`Default`] when it cannot be).
+    status: ModelDeploymentStatus,
+    /// The status as stored, which the merge patch is computed against.
+    stored_status: serde_json::Value,
+    generation: Option<i64>,
+}
+
+impl<'a> Target<'a> {
+    fn of(md: &ModelDeployment, namespace: &'a str) -> Target<'a> {
+        let status = md.status.clone().unwrap_or_default();
+        Target {
+            namespace,
+            name: md.name_any(),
+            reference: md.object_ref(&()),
+            stored_status: serde_json::to_value(&status).unwrap_or_default(),
+            status,
+            generation: md.metadata.generation,
+        }
+    }
+}
+
+/// A spec that cannot be used: the Degraded condition and one Event, both
+/// only when the reason is new, so requeues and the watch event of the
+/// status write itself repeat nothing.
+async fn report_invalid(
+    ctx: &Context,
+    target: &Target<'_>,
+    invalid: &SpecError,
+) -> Result<Action, Error> {
+    let status =
+        crate::plan::invalid_spec_status(&target.status, invalid, target.generation, (ctx.now)());
+    if status != target.status {
+        patch_status(ctx, target, &status).await?;
+        publish(
+            ctx,
+            &target.reference,
+            EventKind::Warning,
+            "InvalidSpec",
+            &format!("invalid spec: {invalid}"),
+        )
+        .await;
+    }
+    Ok(Action::requeue(INVALID_SPEC_RETRY))
 }
 
 async fn reconcile_inner(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
@@ -159,19 +269,7 @@ async fn reconcile_inner(md: &ModelDeployment, ctx: &Context) -> Result<Action, 
         Ok(spec) => spec,
         Err(invalid) => {
             tracing::warn!(field = %invalid.field, reason = %invalid.reason, "invalid spec");
-            let previous = md.status.clone().unwrap_or_default();
-            let status =
-                crate::plan::invalid_spec_status(&previous, &invalid, md.metadata.generation, now);
-            patch_status(ctx, &namespace, md, &status).await?;
-            publish(
-                ctx,
-                md,
-                EventKind::Warning,
-                "InvalidSpec",
-                &format!("invalid spec: {invalid}"),
-            )
-            .await;
-            return Ok(Action::requeue(INVALID_SPEC_RETRY));
+            return report_invalid(ctx, &Target::of(md, &namespace), &invalid).await;
         }
     };
     let observation = observe::observe(ctx, md, &namespace, &spec).await?;
@@ -291,15 +389,16 @@ async fn apply(
         delete(&jobs, &name, "Job").await?;
         delete(&configmaps, &name, "ConfigMap").await?;
     }
-    if plan.status != md.status.clone().unwrap_or_default() {
-        patch_status(ctx, namespace, md, &plan.status).await?;
+    let target = Target::of(md, namespace);
+    if plan.status != target.status {
+        patch_status(ctx, &target, &plan.status).await?;
     }
     for event in &plan.events {
         tracing::info!(reason = event.reason, message = %event.message, "rollout event");
-        publish(ctx, md, event.kind, event.reason, &event.message).await;
+        publish(ctx, &target.reference, event.kind, event.reason, &event.message).await;
     }
     if plan.clear_requests {
-        let api: Api<ModelDeployment> = Api::namespaced(client.clone(), namespace);
+        let api = model_deployments(client.clone(), namespace);
         let patch = json!({ "metadata": { "annotations": {
             crate::crd::PROMOTE_ANNOTATION: null, crate::crd::ABORT_ANNOTATION: null } } });
         api.patch(&md.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(
@@ -316,17 +415,22 @@ async fn apply(
     Ok(())
 }
 
+/// `ModelDeployment`s in a namespace, written untyped: the API server's
+/// answer to a write is read back, and must not fail on a field someone
+/// broke in the meantime.
+fn model_deployments(client: Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client, namespace, &model_deployment_resource())
+}
+
 async fn patch_status(
     ctx: &Context,
-    namespace: &str,
-    md: &ModelDeployment,
-    status: &crate::crd::ModelDeploymentStatus,
+    target: &Target<'_>,
+    status: &ModelDeploymentStatus,
 ) -> Result<(), Error> {
-    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), namespace);
-    let old = serde_json::to_value(md.status.clone().unwrap_or_default()).unwrap_or_default();
+    let api = model_deployments(ctx.client.clone(), target.namespace);
     let new = serde_json::to_value(status).unwrap_or_default();
-    let patch = json!({ "status": merge_patch(&old, &new) });
-    api.patch_status(&md.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    let patch = json!({ "status": merge_patch(&target.stored_status, &new) });
+    api.patch_status(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(|_| ())
         .map_err(Error::PatchStatus)
@@ -366,7 +470,7 @@ pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_js
 /// Records a Kubernetes Event; a failure to record is logged, never fatal.
 async fn publish(
     ctx: &Context,
-    md: &ModelDeployment,
+    reference: &ObjectReference,
     kind: EventKind,
     reason: &str,
     message: &str,
@@ -382,7 +486,7 @@ async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, &md.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, reference).await {
         tracing::warn!(error = %e, reason, "could not record an event");
     }
 }
@@ -393,17 +497,19 @@ async fn publish(
 /// Only failures to start; reconcile errors are retried.
 pub async fn run(ctx: Arc<Context>) -> Result<(), kube::Error> {
     let client = ctx.client.clone();
-    let mds: Api<ModelDeployment> = Api::all(client.clone());
-    // Fail early with a clear message when the CRD is not installed.
+    let resource = model_deployment_resource();
+    let mds: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    // Fail early with a clear message when the CRD is not installed; read
+    // untyped, so one object the types cannot read does not stop the start.
     mds.list(&kube::api::ListParams::default().limit(1)).await?;
     let selector = watcher::Config::default().labels(&format!("{}=tractor", objects::MANAGED_BY));
-    Controller::new(mds, watcher::Config::default())
+    Controller::new_with(mds, watcher::Config::default(), resource)
         .owns(Api::<Deployment>::all(client.clone()), selector.clone())
         .owns(Api::<Service>::all(client.clone()), selector.clone())
         .owns(Api::<Job>::all(client.clone()), selector.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), selector)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_object, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller stream error");

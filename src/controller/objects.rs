@@ -9,10 +9,12 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource,
-    EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
@@ -489,6 +491,45 @@ pub fn artifact_uri(md: &ModelDeployment, config: &OperatorConfig, version: &str
     )
 }
 
+/// Resources of the optimization Job's container when the spec gives none.
+///
+/// The limit is why this exists: `tractor optimize` sizes its buffers from
+/// the model file, and a 150-byte file declaring overflowing dimensions once
+/// made it allocate 16 GiB per buffer (issue 11); without a limit that is
+/// the node's memory, not the Job's. 4Gi: the optimizer peaked at 803 MB on
+/// a 117 MB MLP without per-layer timing and 1.5 GB with it
+/// (docs/performance.md section 7), about 13 times the model, so 4Gi covers
+/// models to about 300 MB with timing. The requests (1Gi, 500m) fit that
+/// same model without timing and let the Job schedule on small nodes; 2
+/// CPUs cap the calibration and timing runs, which compare layers measured
+/// under the same limit, so a limit slows them without biasing the choice.
+pub mod optimize_job_defaults {
+    pub const CPU_REQUEST: &str = "500m";
+    pub const MEMORY_REQUEST: &str = "1Gi";
+    pub const CPU_LIMIT: &str = "2";
+    pub const MEMORY_LIMIT: &str = "4Gi";
+}
+
+/// The optimization Job's container resources: `spec.optimizeJob.resources`
+/// as given, else [`optimize_job_defaults`].
+pub fn optimize_resources(md: &ModelDeployment) -> ResourceRequirements {
+    use optimize_job_defaults::*;
+    if let Some(given) = md.spec.optimize_job.as_ref().and_then(|j| j.resources.clone()) {
+        return given;
+    }
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.to_string())),
+            ("memory".to_string(), Quantity(memory.to_string())),
+        ])
+    };
+    ResourceRequirements {
+        requests: Some(quantities(CPU_REQUEST, MEMORY_REQUEST)),
+        limits: Some(quantities(CPU_LIMIT, MEMORY_LIMIT)),
+        ..ResourceRequirements::default()
+    }
+}
+
 /// The Job running `tractor optimize`. It reports its result through the
 /// termination message (`/dev/termination-log`), which the controller reads
 /// from the Job's pod.
@@ -518,6 +559,7 @@ pub fn optimize_job(md: &ModelDeployment, job: &OptimizeJob, config: &OperatorCo
                         env: Some(vec![env_var("TRACTOR_LOG_FORMAT", config.log_format.clone())]),
                         env_from: store_env_from(config),
                         termination_message_policy: Some("FallbackToLogsOnError".into()),
+                        resources: Some(optimize_resources(md)),
                         volume_mounts: Some(vec![
                             VolumeMount {
                                 name: "recipe".into(),
@@ -597,5 +639,50 @@ mod tests {
         assert_eq!(name, object_name(&[&long, "v", "3"]));
         assert_ne!(name, object_name(&[&long, "v", "4"]));
         assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+    }
+
+    fn optimized(extra: serde_json::Value) -> (ModelDeployment, OptimizeJob) {
+        let mut spec = serde_json::json!({
+            "model": { "name": "digits", "version": "1", "source": { "uri": "s3://m/d.onnx" } },
+            "optimize": { "passes": [{ "type": "fold" }] }
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let md: ModelDeployment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tractor.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": { "name": "digits", "namespace": "default", "uid": "u" }, "spec": spec
+        }))
+        .unwrap();
+        let valid = crate::crd::validate(&md.spec).unwrap();
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let job = crate::plan::plan(&valid, &Default::default(), now).job.expect("a job");
+        (md, job)
+    }
+
+    fn container_resources(md: &ModelDeployment, job: &OptimizeJob) -> serde_json::Value {
+        let config = OperatorConfig {
+            image: "tractor:test".into(),
+            artifact_store: "s3://a".into(),
+            store_credentials: None,
+            log_format: "json".into(),
+        };
+        let job = serde_json::to_value(optimize_job(md, job, &config)).unwrap();
+        job["spec"]["template"]["spec"]["containers"][0]["resources"].clone()
+    }
+
+    /// Issue 11: the optimization Job had no limits, and one bad model file
+    /// could take a node's memory.
+    #[test]
+    fn the_optimize_job_has_limits_by_default_and_the_specs_when_given() {
+        let (md, job) = optimized(serde_json::json!({}));
+        assert_eq!(
+            container_resources(&md, &job),
+            serde_json::json!({ "requests": { "cpu": "500m", "memory": "1Gi" },
+                                "limits": { "cpu": "2", "memory": "4Gi" } })
+        );
+        let given = serde_json::json!({ "limits": { "memory": "12Gi" } });
+        let (md, job) = optimized(serde_json::json!({ "optimizeJob": { "resources": given } }));
+        assert_eq!(container_resources(&md, &job), given, "used as given, not mixed with defaults");
     }
 }

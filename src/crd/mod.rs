@@ -7,6 +7,7 @@
 
 pub mod processing;
 pub mod recipe;
+pub mod strict;
 mod structural;
 mod validate;
 
@@ -20,7 +21,10 @@ use serde::{Deserialize, Serialize};
 
 pub use processing::ProcessingSpec;
 pub use recipe::Recipe;
-pub use validate::{Analysis, Rollout, SpecError, Step, ValidSpec, validate};
+pub use validate::{
+    Analysis, Rollout, SpecError, Step, ValidSpec, check_object_name, check_version, parse_object,
+    validate,
+};
 
 /// The API group of every tractor resource.
 pub const GROUP: &str = "tractor.dev";
@@ -57,10 +61,23 @@ pub struct ModelDeploymentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = structural::merge_tagged_variants)]
     pub optimize: Option<Recipe>,
+    /// The pod of the Job that runs `spec.optimize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimize_job: Option<OptimizeJobSpec>,
     #[serde(default)]
     pub serving: ServingSpec,
     #[serde(default)]
     pub rollout: RolloutSpec,
+}
+
+/// The optimization Job's pod, apart from the recipe it runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OptimizeJobSpec {
+    /// Requests and limits of the `tractor optimize` container, used as
+    /// given. Absent: requests 500m CPU and 1Gi, limits 2 CPUs and 4Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

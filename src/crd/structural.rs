@@ -1,15 +1,25 @@
-//! Makes the schema of an internally tagged enum structural.
+//! Makes the schema of an internally tagged enum structural, and as strict
+//! as the types that read it.
 //!
 //! `#[serde(tag = "type")]` enums derive a `oneOf` of objects that each fix
 //! the tag to one value. Kubernetes wants every property declared once at
 //! the top, and kube-rs hoists them, but refuses a tag whose schema differs
 //! between variants (`enum: [fold]` vs `enum: [quantize]`). This merges the
-//! variants first: properties are united, the tag's allowed values too, and
-//! only what every variant requires stays required. The API server still
-//! checks types, ranges and allowed values; which fields go with which
-//! variant is checked by serde when the controller reads the spec.
+//! variants: properties are united, the tag's allowed values too, and only
+//! what every variant requires stays required at the top.
+//!
+//! What goes with which variant stays, as a `oneOf` of value validations
+//! that a structural schema allows (no types, descriptions or defaults
+//! inside): per variant its tag value, its required fields (`quantize`
+//! needs `mode`), its own allowed values of a property variants share
+//! (`mode` of `quantize` is not `mode` of `merge`), and, for a variant that
+//! denies unknown fields, the other variants' properties as forbidden. The
+//! per-variant properties sit in an `allOf` inside each branch, where
+//! kube-rs's hoisting (which only looks at a `oneOf`'s direct properties)
+//! leaves them. So the API server refuses what serde would refuse, and
+//! `tests/crds.rs` checks it by generating schema-valid documents.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 /// A `#[schemars(transform = ...)]` for fields whose type holds tagged enums.
 pub fn merge_tagged_variants(schema: &mut schemars::Schema) {
@@ -26,6 +36,58 @@ fn merge_value(value: &mut Value) {
     }
 }
 
+/// One variant of a tagged enum, as schemars derived it.
+struct Variant {
+    properties: Map<String, Value>,
+    required: Vec<Value>,
+    /// `deny_unknown_fields`: schemars writes `additionalProperties: false`.
+    closed: bool,
+}
+
+impl Variant {
+    fn of(schema: &Value) -> Variant {
+        let properties = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|props| props.iter().map(|(k, v)| (k.clone(), const_as_enum(v))).collect())
+            .unwrap_or_default();
+        Variant {
+            properties,
+            required: schema.get("required").and_then(Value::as_array).cloned().unwrap_or_default(),
+            closed: schema.get("additionalProperties") == Some(&Value::Bool(false)),
+        }
+    }
+
+    /// The value validations that tell this variant from the merged object.
+    fn branch(&self, merged: &Map<String, Value>) -> Value {
+        let mut branch = Map::new();
+        branch.insert("required".into(), Value::Array(self.required.clone()));
+        let own_values: Map<String, Value> = self
+            .properties
+            .iter()
+            .filter_map(|(name, schema)| {
+                let values = schema.get("enum")?;
+                let shared = merged.get(name).and_then(|m| m.get("enum"));
+                (shared != Some(values)).then(|| (name.clone(), json!({ "enum": values })))
+            })
+            .collect();
+        if !own_values.is_empty() {
+            branch.insert("allOf".into(), json!([{ "properties": own_values }]));
+        }
+        if self.closed {
+            let forbidden: Vec<Value> = merged
+                .keys()
+                .filter(|name| !self.properties.contains_key(*name))
+                .map(|name| json!({ "required": [name] }))
+                .collect();
+            if !forbidden.is_empty() {
+                branch.insert("not".into(), json!({ "anyOf": forbidden }));
+            }
+        }
+        Value::Object(branch)
+    }
+}
+
 fn merge_object(object: &mut Map<String, Value>) {
     for child in object.values_mut() {
         merge_value(child);
@@ -37,31 +99,44 @@ fn merge_object(object: &mut Map<String, Value>) {
         if !all_objects {
             continue;
         }
-        let variants = match object.remove(key) {
-            Some(Value::Array(v)) => v,
+        let variants: Vec<Variant> = match object.remove(key) {
+            Some(Value::Array(v)) => v.iter().map(Variant::of).collect(),
             _ => continue,
         };
         let mut properties: Map<String, Value> = Map::new();
-        let mut required: Option<Vec<Value>> = None;
         for variant in &variants {
-            if let Some(Value::Object(props)) = variant.get("properties") {
-                for (name, schema) in props {
-                    let schema = const_as_enum(schema);
-                    match properties.get_mut(name) {
-                        None => {
-                            properties.insert(name.clone(), schema);
-                        }
-                        Some(existing) => unite(existing, &schema),
+            for (name, schema) in &variant.properties {
+                match properties.get_mut(name) {
+                    None => {
+                        properties.insert(name.clone(), schema.clone());
                     }
+                    Some(existing) => unite(existing, schema),
                 }
             }
-            let variant_required: Vec<Value> =
-                variant.get("required").and_then(Value::as_array).cloned().unwrap_or_default();
-            required = Some(match required {
-                None => variant_required,
-                Some(prev) => prev.into_iter().filter(|r| variant_required.contains(r)).collect(),
-            });
         }
+        // A default at the top applies to every variant: the API server
+        // would write `fallback: true` into a prune pass, whose type refuses
+        // it. Defaults stay on properties every variant has; serde fills in
+        // the others when it reads the variant.
+        for (name, schema) in properties.iter_mut() {
+            if !variants.iter().all(|v| v.properties.contains_key(name))
+                && let Value::Object(schema) = schema
+            {
+                schema.remove("default");
+            }
+        }
+        let required: Vec<Value> = variants
+            .first()
+            .map(|first| {
+                first
+                    .required
+                    .iter()
+                    .filter(|r| variants.iter().all(|v| v.required.contains(r)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let branches: Vec<Value> = variants.iter().map(|v| v.branch(&properties)).collect();
         object.insert("type".into(), Value::String("object".into()));
         let merged = object.entry("properties").or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(merged) = merged {
@@ -69,20 +144,37 @@ fn merge_object(object: &mut Map<String, Value>) {
                 merged.entry(name).or_insert(schema);
             }
         }
-        if let Some(required) = required.filter(|r| !r.is_empty()) {
+        if !required.is_empty() {
             object.insert("required".into(), Value::Array(required));
         }
+        object.insert(key.into(), Value::Array(branches));
     }
 }
 
-/// schemars writes a variant's tag as `const: "name"`; as `enum: ["name"]`
-/// it can be united with the other variants' tags.
+/// schemars writes a variant's tag as `const: "name"`, and a string enum
+/// whose values have doc comments as a `oneOf` of such consts; as
+/// `enum: [...]` either can be united with the other variants' values and
+/// narrowed per variant. (kube-rs would hoist the `oneOf` into an `enum`
+/// later anyway, dropping the values' descriptions the same way.)
 fn const_as_enum(schema: &Value) -> Value {
     let mut schema = schema.clone();
-    if let Value::Object(map) = &mut schema
-        && let Some(value) = map.remove("const")
-    {
-        map.insert("enum".into(), Value::Array(vec![value]));
+    if let Value::Object(map) = &mut schema {
+        if let Some(value) = map.remove("const") {
+            map.insert("enum".into(), Value::Array(vec![value]));
+        }
+        let consts: Option<Vec<Value>> = map
+            .get("oneOf")
+            .and_then(Value::as_array)
+            .filter(|values| !values.is_empty())
+            .and_then(|values| values.iter().map(|v| v.get("const").cloned()).collect());
+        if let Some(values) = consts {
+            let kind = map["oneOf"][0].get("type").cloned();
+            map.remove("oneOf");
+            map.insert("enum".into(), Value::Array(values));
+            if let Some(kind) = kind {
+                map.entry("type").or_insert(kind);
+            }
+        }
     }
     schema
 }
@@ -146,10 +238,54 @@ mod tests {
         .unwrap();
         merge_tagged_variants(&mut schema);
         let v = schema.as_value();
-        assert!(v.get("oneOf").is_none());
         assert_eq!(v["properties"]["type"]["enum"], json!(["fold", "prune"]));
         assert!(v["properties"]["type"].get("description").is_none());
         assert_eq!(v["properties"]["sparsity"]["type"], "number");
         assert_eq!(v["required"], json!(["type"]));
+        // What goes with which variant stays, as value validations only.
+        assert_eq!(
+            v["oneOf"],
+            json!([
+                { "required": ["type"], "allOf": [{ "properties": { "type": { "enum": ["fold"] } } }] },
+                { "required": ["type", "sparsity"], "allOf": [{ "properties": { "type": { "enum": ["prune"] } } }] }
+            ])
+        );
+    }
+
+    #[test]
+    fn a_closed_variant_forbids_the_others_fields_and_shared_names_keep_their_own_values() {
+        let mut schema: schemars::Schema = json!({
+            "oneOf": [
+                { "type": "object", "additionalProperties": false,
+                  "properties": { "type": { "type": "string", "const": "quantize" },
+                                  "mode": { "type": "string", "enum": ["weight-int8", "weight-int4"] },
+                                  "fallback": { "type": "boolean", "default": true } },
+                  "required": ["type", "mode"] },
+                { "type": "object", "additionalProperties": false,
+                  "properties": { "type": { "type": "string", "const": "merge" },
+                                  "mode": { "type": "string", "enum": ["compose", "average"] } },
+                  "required": ["type", "mode"] }
+            ]
+        })
+        .try_into()
+        .unwrap();
+        merge_tagged_variants(&mut schema);
+        let v = schema.as_value();
+        assert_eq!(
+            v["properties"]["mode"]["enum"],
+            json!(["weight-int8", "weight-int4", "compose", "average"])
+        );
+        assert_eq!(v["required"], json!(["type", "mode"]));
+        assert!(
+            v["properties"]["fallback"].get("default").is_none(),
+            "a default at the top would be written into merge passes too: {v}"
+        );
+        let merge = &v["oneOf"][1];
+        assert_eq!(merge["allOf"][0]["properties"]["mode"]["enum"], json!(["compose", "average"]));
+        assert_eq!(merge["not"], json!({ "anyOf": [{ "required": ["fallback"] }] }));
+        assert!(
+            v["oneOf"][0].get("not").is_none(),
+            "quantize has every property but none of merge's"
+        );
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::processing::{ProcessingError, ValidProcessing};
-use super::{ModelDeploymentSpec, OnNoData, Recipe, SourceFormat};
+use super::{ModelDeployment, ModelDeploymentSpec, OnNoData, Recipe, SourceFormat};
 
 /// Defaults, with where the numbers come from.
 pub mod defaults {
@@ -105,6 +105,92 @@ fn fraction(field: &str, value: Option<f64>) -> Result<Option<f64>, SpecError> {
     }
 }
 
+/// Checks an object name as Kubernetes does (a DNS-1123 subdomain: at most
+/// 253 characters, dot-separated labels of lowercase letters, digits and
+/// `-`, each starting and ending with a letter or digit). Such a name is
+/// also one safe path component: no `/`, never `.` or `..`, which is why
+/// `tractor up` checks it before it makes a state directory of it.
+///
+/// # Errors
+/// The name's field (`field`) and what is wrong with it.
+pub fn check_object_name(field: &str, name: &str) -> Result<(), SpecError> {
+    const MAX: usize = 253;
+    if name.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    if name.len() > MAX {
+        return Err(invalid(field, format!("{name:?} is longer than {MAX} characters")));
+    }
+    if !name.split('.').all(is_dns_label) {
+        return Err(invalid(
+            field,
+            format!(
+                "{name:?} is not a Kubernetes name: lowercase letters, digits, '-' and '.', \
+                 starting and ending with a letter or digit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One DNS-1123 label without its length limit: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`,
+/// written out, as one character class is not worth a regex engine.
+fn is_dns_label(label: &str) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    label.starts_with(alphanumeric)
+        && label.ends_with(alphanumeric)
+        && label.chars().all(|c| alphanumeric(c) || c == '-')
+}
+
+/// The longest `spec.model.version` the schema allows: a version is part of
+/// object names (`digits-v3`), which stay under 63 characters.
+const MAX_VERSION: usize = 20;
+const MAX_MODEL_NAME: usize = 63;
+
+/// Checks `spec.model.version` against the schema's own rule (at most 20 of
+/// `[a-z0-9]([-.a-z0-9]*[a-z0-9])?`), for the executor that has no API
+/// server to check it: `tractor up` makes file names of versions.
+///
+/// # Errors
+/// What is wrong, naming the field.
+pub fn check_version(version: &str) -> Result<(), SpecError> {
+    const FIELD: &str = "spec.model.version";
+    if version.is_empty() || version.len() > MAX_VERSION {
+        return Err(invalid(FIELD, format!("{version:?} is not 1 to {MAX_VERSION} characters")));
+    }
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !(version.starts_with(alphanumeric)
+        && version.ends_with(alphanumeric)
+        && version.chars().all(|c| alphanumeric(c) || c == '-' || c == '.'))
+    {
+        return Err(invalid(
+            FIELD,
+            format!(
+                "{version:?} is not a version: lowercase letters, digits, '-' and '.', \
+                 starting and ending with a letter or digit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a whole `ModelDeployment` object, as the API server stores it,
+/// into its types. The schema cannot say everything the types require, and
+/// an object stored before a schema change may not fit either: this names
+/// the field serde refused, so such an object gets a Degraded condition
+/// instead of stopping whoever reads it.
+///
+/// # Errors
+/// The path of the first field that does not fit (`spec.optimize.passes[0]`)
+/// with serde's reason (``missing field `mode` ``).
+pub fn parse_object(object: serde_json::Value) -> Result<ModelDeployment, SpecError> {
+    serde_path_to_error::deserialize(object).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { "the object".to_string() } else { field };
+        invalid(field, e.into_inner().to_string())
+    })
+}
+
 /// Checks and defaults a spec.
 ///
 /// # Errors
@@ -113,9 +199,16 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
     if spec.model.name.trim().is_empty() {
         return Err(invalid("spec.model.name", "must not be empty"));
     }
-    if spec.model.version.trim().is_empty() {
-        return Err(invalid("spec.model.version", "must not be empty"));
+    if spec.model.name.len() > MAX_MODEL_NAME || !is_dns_label(&spec.model.name) {
+        return Err(invalid(
+            "spec.model.name",
+            format!(
+                "{:?} is not a DNS label: at most {MAX_MODEL_NAME} lowercase letters, digits and '-'",
+                spec.model.name
+            ),
+        ));
     }
+    check_version(&spec.model.version)?;
     if spec.model.source.uri.trim().is_empty() {
         return Err(invalid("spec.model.source.uri", "must not be empty"));
     }
@@ -296,5 +389,65 @@ mod tests {
         let mut bad_digest = spec(BASE);
         bad_digest.model.source.sha256 = Some("abc".into());
         assert_eq!(validate(&bad_digest).unwrap_err().field, "spec.model.source.sha256");
+    }
+
+    #[test]
+    fn an_object_the_types_cannot_read_names_the_field() {
+        let object = |optimize: serde_json::Value| {
+            serde_json::json!({
+                "apiVersion": "tractor.dev/v1alpha1", "kind": "ModelDeployment",
+                "metadata": { "name": "digits", "namespace": "default" },
+                "spec": { "model": { "name": "digits", "version": "1", "source": { "uri": "m.onnx" } },
+                          "optimize": optimize }
+            })
+        };
+        let err = parse_object(object(
+            serde_json::json!({ "passes": [{ "type": "fold" }, { "type": "quantize" }] }),
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "spec.optimize.passes[1]");
+        assert!(err.reason.contains("missing field `mode`"), "{err}");
+        let err = parse_object(object(serde_json::json!({ "passes": "fold" }))).unwrap_err();
+        assert_eq!(err.field, "spec.optimize.passes", "{err}");
+        let md =
+            parse_object(object(serde_json::json!({ "passes": [{ "type": "fold" }] }))).unwrap();
+        assert_eq!(md.spec.optimize.unwrap().passes.len(), 1);
+    }
+
+    /// Issue 11: `tractor up` made a directory of `metadata.name` and file
+    /// names of versions: `../../escape-name` wrote outside --state-dir and a
+    /// version with `/` stopped it. Both are checked as Kubernetes would.
+    #[test]
+    fn names_and_versions_are_checked_as_kubernetes_checks_them() {
+        for good in ["digits", "a", "digits.v2", "my-model-1", &"a".repeat(253)] {
+            assert_eq!(check_object_name("metadata.name", good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "../../escape-name",
+            ".",
+            "..",
+            "a/b",
+            "Digits",
+            "-a",
+            "a-",
+            "a..b",
+            &"a".repeat(254),
+        ] {
+            let err = check_object_name("metadata.name", bad).unwrap_err();
+            assert_eq!(err.field, "metadata.name", "{bad}");
+        }
+        for good in ["1", "2", "v1.2", "1-rc.3", "20260101"] {
+            assert_eq!(check_version(good), Ok(()), "{good}");
+        }
+        for bad in ["", "a/b", "../1", "1/", ".1", "1.", "V1", "1 2", &"1".repeat(21)] {
+            assert_eq!(check_version(bad).unwrap_err().field, "spec.model.version", "{bad:?}");
+        }
+        let mut s = spec(BASE);
+        s.model.version = "2/../../x".into();
+        assert_eq!(validate(&s).unwrap_err().field, "spec.model.version");
+        let mut s = spec(BASE);
+        s.model.name = "Digits".into();
+        assert_eq!(validate(&s).unwrap_err().field, "spec.model.name");
     }
 }

@@ -126,7 +126,8 @@ pub async fn up(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ModelDeploymentStatus, LocalError> {
     let docs = read_documents(&config.file)?;
-    let name = docs[0].metadata.name.clone().unwrap_or_else(|| "model".into());
+    // Checked as a Kubernetes name by `read_documents`: one path component.
+    let name = docs[0].metadata.name.clone().unwrap_or_default();
     let mut runner = Runner::open(config.clone(), &name, None)?;
     runner.start_router().await?;
     runner.emit(
@@ -177,6 +178,18 @@ async fn run_loop(
         if now_contents.is_some() && now_contents != contents {
             contents = now_contents;
             match read_documents(&runner.config.file) {
+                // The state directory is the first name's: a renamed file is
+                // another deployment, which this `up` does not run.
+                Ok(new) if new[0].metadata.name != docs[0].metadata.name => runner.emit(
+                    "Warning",
+                    "InvalidSpec",
+                    &format!(
+                        "{}: metadata.name changed to {:?}; restart tractor up to run another deployment",
+                        runner.config.file.display(),
+                        new[0].metadata.name.as_deref().unwrap_or_default()
+                    ),
+                    &[],
+                ),
                 Ok(new) => {
                     runner.emit(
                         "Normal",

@@ -3,25 +3,77 @@
 
 use std::path::{Path, PathBuf};
 
+use kube::Resource;
+
 use super::LocalError;
 use crate::crd::recipe::Pass;
+use crate::crd::strict;
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, ModelVersionSpec, ValidSpec};
 
+/// Reads the file's `ModelDeployment`s, as strictly as `kubectl apply
+/// --validate=strict` would: unknown fields are errors naming their path,
+/// and every name that becomes a file name is checked as Kubernetes checks
+/// it, before anything touches the file system.
+///
+/// # Errors
+/// Unreadable text, a document that is not a `ModelDeployment`, unknown
+/// fields, names that are not Kubernetes names, documents naming different
+/// deployments.
 pub(super) fn read_documents(path: &Path) -> Result<Vec<ModelDeployment>, LocalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| LocalError::ReadSpec {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    // The YAML crate's own document stream: a `---` inside a block scalar
-    // or a comment is not a separator, and empty documents are skipped.
-    let docs: Vec<ModelDeployment> = serde_saphyr::from_multiple(&text).map_err(|e| {
-        LocalError::InvalidSpec { path: path.display().to_string(), reason: e.to_string() }
-    })?;
-    if docs.is_empty() {
-        return Err(LocalError::InvalidSpec {
-            path: path.display().to_string(),
-            reason: "no ModelDeployment in the file".into(),
-        });
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LocalError::ReadSpec { path: shown.clone(), reason: e.to_string() })?;
+    let invalid = |reason: String| LocalError::InvalidSpec { path: shown.clone(), reason };
+    // Twice through the YAML crate's own document stream (a `---` inside a
+    // block scalar or a comment is not a separator, and empty documents are
+    // skipped): untyped, for the keys the schema does not declare; then
+    // typed, so that scalars take the type each field asks for (an
+    // unquoted `version: 2` is the string "2", as the examples write it).
+    let raw: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).map_err(|e| invalid(e.to_string()))?;
+    let raw: Vec<serde_json::Value> = raw.into_iter().filter(|d| !d.is_null()).collect();
+    let numbered = |i: usize, what: String| {
+        if raw.len() > 1 { invalid(format!("document {}: {what}", i + 1)) } else { invalid(what) }
+    };
+    for (i, document) in raw.iter().enumerate() {
+        let api_version = document.get("apiVersion").and_then(serde_json::Value::as_str);
+        let kind = document.get("kind").and_then(serde_json::Value::as_str);
+        let expected = (ModelDeployment::api_version(&()), ModelDeployment::kind(&()));
+        if (api_version, kind) != (Some(expected.0.as_ref()), Some(expected.1.as_ref())) {
+            return Err(numbered(
+                i,
+                format!(
+                    "apiVersion {api_version:?} and kind {kind:?}: expected {} and {}",
+                    expected.0, expected.1
+                ),
+            ));
+        }
+        let unknown = strict::unknown_fields(document);
+        if !unknown.is_empty() {
+            let said: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+            return Err(numbered(i, said.join("; ")));
+        }
+    }
+    let docs: Vec<ModelDeployment> =
+        serde_saphyr::from_multiple(&text).map_err(|e| invalid(e.to_string()))?;
+    let Some(first) = docs.first() else {
+        return Err(invalid("no ModelDeployment in the file".into()));
+    };
+    let name = first.metadata.name.clone().unwrap_or_default();
+    for (i, doc) in docs.iter().enumerate() {
+        let this = doc.metadata.name.as_deref().unwrap_or_default();
+        crate::crd::check_object_name("metadata.name", this)
+            .and_then(|()| crate::crd::check_version(&doc.spec.model.version))
+            .map_err(|e| numbered(i, e.to_string()))?;
+        if this != name {
+            return Err(numbered(
+                i,
+                format!(
+                    "metadata.name: {this:?} is not {name:?}; the documents of a file are \
+                     successive versions of one ModelDeployment"
+                ),
+            ));
+        }
     }
     Ok(docs)
 }
@@ -70,6 +122,11 @@ pub enum Request {
 
 /// The directory where `up` keeps a deployment's state, if it has run there.
 pub(super) fn deployment_dir(state_dir: &Path, name: &str) -> Result<PathBuf, LocalError> {
+    // A name is a path component here: `../x` must not reach outside.
+    crate::crd::check_object_name("name", name).map_err(|e| LocalError::InvalidSpec {
+        path: state_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let dir = state_dir.join(name);
     if dir.join("status.json").exists() {
         Ok(dir)
