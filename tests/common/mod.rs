@@ -49,6 +49,9 @@ pub fn config(path: &Path, name: &str) -> ServeConfig {
         threads: Threads::Count(1),
         workers: 1,
         processing: None,
+        max_request_elements: None,
+        max_tensor_bytes: None,
+        termination_log: None,
     }
 }
 
