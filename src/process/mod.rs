@@ -641,3 +641,38 @@ impl ProcessingConfig {
         Processor::new(&self.spec, inputs, outputs, self.base_dir.as_deref())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancelled_processing_stops_before_the_next_instance() {
+        let cancel = Cancel::default();
+        assert!(cancel.check_now().is_ok());
+        let seen = cancel.clone();
+        cancel.cancel();
+        assert!(matches!(seen.check_now(), Err(ProcessError::Cancelled)));
+        let spec: ProcessingSpec = ProcessingSpec::parse(
+            "inputs:\n  - name: x\n    features:\n      fields: [{name: a}, {name: b}]\n",
+        )
+        .unwrap();
+        let model = vec![TensorSpec::f32_rows("x", 2)];
+        let processor = Processor::new(&spec, &model, &model, None).unwrap();
+        let row = serde_json::json!({"a": 1, "b": 2});
+        let columns = vec![vec![InputValue::Json(&row); 3]];
+        assert!(processor.build_inputs(&columns).is_ok());
+        assert!(matches!(
+            processor.build_inputs_until(&columns, &seen),
+            Err(ProcessError::Cancelled)
+        ));
+    }
+
+    #[test]
+    fn json_values_are_bounded_from_above() {
+        assert_eq!(json_values_upper_bound(b"1"), 1);
+        // [1,[2,3]] holds 5 values; the bound counts 2 commas and 2 brackets.
+        assert!(json_values_upper_bound(b"[1,[2,3]]") >= 5);
+        assert!(json_values_upper_bound(br#"{"a":[1,2]}"#) >= 4);
+    }
+}

@@ -391,3 +391,44 @@ fn run_batch(model: &Model, mut batch: Vec<Job>) {
         let _ = job.reply.send(result);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_in_a_row_fail_the_engine_and_a_success_resets_the_count() {
+        let failed = Arc::new(Mutex::new(None::<String>));
+        let seen = failed.clone();
+        let hooks = HealthHooks {
+            failed: Arc::new(move |cause| *seen.lock().unwrap() = Some(cause.to_string())),
+            ..HealthHooks::default()
+        };
+        let health = EngineHealth::new(hooks);
+        health.worker_started();
+        assert!(health.can_serve());
+        for _ in 0..MAX_FAILED_BATCHES_IN_A_ROW - 1 {
+            assert!(health.batch_panicked("boom"));
+        }
+        health.batch_succeeded();
+        for _ in 0..MAX_FAILED_BATCHES_IN_A_ROW - 1 {
+            assert!(health.batch_panicked("boom"));
+        }
+        assert!(health.failure().is_none());
+        assert!(!health.batch_panicked("boom"));
+        assert!(health.failure().unwrap().contains("in a row panicked; the last: boom"));
+        assert!(!health.can_serve());
+        assert!(failed.lock().unwrap().as_deref().unwrap().contains("boom"));
+    }
+
+    #[test]
+    fn the_last_worker_stopping_unexpectedly_fails_the_engine() {
+        let health = EngineHealth::new(HealthHooks::default());
+        health.worker_started();
+        health.worker_stopped(true);
+        assert!(health.failure().is_none(), "a closing queue is not a failure");
+        health.worker_started();
+        health.worker_stopped(false);
+        assert_eq!(health.failure(), Some("every engine worker has stopped"));
+    }
+}

@@ -145,7 +145,9 @@ impl RawBody {
             let mut out = Vec::new();
             let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
             reader.take(cap).read_to_end(&mut out).map_err(|e| {
-                ApiError::BadRequest(format!("cannot decompress the {name} request body: {e}"))
+                ApiError::BadRequest(format!(
+                    "cannot read the request body: cannot decompress {name}: {e}"
+                ))
             })?;
             if out.len() > limit {
                 return Err(ApiError::PayloadTooLarge(limit));
@@ -480,4 +482,56 @@ pub(super) fn check_rows(rows: usize, limits: &v2::DecodeLimits) -> Result<(), A
 /// A client's mistake found while preparing inputs, as processing reports it.
 pub(super) fn request_error(e: impl std::fmt::Display) -> ProcessError {
     ProcessError::Request(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::ServeConfig;
+
+    fn state(max_inflight: usize) -> AppState {
+        AppState::new(&ServeConfig {
+            model_location: "m.onnx".into(),
+            name: "m".into(),
+            version: "1".into(),
+            sha256: None,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_batch_size: 1,
+            max_batch_delay: std::time::Duration::ZERO,
+            max_inflight,
+            max_body_bytes: 1 << 10,
+            request_timeout: std::time::Duration::from_secs(1),
+            threads: crate::engine::Threads::Count(1),
+            workers: 1,
+            processing: None,
+            max_request_elements: None,
+            max_tensor_bytes: None,
+            termination_log: None,
+        })
+    }
+
+    #[test]
+    fn a_second_slot_is_refused_with_retry_after() {
+        let state = state(1);
+        let first = take_slot(&state).unwrap();
+        let refused = take_slot(&state).err().unwrap();
+        assert!(matches!(refused, ApiError::Overloaded));
+        assert_eq!(refused.into_response().headers()["retry-after"], "1");
+        assert_eq!(state.inner.metrics.inflight.get(), 1);
+        drop(first);
+        assert_eq!(state.inner.metrics.inflight.get(), 0);
+        assert!(take_slot(&state).is_ok());
+    }
+
+    #[test]
+    fn inflating_stops_one_byte_past_the_limit() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&vec![b'0'; 1 << 20]).unwrap();
+        let bomb = RawBody { bytes: Bytes::from(gz.finish().unwrap()), encoding: Encoding::Gzip };
+        assert!(matches!(bomb.inflate(1000), Err(ApiError::PayloadTooLarge(1000))));
+        let plain = RawBody { bytes: Bytes::from_static(b"{}"), encoding: Encoding::Identity };
+        assert!(plain.is_small());
+        assert_eq!(&plain.inflate(10).unwrap()[..], b"{}");
+    }
 }
