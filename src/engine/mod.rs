@@ -50,7 +50,7 @@ pub enum EngineError {
     /// The request's values made a node fail, or would have made it
     /// allocate past the budget: the client's input, not the engine.
     #[error("the model cannot run on this input: {0}")]
-    Refused(#[source] NodeFailure),
+    Refused(#[source] Box<NodeFailure>),
     /// tract panicked outside any node (a state or a conversion); the
     /// state is dropped and the model still runs.
     #[error("the engine panicked: {0}")]
@@ -291,7 +291,7 @@ impl Runner {
                 Ok(outputs)
             }
             Ok(Err(e)) => Err(match e.downcast_ref::<NodeFailure>() {
-                Some(failure) => EngineError::Refused(failure.clone()),
+                Some(failure) => EngineError::Refused(Box::new(failure.clone())),
                 None => EngineError::Run(format!("{e:#}")),
             }),
             Err(panic) => Err(EngineError::Panicked(guard::panic_message(panic.as_ref()))),
