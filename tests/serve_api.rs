@@ -272,8 +272,11 @@ fn stalled_body() -> (futures::channel::mpsc::Sender<Result<Vec<u8>, std::io::Er
     (tx, Body::from_stream(rx))
 }
 
+/// A stalled body holds no in-flight slot (issue 11: slow senders took
+/// them all): the next request is served, the stalled one times out.
+/// Shedding itself is `infer::tests::a_second_slot_is_refused_with_retry_after`.
 #[tokio::test]
-async fn inflight_limit_sheds_with_retry_after_and_timeouts_are_504() {
+async fn stalled_bodies_hold_no_slot_and_timeouts_are_504() {
     let state = ready_state(&fixture("mlp-batch.onnx"), "mlp", |c| {
         c.max_inflight = 1;
         c.request_timeout = Duration::from_millis(300);
@@ -284,14 +287,12 @@ async fn inflight_limit_sheds_with_retry_after_and_timeouts_are_504() {
         async move { send(&state, Request::post("/v2/models/mlp/infer").body(body).unwrap()).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let shed = post(&state, "/v2/models/mlp/infer", mlp_request(&[[0.0; 4]])).await;
-    assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(shed.headers["retry-after"], "1");
+    let served = post(&state, "/v2/models/mlp/infer", mlp_request(&[[0.0; 4]])).await;
+    assert_eq!(served.status, StatusCode::OK);
     let timed_out = held.await.unwrap();
     assert_eq!(timed_out.status, StatusCode::GATEWAY_TIMEOUT);
     assert!(timed_out.error().contains("300 ms"));
     let metrics = String::from_utf8(get(&state, "/metrics").await.body).unwrap();
-    assert!(metrics.contains("outcome=\"overloaded\""), "{metrics}");
     assert!(metrics.contains("outcome=\"timeout\""), "{metrics}");
 }
 

@@ -70,6 +70,21 @@ pub struct ServeArgs {
     pub max_model_bytes: Option<u64>,
     #[command(flatten)]
     pub auth: tractor::auth::AuthArgs,
+    /// Elements of all a request's input tensors together (400 above);
+    /// default a quarter of --max-body-bytes, as many as a body of FP32
+    /// binary data carries.
+    #[arg(long, env = "TRACTOR_MAX_REQUEST_ELEMENTS")]
+    pub max_request_elements: Option<usize>,
+    /// Bytes of any one tensor the engine may compute; a node whose output
+    /// would be larger (a size taken from the request's values) is refused
+    /// with a 400 before it runs. Default a quarter of the memory this
+    /// process may use (cgroup limit, else the machine's).
+    #[arg(long, env = "TRACTOR_MAX_TENSOR_BYTES")]
+    pub max_tensor_bytes: Option<usize>,
+    /// Where to write why the engine cannot recover, when liveness turns
+    /// false (the kubelet's termination message); "" writes nowhere.
+    #[arg(long, env = "TRACTOR_TERMINATION_LOG", default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
 }
 
 /// How long connections may take and how many may be open: the same flags
@@ -136,6 +151,10 @@ impl TryFrom<ServeArgs> for ServeConfig {
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             threads: args.engine_threads,
             workers: args.workers,
+            max_request_elements: args.max_request_elements,
+            max_tensor_bytes: args.max_tensor_bytes,
+            termination_log: (!args.termination_log.as_os_str().is_empty())
+                .then_some(args.termination_log),
             processing: args
                 .processing
                 .as_deref()

@@ -10,9 +10,11 @@
 //!   serves; a model with any other type is refused at load.
 
 pub mod declared;
+pub mod guard;
 mod tensor;
 
 use std::io::Cursor;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,8 +24,9 @@ use tract_onnx::prelude::{
 };
 use tract_onnx::tract_hir::infer::{DimFact, Factoid, ShapeFactoid};
 use tract_onnx::tract_hir::internal::tract_linalg::multithread::Executor;
-use tract_onnx::tract_hir::internal::{DimLike, SpecialOps};
+use tract_onnx::tract_hir::internal::{DimLike, EvalContext, OpState, SpecialOps, TypedNode};
 
+pub use guard::{NodeFailure, default_max_tensor_bytes};
 pub use tensor::{
     DataType, Tensor, TensorData, TensorError, element_count, json_kind, synthetic_inputs,
 };
@@ -48,6 +51,14 @@ pub enum EngineError {
     Prepare(String),
     #[error("the model failed to run: {0}")]
     Run(String),
+    /// The request's values made a node fail, or would have made it
+    /// allocate past the budget: the client's input, not the engine.
+    #[error("the model cannot run on this input: {0}")]
+    Refused(#[source] Box<NodeFailure>),
+    /// tract panicked outside any node (a state or a conversion); the
+    /// state is dropped and the model still runs.
+    #[error("the engine panicked: {0}")]
+    Panicked(String),
     /// An input that does not fit the model, or an output tract gave in a
     /// shape its data does not fill.
     #[error("the model failed to run: {0}")]
@@ -58,6 +69,13 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl EngineError {
+    /// Whether the request's own values caused it (an HTTP 400).
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, EngineError::Refused(_))
+    }
 }
 
 /// On-disk formats the engine reads.
@@ -228,29 +246,60 @@ const SINGLE_PLAN_MIN_GAIN: f64 = 0.9;
 /// `plan.run` builds a fresh state per call, about 0.4-0.8 µs of a 6 µs
 /// small-MLP run. A state resets its turn (values, resolved batch size) at
 /// the end of every run, so one may serve any batch size next; a state
-/// whose run failed is dropped.
+/// whose run failed or panicked is dropped.
+///
+/// Every node runs through the plan's [`guard::Guard`]: sizes checked
+/// before data-dependent allocations, indices before gathers, panics caught.
 #[derive(Debug, Clone)]
 struct Runner {
     plan: Arc<TypedSimplePlan>,
+    guard: Arc<guard::Guard>,
     states: Arc<std::sync::Mutex<Vec<TypedSimpleState>>>,
 }
 
 impl Runner {
     fn new(plan: Arc<TypedSimplePlan>) -> Runner {
-        Runner { plan, states: Arc::default() }
+        let guard = Arc::new(guard::Guard::new(plan.model(), default_max_tensor_bytes()));
+        Runner { plan, guard, states: Arc::default() }
+    }
+
+    fn with_max_tensor_bytes(&self, bytes: usize) -> Runner {
+        Runner {
+            plan: self.plan.clone(),
+            guard: Arc::new(guard::Guard::new(self.plan.model(), bytes)),
+            states: self.states.clone(),
+        }
     }
 
     fn run(&self, values: TVec<TValue>) -> Result<TVec<TValue>, EngineError> {
-        let pooled = self.states.lock().ok().and_then(|mut states| states.pop());
+        // A poisoned pool only means a run panicked while holding it; the
+        // states in it are whole.
+        let pooled = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut state = match pooled {
             Some(state) => state,
             None => self.plan.spawn().map_err(|e| EngineError::Run(format!("{e:#}")))?,
         };
-        let outputs = state.run(values).map_err(|e| EngineError::Run(format!("{e:#}")))?;
-        if let Ok(mut states) = self.states.lock() {
-            states.push(state);
+        let guard = &self.guard;
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            state.run_plan_with_eval(
+                values,
+                |ctx: &EvalContext<'_>,
+                 op_state: Option<&mut (dyn OpState + 'static)>,
+                 node: &TypedNode,
+                 inputs: TVec<TValue>| guard.eval(ctx, op_state, node, inputs),
+            )
+        }));
+        match ran {
+            Ok(Ok(outputs)) => {
+                self.states.lock().unwrap_or_else(|p| p.into_inner()).push(state);
+                Ok(outputs)
+            }
+            Ok(Err(e)) => Err(match e.downcast_ref::<NodeFailure>() {
+                Some(failure) => EngineError::Refused(Box::new(failure.clone())),
+                None => EngineError::Run(format!("{e:#}")),
+            }),
+            Err(panic) => Err(EngineError::Panicked(guard::panic_message(panic.as_ref()))),
         }
-        Ok(outputs)
     }
 }
 
@@ -370,11 +419,28 @@ impl Model {
         self.inputs.iter().chain(&self.outputs).all(|t| t.shape.first() == Some(&Dim::Batch))
     }
 
+    /// The same model with another budget for any one tensor the engine
+    /// computes (default [`default_max_tensor_bytes`]): a node whose output
+    /// would be larger is refused before it runs.
+    pub fn with_max_tensor_bytes(mut self, bytes: usize) -> Model {
+        self.any_batch = self.any_batch.with_max_tensor_bytes(bytes);
+        self.single = self.single.map(|single| single.with_max_tensor_bytes(bytes));
+        self
+    }
+
+    /// The budget for any one tensor the engine computes, in bytes.
+    pub fn max_tensor_bytes(&self) -> usize {
+        self.any_batch.guard.max_tensor_bytes()
+    }
+
     /// Runs the model on inputs given in the model's input order.
     ///
     /// # Errors
     /// Inputs that do not fit the specs (count, datatype, shape) are refused
-    /// before tract sees them; anything tract itself refuses is a [`EngineError::Run`].
+    /// before tract sees them; a node that fails on the inputs' values, or
+    /// would allocate past the budget, is [`EngineError::Refused`] naming
+    /// it; a panic outside any node is [`EngineError::Panicked`]; anything
+    /// else tract refuses is a [`EngineError::Run`]. No panic escapes.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, EngineError> {
         if inputs.len() != self.inputs.len() {
             return Err(EngineError::Run(format!(

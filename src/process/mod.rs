@@ -23,6 +23,8 @@ mod output;
 mod tensor;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
@@ -63,6 +65,33 @@ pub enum ProcessError {
     /// fault, as the steps were checked against the model at start-up.
     #[error("building input {input:?}: {reason}")]
     Build { input: String, reason: String },
+    /// The request was gone (timed out, or its client left) before its
+    /// processing finished; what was left undone was skipped.
+    #[error("processing stopped: the request timed out or its client went away")]
+    Cancelled,
+}
+
+/// Tells long processing that its request is gone, so that it stops
+/// between instances and frees its slot instead of burning CPU for nobody.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Cancelled)` once cancelled: for `?` between steps.
+    ///
+    /// # Errors
+    /// [`ProcessError::Cancelled`] once the request is gone.
+    pub fn check_now(&self) -> Result<(), ProcessError> {
+        if self.is_cancelled() { Err(ProcessError::Cancelled) } else { Ok(()) }
+    }
 }
 
 impl ProcessError {
@@ -209,6 +238,40 @@ impl Processor {
         }
     }
 
+    /// The most JSON values (as [`json_values_upper_bound`] counts them)
+    /// one instance of a well-formed request can hold, or `None` when an
+    /// input has a variable size. A body over `rows` times this is refused
+    /// before it is parsed into a `Value` tree, which costs 16 to 32 times
+    /// its text.
+    pub fn json_values_per_instance(&self) -> Option<usize> {
+        // Separators, an object per instance keyed by input name, `{"b64": ...}`.
+        const SLACK: usize = 8;
+        let mut total = SLACK;
+        for plan in &self.inputs {
+            let per_input = match &plan.step {
+                InputStep::Image(_) => SLACK,
+                // A key, a colon and a comma per field; unknown fields are
+                // refused later, but must fit to be read at all.
+                InputStep::Features(step) => step.len().checked_mul(4)?.checked_add(SLACK)?,
+                InputStep::Tensor(_) => {
+                    let dims =
+                        if plan.batched { &plan.spec.shape[1..] } else { &plan.spec.shape[..] };
+                    let fixed = dims
+                        .iter()
+                        .map(|d| match d {
+                            Dim::Fixed(n) => Some(*n),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<usize>>>()?;
+                    // Each element, its comma, and at most one bracket each.
+                    element_count(&fixed)?.checked_mul(3)?.checked_add(SLACK)?
+                }
+            };
+            total = total.checked_add(per_input)?;
+        }
+        Some(total)
+    }
+
     /// Splits V1 `instances` into one value per input: with one model
     /// input an instance is that input's value; with several it is an
     /// object keyed by input name.
@@ -268,6 +331,19 @@ impl Processor {
         &self,
         columns: &[Vec<InputValue<'_>>],
     ) -> Result<(Vec<Tensor>, usize), ProcessError> {
+        self.build_inputs_until(columns, &Cancel::default())
+    }
+
+    /// As [`Processor::build_inputs`], stopping between instances once
+    /// `cancel` says the request is gone.
+    ///
+    /// # Errors
+    /// As [`Processor::build_inputs`], and [`ProcessError::Cancelled`].
+    pub fn build_inputs_until(
+        &self,
+        columns: &[Vec<InputValue<'_>>],
+        cancel: &Cancel,
+    ) -> Result<(Vec<Tensor>, usize), ProcessError> {
         if columns.len() != self.inputs.len() {
             return Err(ProcessError::Request(format!(
                 "the model takes {} inputs, the request gives {}",
@@ -296,8 +372,9 @@ impl Processor {
             }
             let tensor = match &plan.step {
                 InputStep::Image(step) => {
-                    let mut data = Vec::with_capacity(rows * step.row_len());
+                    let mut data = Vec::with_capacity(rows.saturating_mul(step.row_len()));
                     for (row, value) in column.iter().enumerate() {
+                        cancel.check_now()?;
                         let bytes = image_bytes(value).map_err(|r| input_error(row, r))?;
                         data.extend(
                             step.process(&bytes).map_err(|r| input_error(row, r.to_string()))?,
@@ -306,8 +383,9 @@ impl Processor {
                     float_tensor(&plan.spec, plan.batched, rows, &step.instance_shape(), data)
                 }
                 InputStep::Features(step) => {
-                    let mut data = Vec::with_capacity(rows * step.len());
+                    let mut data = Vec::with_capacity(rows.saturating_mul(step.len()));
                     for (row, value) in column.iter().enumerate() {
+                        cancel.check_now()?;
                         let InputValue::Json(value) = value else {
                             return Err(input_error(
                                 row,
@@ -516,6 +594,13 @@ fn nest(values: &[f64], shape: &[usize], number: &dyn Fn(f64) -> Value) -> Value
     }
 }
 
+/// An upper bound on the JSON values in `text`, from one byte scan: every
+/// value but the first follows a `,`, `:`, `[` or `{` (strings may hold
+/// these too, which only raises the bound).
+pub fn json_values_upper_bound(text: &[u8]) -> usize {
+    1 + text.iter().filter(|b| matches!(b, b',' | b':' | b'[' | b'{')).count()
+}
+
 pub(crate) fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
     names.map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
 }
@@ -554,5 +639,40 @@ impl ProcessingConfig {
         outputs: &[TensorSpec],
     ) -> Result<Processor, ProcessError> {
         Processor::new(&self.spec, inputs, outputs, self.base_dir.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancelled_processing_stops_before_the_next_instance() {
+        let cancel = Cancel::default();
+        assert!(cancel.check_now().is_ok());
+        let seen = cancel.clone();
+        cancel.cancel();
+        assert!(matches!(seen.check_now(), Err(ProcessError::Cancelled)));
+        let spec: ProcessingSpec = ProcessingSpec::parse(
+            "inputs:\n  - name: x\n    features:\n      fields: [{name: a}, {name: b}]\n",
+        )
+        .unwrap();
+        let model = vec![TensorSpec::f32_rows("x", 2)];
+        let processor = Processor::new(&spec, &model, &model, None).unwrap();
+        let row = serde_json::json!({"a": 1, "b": 2});
+        let columns = vec![vec![InputValue::Json(&row); 3]];
+        assert!(processor.build_inputs(&columns).is_ok());
+        assert!(matches!(
+            processor.build_inputs_until(&columns, &seen),
+            Err(ProcessError::Cancelled)
+        ));
+    }
+
+    #[test]
+    fn json_values_are_bounded_from_above() {
+        assert_eq!(json_values_upper_bound(b"1"), 1);
+        // [1,[2,3]] holds 5 values; the bound counts 2 commas and 2 brackets.
+        assert!(json_values_upper_bound(b"[1,[2,3]]") >= 5);
+        assert!(json_values_upper_bound(br#"{"a":[1,2]}"#) >= 4);
     }
 }

@@ -15,14 +15,32 @@
 //!
 //! With `max_batch_rows <= 1` every request runs alone, through the same
 //! queue and workers, so both modes share one code path and one set of metrics.
+//!
+//! # Failures
+//! The engine catches its own panics and names the node a request's values
+//! broke ([`EngineError::Refused`]); a batch refused that way runs again one
+//! request at a time, so only the request that caused it gets the error. A
+//! panic that still escapes a batch restarts the worker's loop (a fresh
+//! gather, a fresh engine state) and its callers get an internal error;
+//! [`EngineHealth`] counts workers and restarts, and declares the engine
+//! failed, for liveness, once no worker is left or
+//! [`MAX_FAILED_BATCHES_IN_A_ROW`] batches in a row ended in a panic.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::engine::guard::panic_message;
 use crate::engine::{EngineError, Model, Tensor, TensorError};
+
+/// Batches in a row (on any worker) that may end in an escaped panic before
+/// the engine counts as failed. One is a bug met by one request; this many
+/// with no success between means the engine itself is broken.
+pub const MAX_FAILED_BATCHES_IN_A_ROW: usize = 8;
 
 /// How a scheduler batches and how much it runs at once.
 #[derive(Debug, Clone, Copy)]
@@ -57,8 +75,103 @@ pub enum BatchError {
     Engine(#[from] EngineError),
     #[error("the scheduler is shutting down")]
     Closed,
+    /// The worker running the request panicked outside the engine's own
+    /// guard and dropped it; the worker restarted.
+    #[error("the engine worker failed while running this request")]
+    WorkerLost,
     #[error("cannot join the batch: {0}")]
     Join(String),
+}
+
+/// What the workers tell the server about themselves: how many are alive,
+/// how often they restarted, and, once the engine cannot recover, why.
+pub struct EngineHealth {
+    alive: AtomicUsize,
+    failed_in_a_row: AtomicUsize,
+    failure: OnceLock<String>,
+    hooks: HealthHooks,
+}
+
+/// Called on worker events, for metrics and the termination message.
+#[derive(Clone)]
+pub struct HealthHooks {
+    pub workers: Arc<dyn Fn(usize) + Send + Sync>,
+    pub restarted: Arc<dyn Fn() + Send + Sync>,
+    pub failed: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Default for HealthHooks {
+    fn default() -> HealthHooks {
+        HealthHooks {
+            workers: Arc::new(|_| {}),
+            restarted: Arc::new(|| {}),
+            failed: Arc::new(|_| {}),
+        }
+    }
+}
+
+impl EngineHealth {
+    pub fn new(hooks: HealthHooks) -> EngineHealth {
+        EngineHealth {
+            alive: AtomicUsize::new(0),
+            failed_in_a_row: AtomicUsize::new(0),
+            failure: OnceLock::new(),
+            hooks,
+        }
+    }
+
+    /// Workers able to take a batch.
+    pub fn workers_alive(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Why the engine cannot recover, once it cannot.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// Whether a request sent now can be served.
+    pub fn can_serve(&self) -> bool {
+        self.failure().is_none() && self.workers_alive() > 0
+    }
+
+    /// Declares the engine failed; the first cause is kept.
+    pub fn fail(&self, cause: String) {
+        if self.failure.set(cause).is_ok()
+            && let Some(cause) = self.failure()
+        {
+            tracing::error!(%cause, "the engine cannot recover; liveness now fails");
+            (self.hooks.failed)(cause);
+        }
+    }
+
+    fn worker_started(&self) {
+        let n = self.alive.fetch_add(1, Ordering::SeqCst) + 1;
+        (self.hooks.workers)(n);
+    }
+
+    fn worker_stopped(&self, closing: bool) {
+        let n = self.alive.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        (self.hooks.workers)(n);
+        if n == 0 && !closing {
+            self.fail("every engine worker has stopped".into());
+        }
+    }
+
+    fn batch_succeeded(&self) {
+        self.failed_in_a_row.store(0, Ordering::SeqCst);
+    }
+
+    /// Counts an escaped panic; true when the worker should go on.
+    fn batch_panicked(&self, reason: &str) -> bool {
+        (self.hooks.restarted)();
+        let in_a_row = self.failed_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+        if in_a_row >= MAX_FAILED_BATCHES_IN_A_ROW {
+            self.fail(format!("{in_a_row} engine batches in a row panicked; the last: {reason}"));
+            return false;
+        }
+        true
+    }
 }
 
 struct Job {
@@ -88,6 +201,7 @@ impl Scheduler {
         model: Arc<Model>,
         mut policy: BatchPolicy,
         observe: BatchObserver,
+        health: Arc<EngineHealth>,
     ) -> std::io::Result<Scheduler> {
         if !model.is_batchable() {
             policy.max_batch_rows = 1;
@@ -97,9 +211,15 @@ impl Scheduler {
         let receiver = Arc::new(Mutex::new(receiver));
         for slot in 0..policy.slots {
             let (model, receiver, observe) = (model.clone(), receiver.clone(), observe.clone());
-            std::thread::Builder::new()
+            let worker_health = health.clone();
+            health.worker_started();
+            let spawned = std::thread::Builder::new()
                 .name(format!("tractor-engine-{slot}"))
-                .spawn(move || work(&model, policy, &receiver, &observe))?;
+                .spawn(move || supervise(&model, policy, &receiver, &observe, &worker_health));
+            if let Err(e) = spawned {
+                health.worker_stopped(true);
+                return Err(e);
+            }
         }
         Ok(Scheduler { queue, policy })
     }
@@ -117,8 +237,33 @@ impl Scheduler {
         let (reply, answer) = oneshot::channel();
         let job = Job { inputs, rows, submitted: Instant::now(), reply };
         self.queue.send(job).map_err(|_| BatchError::Closed)?;
-        answer.await.map_err(|_| BatchError::Closed)?
+        // A reply dropped unanswered: the worker unwound with the job.
+        answer.await.map_err(|_| BatchError::WorkerLost)?
     }
+}
+
+/// Runs one worker's loop, restarting it after a panic escapes a batch,
+/// until the queue closes or the engine is declared failed.
+fn supervise(
+    model: &Model,
+    policy: BatchPolicy,
+    receiver: &Mutex<Receiver<Job>>,
+    observe: &BatchObserver,
+    health: &EngineHealth,
+) {
+    let closing = loop {
+        match catch_unwind(AssertUnwindSafe(|| work(model, policy, receiver, observe, health))) {
+            Ok(()) => break true,
+            Err(panic) => {
+                let reason = panic_message(panic.as_ref());
+                tracing::error!(%reason, "an engine worker panicked; restarting it");
+                if !health.batch_panicked(&reason) {
+                    break false;
+                }
+            }
+        }
+    };
+    health.worker_stopped(closing);
 }
 
 /// One worker: gather a batch (holding the queue), then run it (not holding it).
@@ -127,11 +272,17 @@ fn work(
     policy: BatchPolicy,
     receiver: &Mutex<Receiver<Job>>,
     observe: &BatchObserver,
+    health: &EngineHealth,
 ) {
     let mut carried: Option<Job> = None;
     loop {
+        if health.failure().is_some() {
+            return;
+        }
         let batch = {
-            let Ok(queue) = receiver.lock() else { return };
+            // A worker that panicked while gathering poisoned the lock;
+            // the receiver itself is whole.
+            let queue = receiver.lock().unwrap_or_else(|p| p.into_inner());
             match gather(&queue, policy, &mut carried) {
                 Some(batch) => batch,
                 None => return,
@@ -139,6 +290,7 @@ fn work(
         };
         observe(batch.iter().map(|j| j.rows).sum());
         run_batch(model, batch);
+        health.batch_succeeded();
     }
 }
 
@@ -212,6 +364,17 @@ fn run_batch(model: &Model, mut batch: Vec<Job>) {
     let outputs = joined
         .map_err(|e| BatchError::Join(e.to_string()))
         .and_then(|inputs| Ok(model.run(&inputs)?));
+    // One request's values refused the batch (an index out of range, a
+    // size over the budget only the joined batch reaches): each runs alone,
+    // so the others are not refused for it.
+    if let Err(BatchError::Engine(e)) = &outputs
+        && e.is_input_error()
+    {
+        for job in batch {
+            run_batch(model, vec![job]);
+        }
+        return;
+    }
     let compute = started.elapsed();
     let mut offset = 0;
     for job in batch {
@@ -226,5 +389,46 @@ fn run_batch(model: &Model, mut batch: Vec<Job>) {
         };
         offset += job.rows;
         let _ = job.reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_in_a_row_fail_the_engine_and_a_success_resets_the_count() {
+        let failed = Arc::new(Mutex::new(None::<String>));
+        let seen = failed.clone();
+        let hooks = HealthHooks {
+            failed: Arc::new(move |cause| *seen.lock().unwrap() = Some(cause.to_string())),
+            ..HealthHooks::default()
+        };
+        let health = EngineHealth::new(hooks);
+        health.worker_started();
+        assert!(health.can_serve());
+        for _ in 0..MAX_FAILED_BATCHES_IN_A_ROW - 1 {
+            assert!(health.batch_panicked("boom"));
+        }
+        health.batch_succeeded();
+        for _ in 0..MAX_FAILED_BATCHES_IN_A_ROW - 1 {
+            assert!(health.batch_panicked("boom"));
+        }
+        assert!(health.failure().is_none());
+        assert!(!health.batch_panicked("boom"));
+        assert!(health.failure().unwrap().contains("in a row panicked; the last: boom"));
+        assert!(!health.can_serve());
+        assert!(failed.lock().unwrap().as_deref().unwrap().contains("boom"));
+    }
+
+    #[test]
+    fn the_last_worker_stopping_unexpectedly_fails_the_engine() {
+        let health = EngineHealth::new(HealthHooks::default());
+        health.worker_started();
+        health.worker_stopped(true);
+        assert!(health.failure().is_none(), "a closing queue is not a failure");
+        health.worker_started();
+        health.worker_stopped(false);
+        assert_eq!(health.failure(), Some("every engine worker has stopped"));
     }
 }

@@ -25,6 +25,11 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("request timed out after {} ms", .0.as_millis())]
     Timeout(Duration),
+    /// Work stopped because its request was gone (past its deadline).
+    #[error("the request timed out")]
+    Cancelled,
+    #[error("unsupported Content-Encoding {0:?}; send gzip, deflate or identity")]
+    UnsupportedEncoding(String),
     /// The message is logged; the client sees a generic one.
     #[error("{0}")]
     Internal(String),
@@ -37,18 +42,21 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NotReady | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Timeout(_) | ApiError::Cancelled => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn outcome(&self) -> Outcome {
         match self {
-            ApiError::BadRequest(_) | ApiError::PayloadTooLarge(_) => Outcome::BadRequest,
+            ApiError::BadRequest(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::UnsupportedEncoding(_) => Outcome::BadRequest,
             ApiError::NotFound(_) => Outcome::NotFound,
             ApiError::NotReady => Outcome::NotReady,
             ApiError::Overloaded => Outcome::Overloaded,
-            ApiError::Timeout(_) => Outcome::Timeout,
+            ApiError::Timeout(_) | ApiError::Cancelled => Outcome::Timeout,
             ApiError::Internal(_) => Outcome::Error,
         }
     }

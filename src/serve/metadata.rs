@@ -19,12 +19,18 @@ pub(super) async fn server_metadata() -> Response {
     .into_response()
 }
 
-pub(super) async fn live() -> Response {
-    axum::Json(json!({ "live": true })).into_response()
+pub(super) async fn live(State(state): State<AppState>) -> Response {
+    match state.liveness() {
+        Ok(()) => axum::Json(json!({ "live": true })).into_response(),
+        Err(cause) => {
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "live": false, "error": cause })))
+                .into_response()
+        }
+    }
 }
 
 pub(super) async fn ready(State(state): State<AppState>) -> Response {
-    let ready = state.loaded().is_ok();
+    let ready = state.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(json!({ "ready": ready }))).into_response()
 }
@@ -72,7 +78,7 @@ pub(super) fn readiness(
     version: Option<&str>,
 ) -> Result<Response, ApiError> {
     state.check_model(name, version)?;
-    let ready = state.loaded().is_ok();
+    let ready = state.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok((status, axum::Json(json!({ "name": name, "ready": ready }))).into_response())
 }

@@ -4,7 +4,8 @@
 //! Prometheus scrape across versions can tell the stable from the canary.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets from 50 µs to ~13 s: tiny MLPs answer in well under a
@@ -51,6 +52,15 @@ pub struct Metrics {
     pub inflight: IntGauge,
     pub model_load_seconds: Gauge,
     pub model_ready: IntGauge,
+    /// Panics the engine caught (in a node, on a request's values, or
+    /// around it); each failed only its request.
+    pub engine_panics: IntCounter,
+    /// Engine worker loops restarted after a panic escaped a batch.
+    pub engine_restarts: IntCounter,
+    /// Engine workers able to take a batch.
+    pub engine_workers: IntGauge,
+    /// 1 once the engine cannot recover (liveness fails).
+    pub engine_failed: IntGauge,
 }
 
 impl Metrics {
@@ -108,6 +118,22 @@ impl Metrics {
         )))
         .expect("valid gauge");
         registry.register(Box::new(model_load_seconds.clone())).expect("unique metric");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::with_opts(labels(Opts::new(name, help))).expect("valid counter");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let engine_panics = counter(
+            "tractor_engine_panics_total",
+            "Panics the engine caught; each failed only its own request",
+        );
+        let engine_restarts = counter(
+            "tractor_engine_worker_restarts_total",
+            "Engine worker loops restarted after a panic escaped a batch",
+        );
+        let engine_workers = gauge("tractor_engine_workers", "Engine workers able to take a batch");
+        let engine_failed =
+            gauge("tractor_engine_failed", "1 once the engine cannot recover and liveness fails");
         Metrics {
             registry,
             requests,
@@ -118,6 +144,10 @@ impl Metrics {
             inflight,
             model_load_seconds,
             model_ready,
+            engine_panics,
+            engine_restarts,
+            engine_workers,
+            engine_failed,
         }
     }
 

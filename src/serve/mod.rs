@@ -13,6 +13,7 @@ mod infer;
 mod metadata;
 pub mod metrics;
 mod state;
+mod tensor_json;
 pub mod v1;
 pub mod v2;
 
@@ -22,11 +23,13 @@ use std::time::Instant;
 use axum::Router;
 use axum::routing::{get, post};
 use tower_http::compression::CompressionLayer;
-use tower_http::decompression::RequestDecompressionLayer;
 
 pub use batcher::BatchPolicy;
 pub use error::ApiError;
-pub use state::{AppState, Loaded, ServeConfig, ServeError, default_model_name, load_model};
+pub use state::{
+    AppState, Loaded, ServeConfig, ServeError, default_max_request_elements, default_model_name,
+    load_model,
+};
 
 use crate::listen::{self, ConnectionLimits, bind};
 
@@ -49,10 +52,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metadata::metrics_text))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         // Triton's clients can gzip or deflate requests and ask for
-        // compressed answers. The infer handler reads bodies with its own
-        // limit, applied after decompression, so a small compressed body
-        // cannot expand past --max-body-bytes.
-        .layer(RequestDecompressionLayer::new())
+        // compressed answers. Requests are inflated by the handlers
+        // (`infer::RawBody::inflate`), off the async threads and under
+        // --max-body-bytes, so a small compressed body can neither expand
+        // past the limit nor stall the health checks while it inflates.
         .layer(CompressionLayer::new())
         .with_state(state)
 }

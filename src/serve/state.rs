@@ -2,15 +2,17 @@
 //! loading of its one model.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::batcher::{BatchPolicy, Scheduler};
+use super::batcher::{BatchPolicy, EngineHealth, HealthHooks, Scheduler};
 use super::error::ApiError;
 use super::metrics::Metrics;
+use super::v2::DecodeLimits;
 use crate::crd::ProcessingSpec;
 use crate::engine::{EngineOptions, Model, ModelFormat, Threads};
 use crate::listen::BindError;
@@ -40,6 +42,24 @@ pub struct ServeConfig {
     pub auth: crate::auth::AuthConfig,
     /// Where the model may come from, and how large it may be.
     pub sources: store::SourcePolicy,
+    /// Elements of all a request's input tensors together; `None` is
+    /// [`default_max_request_elements`] of `max_body_bytes`.
+    pub max_request_elements: Option<usize>,
+    /// Bytes of any one tensor the engine computes; `None` is
+    /// [`crate::engine::default_max_tensor_bytes`].
+    pub max_tensor_bytes: Option<usize>,
+    /// Where the reason goes when the engine cannot recover (the
+    /// kubelet's termination message); `None` writes nowhere.
+    pub termination_log: Option<PathBuf>,
+}
+
+/// The default element limit: as many elements as a body of FP32 binary
+/// data under `--max-body-bytes` carries (16 Mi for the 64 MiB default).
+/// A JSON body under the limit holds at most twice that (`0,` per
+/// element), decoded at most 8 bytes each: memory stays within a few
+/// times the body.
+pub fn default_max_request_elements(max_body_bytes: usize) -> usize {
+    (max_body_bytes / 4).max(1)
 }
 
 /// Errors that stop the server.
@@ -96,8 +116,11 @@ pub(super) struct Inner {
     /// the cores busy and the memory bounded.
     pub(super) preparing: Arc<Semaphore>,
     pub(super) max_body_bytes: usize,
+    pub(super) max_request_elements: usize,
+    max_tensor_bytes: Option<usize>,
     pub(super) request_timeout: Duration,
     policy: BatchPolicy,
+    pub(super) health: Arc<EngineHealth>,
 }
 
 /// The model a URL names: `/v2/models/{name}[/versions/{version}]/...`.
@@ -113,21 +136,28 @@ fn cores() -> usize {
 
 impl AppState {
     pub fn new(config: &ServeConfig) -> AppState {
+        let metrics = Metrics::new(&config.name, &config.version);
+        let health = Arc::new(EngineHealth::new(health_hooks(&metrics, config)));
         AppState {
             inner: Arc::new(Inner {
                 name: config.name.clone(),
                 version: config.version.clone(),
                 loaded: OnceLock::new(),
-                metrics: Metrics::new(&config.name, &config.version),
+                metrics,
                 inflight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
                 preparing: Arc::new(Semaphore::new(cores())),
                 max_body_bytes: config.max_body_bytes,
+                max_request_elements: config
+                    .max_request_elements
+                    .unwrap_or_else(|| default_max_request_elements(config.max_body_bytes)),
+                max_tensor_bytes: config.max_tensor_bytes,
                 request_timeout: config.request_timeout,
                 policy: BatchPolicy {
                     max_batch_rows: config.max_batch_size,
                     max_delay: config.max_batch_delay,
                     slots: config.workers,
                 },
+                health,
             }),
         }
     }
@@ -162,6 +192,10 @@ impl AppState {
             }
         };
         let processing_configured = processing.is_some();
+        let model = match self.inner.max_tensor_bytes {
+            Some(bytes) => model.with_max_tensor_bytes(bytes),
+            None => model,
+        };
         let model = Arc::new(model);
         let mut policy = self.inner.policy;
         if policy.slots == 0 {
@@ -172,6 +206,7 @@ impl AppState {
             model.clone(),
             policy,
             Arc::new(move |rows| batch_size.observe(rows as f64)),
+            self.inner.health.clone(),
         )
         .map_err(ServeError::StartWorkers)?;
         tracing::info!(
@@ -179,6 +214,8 @@ impl AppState {
             outputs = ?model.outputs().iter().map(|s| (&s.name, s.datatype.v2_name(), s.v2_shape())).collect::<Vec<_>>(),
             batching = scheduler.policy().batching(),
             engine_threads = model.threads(),
+            max_tensor_bytes = model.max_tensor_bytes(),
+            max_request_elements = self.inner.max_request_elements,
             batch_one_plan = model.has_single_plan(),
             slots = scheduler.policy().slots,
             processing = ?processor.input_steps().map(|(n, s)| (n, s.name())).collect::<Vec<_>>(),
@@ -197,6 +234,35 @@ impl AppState {
 
     pub(super) fn loaded(&self) -> Result<&Loaded, ApiError> {
         self.inner.loaded.get().ok_or(ApiError::NotReady)
+    }
+
+    /// Whether a request sent now can be served: the model is loaded and
+    /// an engine worker is alive to run it.
+    pub fn is_ready(&self) -> bool {
+        self.loaded().is_ok() && self.inner.health.can_serve()
+    }
+
+    /// `Err(cause)` once the engine cannot recover: the process should be
+    /// restarted, and liveness says so.
+    pub fn liveness(&self) -> Result<(), String> {
+        match self.inner.health.failure() {
+            Some(cause) => Err(cause.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Declares the engine failed: liveness fails from now on, with `cause`.
+    pub fn fail_engine(&self, cause: String) {
+        self.inner.health.fail(cause);
+    }
+
+    /// What a request to `loaded` may declare.
+    pub(super) fn decode_limits(&self, loaded: &Loaded) -> DecodeLimits {
+        let policy = loaded.scheduler.policy();
+        DecodeLimits {
+            max_rows: policy.batching().then_some(policy.max_batch_rows),
+            max_elements: self.inner.max_request_elements,
+        }
     }
 
     /// Checks a name (and version) from the URL against the served model.
@@ -222,6 +288,38 @@ impl AppState {
     pub(super) fn serving(&self, at: &ModelPath) -> Result<&Loaded, ApiError> {
         self.check_model(&at.name, at.version.as_deref())?;
         self.loaded()
+    }
+}
+
+/// Worker events into the metrics, and the engine's failure into the
+/// termination message too.
+fn health_hooks(metrics: &Metrics, config: &ServeConfig) -> HealthHooks {
+    let workers = metrics.engine_workers.clone();
+    let restarts = metrics.engine_restarts.clone();
+    let failed = metrics.engine_failed.clone();
+    let ready = metrics.model_ready.clone();
+    let termination_log = config.termination_log.clone();
+    HealthHooks {
+        workers: Arc::new(move |n| workers.set(i64::try_from(n).unwrap_or(i64::MAX))),
+        restarted: Arc::new(move || restarts.inc()),
+        failed: Arc::new(move |cause| {
+            failed.set(1);
+            ready.set(0);
+            if let Some(path) = &termination_log {
+                write_termination_log(path, cause);
+            }
+        }),
+    }
+}
+
+/// Writes why the engine failed where the kubelet reads the container's
+/// termination message, cut to what it keeps; a path that cannot be
+/// written (outside a container) is skipped with a log line.
+fn write_termination_log(path: &std::path::Path, cause: &str) {
+    let message = format!("the engine cannot recover: {cause}");
+    let cut: String = message.chars().take(crate::contract::job::MAX_TERMINATION_MESSAGE).collect();
+    if let Err(e) = std::fs::write(path, cut) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
     }
 }
 

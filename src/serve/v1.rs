@@ -10,11 +10,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::infer::{counted, prepare, process_error, read_body, request_error, run_rows};
+use super::infer::{
+    check_json_values, check_rows, counted, prepare, process_error, read_body, request_error,
+    run_rows, take_slot,
+};
 use super::metadata::readiness;
 use super::state::AppState;
 use crate::engine::Tensor;
-use crate::process::{InputStep, InputValue, ProcessError, Processor};
+use crate::process::{Cancel, InputStep, InputValue, ProcessError, Processor};
 
 /// A V1 request the client got wrong; every variant answers 400 with its message.
 #[derive(Debug, thiserror::Error)]
@@ -107,9 +110,11 @@ async fn predict_one(
 ) -> Result<Response, ApiError> {
     state.check_model(name, None)?;
     let loaded = state.loaded()?;
-    let body = read_body(state, body).await?;
-    let content_type =
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let raw =
         content_type.starts_with("image/") || content_type.starts_with("application/octet-stream");
     if raw && loaded.processor.single_image_input().is_none() {
@@ -119,23 +124,33 @@ async fn predict_one(
                 .into(),
         ));
     }
-    let (inputs, rows) = match multipart_boundary(content_type) {
-        Some(boundary) if !raw => {
-            let parts = multipart_parts(&boundary, body).await?;
-            prepare(state, move |processor| multipart_columns(processor, &parts)).await?
+    let body = read_body(state, headers, body).await?;
+    let _slot = take_slot(state)?;
+    let limits = state.decode_limits(loaded);
+    let max_body = state.inner.max_body_bytes;
+    // Inflating, splitting, parsing and processing all run off the async
+    // threads: images are what a V1 request mostly carries.
+    let (inputs, rows) = prepare(state, move |loaded, cancel| {
+        let body = body.inflate(max_body)?;
+        let processor = &loaded.processor;
+        if raw {
+            return processor
+                .build_inputs_until(&[vec![InputValue::Bytes(&body)]], cancel)
+                .map_err(process_error);
         }
-        _ => {
-            prepare(state, move |processor| {
-                if raw {
-                    return processor.build_inputs(&[vec![InputValue::Bytes(&body)]]);
-                }
-                let request = decode_request(&body).map_err(request_error)?;
-                let columns = processor.split_instances(&request.instances)?;
-                processor.build_inputs(&columns)
-            })
-            .await?
+        if let Some(boundary) = multipart_boundary(&content_type) {
+            let parts = futures::executor::block_on(multipart_parts(&boundary, body))?;
+            let instances = parts.len().div_ceil(processor.input_steps().count().max(1));
+            check_rows(instances, &limits)?;
+            return multipart_columns(processor, &parts, cancel).map_err(process_error);
         }
-    };
+        check_json_values(loaded, &body, &limits)?;
+        let request = decode_request(&body).map_err(request_error).map_err(process_error)?;
+        check_rows(request.instances.len(), &limits)?;
+        let columns = processor.split_instances(&request.instances).map_err(process_error)?;
+        processor.build_inputs_until(&columns, cancel).map_err(process_error)
+    })
+    .await?;
     let outputs = run_rows(state, loaded, inputs, rows).await?;
     let predictions = loaded.processor.answers(&outputs, rows).map_err(process_error)?;
     Ok(axum::Json(json!({ "predictions": predictions })).into_response())
@@ -147,6 +162,7 @@ async fn predict_one(
 fn multipart_columns(
     processor: &Processor,
     parts: &[Part],
+    cancel: &Cancel,
 ) -> Result<(Vec<Tensor>, usize), ProcessError> {
     let inputs: Vec<(&str, bool)> =
         processor.input_steps().map(|(n, s)| (n, matches!(s, InputStep::Image(_)))).collect();
@@ -175,6 +191,7 @@ fn multipart_columns(
         };
         parsed.push((index, json, &part.body));
     }
+    cancel.check_now()?;
     let mut columns: Vec<Vec<InputValue<'_>>> = vec![Vec::new(); inputs.len()];
     for (index, json, bytes) in &parsed {
         columns[*index].push(match json {
@@ -182,7 +199,7 @@ fn multipart_columns(
             None => InputValue::Bytes(bytes),
         });
     }
-    processor.build_inputs(&columns)
+    processor.build_inputs_until(&columns, cancel)
 }
 
 #[cfg(test)]

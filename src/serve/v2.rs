@@ -7,15 +7,33 @@
 //! the handlers can answer 400 with a reason and the engine only ever sees
 //! tensors that fit the model.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::tensor_json;
 use crate::contract::v2::{
-    HEADER_LENGTH, InferRequest, InferResponse, PROCESSED_DATATYPE, ProcessedRequest, RequestInput,
-    RequestOutput, ResponseOutput,
+    HEADER_LENGTH, InferResponse, PROCESSED_DATATYPE, ProcessedRequest, ResponseOutput,
 };
 use crate::engine::{DataType, Tensor, TensorData, TensorSpec, element_count};
 use crate::process::{InputValue, Processor};
+
+/// Largest `id` or `parameters` (of the request, an input or an output)
+/// accepted, in bytes of JSON text: they are parsed into `Value` trees,
+/// which cost 16 to 32 times their text, so they are bounded apart from
+/// the tensors.
+pub const MAX_PARAMETERS_BYTES: usize = 64 << 10;
+
+/// What a request may declare, checked before anything it declares is
+/// allocated.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Rows along the batch axis (`--max-batch-size` when batching).
+    pub max_rows: Option<usize>,
+    /// Elements of all inputs together (`--max-request-elements`).
+    pub max_elements: usize,
+}
 
 /// A V2 request the client got wrong; every variant answers 400 with its message.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +63,17 @@ pub enum V2Error {
     CheckShape(String),
     #[error("input {name:?} shape {shape:?} is too large")]
     CountElements { name: String, shape: Vec<usize> },
+    #[error(
+        "input {name:?} shape {shape:?} brings the request to {total} elements; \
+         this server takes at most {limit} per request (--max-request-elements)"
+    )]
+    TooManyElements { name: String, shape: Vec<usize>, total: usize, limit: usize },
+    #[error(
+        "input {name:?} declares {size} binary bytes, its shape {shape:?} of {datatype} needs {needed}"
+    )]
+    BinarySize { name: String, size: usize, shape: Vec<usize>, datatype: DataType, needed: usize },
+    #[error("{what} is {len} bytes of JSON; this server takes at most {limit}")]
+    ParametersTooLarge { what: &'static str, len: usize, limit: usize },
     #[error("input {0:?} has both \"data\" and binary_data_size")]
     DataAndBinary(String),
     #[error("input {name:?} declares {size} binary bytes but only {left} remain")]
@@ -130,10 +159,68 @@ pub fn split_body<'a>(
     Ok(body.split_at(len))
 }
 
+/// A request as read from the wire, before any size it declares is
+/// trusted. What the client controls beyond names and shapes (`data`,
+/// `parameters`, `id`) stays raw JSON text borrowed from the body, read
+/// only once checked: tensor data straight into typed buffers
+/// ([`tensor_json`]), the rest under [`MAX_PARAMETERS_BYTES`]. The
+/// contract's `InferRequest` (what clients write) would parse all of it
+/// into `Value` trees first, 16 to 32 times the size of the text.
+#[derive(Deserialize)]
+struct WireRequest<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    parameters: Option<&'a RawValue>,
+    #[serde(borrow)]
+    inputs: Vec<WireInput<'a>>,
+    #[serde(default, borrow)]
+    outputs: Option<Vec<WireOutput<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct WireInput<'a> {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default, borrow)]
+    parameters: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireOutput<'a> {
+    name: String,
+    #[serde(default, borrow)]
+    parameters: Option<&'a RawValue>,
+}
+
+/// Parses a small raw JSON value (`id`, `parameters`) under its bound.
+fn small_json<T: DeserializeOwned>(raw: &RawValue, what: &'static str) -> Result<T, V2Error> {
+    let text = raw.get();
+    if text.len() > MAX_PARAMETERS_BYTES {
+        return Err(V2Error::ParametersTooLarge {
+            what,
+            len: text.len(),
+            limit: MAX_PARAMETERS_BYTES,
+        });
+    }
+    serde_json::from_str(text).map_err(V2Error::ParseRequest)
+}
+
+fn parameters(
+    raw: Option<&RawValue>,
+    what: &'static str,
+) -> Result<Option<Map<String, Value>>, V2Error> {
+    raw.map(|r| small_json::<Option<Map<String, Value>>>(r, what)).transpose().map(Option::flatten)
+}
+
 /// Parses and checks a request against the model's inputs and outputs.
 ///
-/// `max_rows` bounds the batch axis (the server's `--max-batch-size` when
-/// batching is on).
+/// Every size the request declares (shape products, element counts,
+/// binary byte counts, rows) is checked with checked arithmetic against the
+/// body and `limits` before anything is allocated for it.
 ///
 /// # Errors
 /// Every client mistake, named after the check it failed.
@@ -143,11 +230,13 @@ pub fn decode_request(
     model_inputs: &[TensorSpec],
     model_outputs: &[TensorSpec],
     batchable: bool,
-    max_rows: Option<usize>,
+    limits: &DecodeLimits,
 ) -> Result<DecodedRequest, V2Error> {
-    let request: InferRequest = serde_json::from_slice(json).map_err(V2Error::ParseRequest)?;
+    let request: WireRequest<'_> = serde_json::from_slice(json).map_err(V2Error::ParseRequest)?;
+    let id = request.id.map(|raw| small_json::<Value>(raw, "id")).transpose()?;
+    let request_parameters = parameters(request.parameters, "parameters")?;
     let mut slots: Vec<Option<Tensor>> = vec![None; model_inputs.len()];
-    let mut binary_offset = 0usize;
+    let mut budget = Budget { binary, binary_offset: 0, elements: 0, limits: *limits, batchable };
     for input in &request.inputs {
         let index = model_inputs.iter().position(|s| s.name == input.name).ok_or_else(|| {
             V2Error::UnknownInput {
@@ -158,11 +247,11 @@ pub fn decode_request(
         if slots[index].is_some() {
             return Err(V2Error::RepeatedInput(input.name.clone()));
         }
-        let tensor = decode_input(input, &model_inputs[index], binary, &mut binary_offset)?;
+        let tensor = decode_input(input, &model_inputs[index], &mut budget)?;
         slots[index] = Some(tensor);
     }
-    if binary_offset != binary.len() {
-        return Err(V2Error::BinaryLeftOver { len: binary.len(), used: binary_offset });
+    if budget.binary_offset != binary.len() {
+        return Err(V2Error::BinaryLeftOver { len: binary.len(), used: budget.binary_offset });
     }
     let inputs = slots
         .into_iter()
@@ -170,29 +259,39 @@ pub fn decode_request(
         .map(|(slot, spec)| slot.ok_or_else(|| V2Error::MissingInput(spec.name.clone())))
         .collect::<Result<Vec<Tensor>, V2Error>>()?;
     let rows = if batchable { batch_rows(&inputs, model_inputs)? } else { 1 };
-    if let Some(max) = max_rows
+    if let Some(max) = limits.max_rows
         && rows > max
     {
         return Err(V2Error::BatchTooLarge { rows, max });
     }
-    let binary_default = request
-        .parameters
+    let binary_default = request_parameters
         .as_ref()
         .and_then(|p| p.get("binary_data_output"))
         .map(|v| flag(v, "binary_data_output"))
         .transpose()?
         .unwrap_or(false);
     let outputs = select_outputs(request.outputs.as_deref(), model_outputs, binary_default)?;
-    Ok(DecodedRequest { id: request.id, parameters: request.parameters, inputs, rows, outputs })
+    Ok(DecodedRequest { id, parameters: request_parameters, inputs, rows, outputs })
 }
 
-/// One input as the tensor `spec` describes, its bytes taken from `binary`
-/// at `binary_offset` (moved past them) when it has no JSON `data`.
+/// What the inputs decoded so far have used of the request's allowance.
+struct Budget<'b> {
+    binary: &'b [u8],
+    binary_offset: usize,
+    elements: usize,
+    limits: DecodeLimits,
+    batchable: bool,
+}
+
+/// One input as the tensor `spec` describes, its bytes taken from the
+/// binary part (the budget's offset moved past them) when it has no JSON
+/// `data`. Sizes are checked in order, each before what it sizes: the
+/// rank, the shape against the model, the element count (overflow, rows,
+/// the request's element limit), then the bytes or the text of the data.
 fn decode_input(
-    input: &RequestInput,
+    input: &WireInput<'_>,
     spec: &TensorSpec,
-    binary: &[u8],
-    binary_offset: &mut usize,
+    budget: &mut Budget<'_>,
 ) -> Result<Tensor, V2Error> {
     let name = &input.name;
     let datatype = DataType::from_v2_name(&input.datatype)
@@ -203,6 +302,17 @@ fn decode_input(
             given: datatype,
             expected: spec.datatype,
         });
+    }
+    // The rank first: a shape of a million dimensions is refused before it
+    // is copied.
+    if input.shape.len() != spec.shape.len() {
+        let shown: Vec<i64> = input.shape.iter().take(8).copied().collect();
+        return Err(V2Error::CheckShape(format!(
+            "input {name:?} has rank {} (shape starts {shown:?}), the model expects rank {} {:?}",
+            input.shape.len(),
+            spec.shape.len(),
+            spec.v2_shape()
+        )));
     }
     let shape = input
         .shape
@@ -216,26 +326,50 @@ fn decode_input(
     spec.check_shape(&shape).map_err(|e| V2Error::CheckShape(e.to_string()))?;
     let count = element_count(&shape)
         .ok_or_else(|| V2Error::CountElements { name: name.clone(), shape: shape.clone() })?;
-    let binary_size = binary_data_size(input)?;
-    let data = match (binary_size, &input.data) {
+    if budget.batchable
+        && let (Some(max), Some(&rows)) = (budget.limits.max_rows, shape.first())
+        && rows > max
+    {
+        return Err(V2Error::BatchTooLarge { rows, max });
+    }
+    let total = budget.elements.checked_add(count).filter(|t| *t <= budget.limits.max_elements);
+    let Some(total) = total else {
+        return Err(V2Error::TooManyElements {
+            name: name.clone(),
+            shape,
+            total: budget.elements.saturating_add(count),
+            limit: budget.limits.max_elements,
+        });
+    };
+    budget.elements = total;
+    let request_parameters = parameters(input.parameters, "an input's parameters")?;
+    let binary_size = binary_data_size(name, request_parameters.as_ref())?;
+    let data = match (binary_size, input.data) {
         (Some(_), Some(_)) => return Err(V2Error::DataAndBinary(name.clone())),
         (Some(size), None) => {
-            let end = binary_offset
-                .checked_add(size)
-                .filter(|end| *end <= binary.len())
-                .ok_or_else(|| V2Error::TakeBinary {
+            let needed = count.checked_mul(datatype.size_of());
+            if needed != Some(size) {
+                return Err(V2Error::BinarySize {
                     name: name.clone(),
                     size,
-                    left: binary.len() - *binary_offset,
-                })?;
-            let bytes = &binary[*binary_offset..end];
-            *binary_offset = end;
+                    shape,
+                    datatype,
+                    needed: needed.unwrap_or(usize::MAX),
+                });
+            }
+            let offset = budget.binary_offset;
+            let left = budget.binary.len() - offset;
+            let end = offset
+                .checked_add(size)
+                .filter(|end| *end <= budget.binary.len())
+                .ok_or_else(|| V2Error::TakeBinary { name: name.clone(), size, left })?;
+            let bytes = &budget.binary[offset..end];
+            budget.binary_offset = end;
             TensorData::from_le_bytes(datatype, bytes)
                 .map_err(|e| V2Error::input(name, V2Error::ConvertData(e.to_string())))?
         }
-        (None, Some(value)) => {
-            json_data(datatype, value, count).map_err(|e| V2Error::input(name, e))?
-        }
+        (None, Some(raw)) => tensor_json::read_data(raw.get(), datatype, count)
+            .map_err(|e| V2Error::input(name, e))?,
         (None, None) => return Err(V2Error::NoData(name.clone())),
     };
     Tensor::new(shape, data).map_err(|e| V2Error::input(name, V2Error::ConvertData(e.to_string())))
@@ -249,15 +383,18 @@ fn flag(value: &Value, name: &'static str) -> Result<bool, V2Error> {
     value.as_bool().ok_or(V2Error::Flag(name))
 }
 
-fn binary_data_size(input: &RequestInput) -> Result<Option<usize>, V2Error> {
-    let Some(value) = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) else {
+fn binary_data_size(
+    name: &str,
+    parameters: Option<&Map<String, Value>>,
+) -> Result<Option<usize>, V2Error> {
+    let Some(value) = parameters.and_then(|p| p.get("binary_data_size")) else {
         return Ok(None);
     };
     value
         .as_u64()
         .and_then(|v| usize::try_from(v).ok())
         .map(Some)
-        .ok_or_else(|| V2Error::input(&input.name, V2Error::BinaryDataSize))
+        .ok_or_else(|| V2Error::input(name, V2Error::BinaryDataSize))
 }
 
 fn batch_rows(inputs: &[Tensor], specs: &[TensorSpec]) -> Result<usize, V2Error> {
@@ -281,7 +418,7 @@ fn batch_rows(inputs: &[Tensor], specs: &[TensorSpec]) -> Result<usize, V2Error>
 }
 
 fn select_outputs(
-    requested: Option<&[RequestOutput]>,
+    requested: Option<&[WireOutput<'_>]>,
     model_outputs: &[TensorSpec],
     binary_default: bool,
 ) -> Result<Vec<OutputSelection>, V2Error> {
@@ -301,7 +438,8 @@ fn select_outputs(
         if selected.iter().any(|s| s.index == index) {
             return Err(V2Error::RepeatedOutput(out.name.clone()));
         }
-        let params = out.parameters.as_ref();
+        let params = parameters(out.parameters, "an output's parameters")?;
+        let params = params.as_ref();
         if params.and_then(|p| p.get("classification")).is_some_and(|v| !v.is_null()) {
             return Err(V2Error::Classification(out.name.clone()));
         }
@@ -315,34 +453,9 @@ fn select_outputs(
     Ok(selected)
 }
 
-/// Converts JSON `data` (flat or nested arrays) to `count` elements of `datatype`.
-fn json_data(datatype: DataType, value: &Value, count: usize) -> Result<TensorData, V2Error> {
-    let mut flat: Vec<&Value> = Vec::with_capacity(count);
-    flatten(value, &mut flat, 0)?;
-    if flat.len() != count {
-        return Err(V2Error::ElementCount { count, got: flat.len() });
-    }
-    TensorData::from_json(datatype, &flat).map_err(|e| V2Error::ConvertData(e.to_string()))
-}
-
 /// Deep enough for any real tensor, shallow enough that a hostile body of
 /// nested brackets cannot exhaust the stack (serde_json already stops at 128).
-const MAX_NESTING: usize = 64;
-
-fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(), V2Error> {
-    match value {
-        Value::Array(items) => {
-            if depth >= MAX_NESTING {
-                return Err(V2Error::Nesting);
-            }
-            for item in items {
-                flatten(item, out, depth + 1)?;
-            }
-        }
-        scalar => out.push(scalar),
-    }
-    Ok(())
-}
+pub const MAX_NESTING: usize = 64;
 
 /// Serializes tensor elements as a flat JSON array (FP16 as numbers).
 #[derive(Debug)]
@@ -546,9 +659,12 @@ mod tests {
         )
     }
 
+    const LIMITS: DecodeLimits = DecodeLimits { max_rows: Some(4), max_elements: 1 << 20 };
+    const UNLIMITED: DecodeLimits = DecodeLimits { max_rows: None, max_elements: usize::MAX };
+
     fn decode(json: &str, binary: &[u8]) -> Result<DecodedRequest, V2Error> {
         let (ins, outs) = mlp_io();
-        decode_request(json.as_bytes(), binary, &ins, &outs, true, Some(4))
+        decode_request(json.as_bytes(), binary, &ins, &outs, true, &LIMITS)
     }
 
     #[test]
@@ -636,8 +752,9 @@ mod tests {
     fn integers_are_range_checked() {
         let ins = vec![spec("i", DataType::U8, vec![Dim::Fixed(2)])];
         let json = r#"{"inputs":[{"name":"i","shape":[2],"datatype":"UINT8","data":[1,256]}]}"#;
-        let err =
-            decode_request(json.as_bytes(), &[], &ins, &[], false, None).unwrap_err().to_string();
+        let err = decode_request(json.as_bytes(), &[], &ins, &[], false, &UNLIMITED)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("element 1 is a number (256), not an integer in 0..=255"), "{err}");
     }
 
@@ -646,7 +763,7 @@ mod tests {
         let (ins, outs) = mlp_io();
         let json = r#"{"id":"42","inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}],
                        "outputs":[{"name":"y"},{"name":"label","parameters":{"binary_data":true}}]}"#;
-        let req = decode_request(json.as_bytes(), &[], &ins, &outs, true, None).unwrap();
+        let req = decode_request(json.as_bytes(), &[], &ins, &outs, true, &UNLIMITED).unwrap();
         let outputs = vec![
             Tensor::new(vec![1, 3], TensorData::F32(vec![0.5, 1.5, 2.5])).unwrap(),
             Tensor::new(vec![1], TensorData::I64(vec![7])).unwrap(),

@@ -53,6 +53,9 @@ pub fn config(path: &Path, name: &str) -> ServeConfig {
         processing: None,
         auth: Default::default(),
         sources: Default::default(),
+        max_request_elements: None,
+        max_tensor_bytes: None,
+        termination_log: None,
     }
 }
 
