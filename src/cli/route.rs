@@ -51,10 +51,15 @@ pub struct RouteArgs {
     pub max_inflight: usize,
     #[command(flatten)]
     pub connections: super::serve::ConnectionArgs,
+    #[command(flatten)]
+    pub tls: tractor::tls::TlsArgs,
+    #[command(flatten)]
+    pub backend_tls: tractor::tls::BackendTlsArgs,
 }
 
 pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
     use tractor::route::{RouteConfig, RoutesSource};
+    let tls = args.tls.files().map(tractor::tls::TlsServer::new).transpose()?;
     let routes = match (args.routes_file, args.routes_configmap) {
         (Some(path), _) => RoutesSource::File(path),
         (None, Some(name)) => RoutesSource::ConfigMap { namespace: args.namespace, name },
@@ -84,7 +89,8 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
         max_response_bytes: args.max_response_bytes,
         max_inflight: args.max_inflight,
         connections: tractor::listen::ConnectionLimits::from(&args.connections),
+        backend_tls: args.backend_tls.backend_tls()?,
     };
-    tractor::route::run(config, tractor::serve::shutdown_signal()).await?;
+    tractor::route::run_with_tls(config, tls, tractor::serve::shutdown_signal()).await?;
     Ok(())
 }

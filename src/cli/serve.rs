@@ -58,6 +58,8 @@ pub struct ServeArgs {
     pub processing: Option<PathBuf>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    #[command(flatten)]
+    pub tls: tractor::tls::TlsArgs,
 }
 
 /// How long connections may take and how many may be open: the same flags
@@ -135,7 +137,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let connections = ConnectionLimits::from(&args.connections);
-    serve::run_with_limits(ServeConfig::try_from(args)?, connections, serve::shutdown_signal())
-        .await?;
+    let tls = args.tls.files().map(tractor::tls::TlsServer::new).transpose()?;
+    let config = ServeConfig::try_from(args)?;
+    serve::run_with_tls(config, connections, tls, serve::shutdown_signal()).await?;
     Ok(())
 }

@@ -79,6 +79,9 @@ pub struct RouteConfig {
     pub max_inflight: usize,
     /// Timeouts and the cap of the traffic and admin connections.
     pub connections: ConnectionLimits,
+    /// How https:// backends are verified (`--backend-ca`); without it
+    /// they are refused when the routes load.
+    pub backend_tls: Option<crate::tls::BackendTls>,
 }
 
 /// Shared state of the traffic and admin handlers.
@@ -98,6 +101,8 @@ struct Inner {
     max_body_bytes: usize,
     max_response_bytes: u64,
     inflight: Arc<Semaphore>,
+    /// Whether https:// backends are allowed (`--backend-ca` given).
+    https_backends: bool,
 }
 
 impl RouterState {
@@ -106,6 +111,15 @@ impl RouterState {
         // Answers are small and latency-bound: never wait for Nagle.
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.backend_timeout));
+        // The https connector below decides the scheme.
+        connector.enforce_http(false);
+        let tls =
+            config.backend_tls.clone().unwrap_or_else(crate::tls::BackendTls::trusting_nothing);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.client_config())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http =
             Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector);
         RouterState {
@@ -123,6 +137,7 @@ impl RouterState {
                 max_body_bytes: config.max_body_bytes,
                 max_response_bytes: config.max_response_bytes,
                 inflight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
+                https_backends: config.backend_tls.is_some(),
             }),
         }
     }
@@ -136,6 +151,17 @@ impl RouterState {
         if let Ok(mut current) = self.inner.table.write() {
             *current = Arc::new(table);
         }
+    }
+
+    /// Swaps the routing table if the router can reach all its backends
+    /// (https:// ones only with `--backend-ca`).
+    ///
+    /// # Errors
+    /// An https:// backend without `--backend-ca`; the table is unchanged.
+    pub fn replace_table(&self, table: RouteTable) -> Result<(), TableError> {
+        table::check_tls(&table, self.inner.https_backends)?;
+        self.set_table(table);
+        Ok(())
     }
 
     pub fn stats(&self) -> &Stats {
@@ -414,7 +440,21 @@ pub async fn run(
     config: RouteConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RouteError> {
+    run_with_tls(config, None, shutdown).await
+}
+
+/// As [`run`], serving HTTPS on the traffic port when `tls` is given
+/// (`tls.rs`); the admin port stays plain, on loopback by default.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_tls(
+    config: RouteConfig,
+    tls: Option<crate::tls::TlsServer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RouteError> {
     let initial = config.routes.load().await?;
+    table::check_tls(&initial, config.backend_tls.is_some())?;
     let state = RouterState::new(&config, initial);
     let listener = bind(config.listen).await?;
     let admin = bind(config.admin_listen).await?;
@@ -430,7 +470,7 @@ pub async fn run(
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");
     };
-    listen::serve(listener, app(state), config.connections, draining).await;
+    listen::serve_tls(listener, app(state), config.connections, tls, draining).await;
     watcher.abort();
     admin_server.abort();
     Ok(())

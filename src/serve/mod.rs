@@ -80,6 +80,19 @@ pub async fn run_with_limits(
     connections: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    run_with_tls(config, connections, None, shutdown).await
+}
+
+/// As [`run_with_limits`], serving HTTPS when `tls` is given (`tls.rs`).
+///
+/// # Errors
+/// As [`run_with_limits`].
+pub async fn run_with_tls(
+    config: ServeConfig,
+    connections: ConnectionLimits,
+    tls: Option<crate::tls::TlsServer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let state = AppState::new(&config);
     let listener = bind(config.listen).await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
@@ -88,7 +101,7 @@ pub async fn run_with_limits(
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");
     };
-    let server = listen::serve(listener, app(state.clone()), connections, draining);
+    let server = listen::serve_tls(listener, app(state.clone()), connections, tls, draining);
     tokio::pin!(server);
     let started = Instant::now();
     let loading = load_model(&config);
