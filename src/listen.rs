@@ -14,6 +14,8 @@
 //! - On shutdown the listener closes, idle connections close, requests in
 //!   flight finish, and whatever is still open when the drain timeout ends
 //!   is closed: the process exits within the drain timeout.
+//! - With TLS ([`serve_tls`], `tls.rs`), the handshake must finish within
+//!   the header-read timeout too.
 //!
 //! # Why hyper by hand rather than `axum::serve`
 //! `axum::serve` has none of these limits and waits for every connection
@@ -44,8 +46,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::Instrument;
+
+use crate::tls::TlsServer;
 
 /// Default of `--header-read-timeout-ms`: a request head is a few hundred
 /// bytes, so ten seconds is generous on any network, and short enough that
@@ -148,6 +153,22 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_tls(listener, app, limits, None, shutdown).await;
+}
+
+/// As [`serve`], speaking TLS on every connection when `tls` is given. The
+/// handshake counts against the header-read timeout, so a client that
+/// opens a connection and never handshakes is closed like one that never
+/// sends a request head.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    tls: Option<TlsServer>,
+    shutdown: impl Future<Output = ()>,
+) {
+    // Stops with this function: the listener is the reloader's only user.
+    let _reloading = tls.clone().map(|tls| AbortOnDrop(tokio::spawn(tls.watch())));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let refusals = Arc::new(Semaphore::new(REFUSAL_SLOTS));
     let (stop, stopped) = watch::channel(false);
@@ -191,8 +212,10 @@ pub async fn serve(
         // Answers are small and latency-bound: never wait for Nagle.
         let _ = stream.set_nodelay(true);
         let span = tracing::debug_span!("connection", %peer);
+        let acceptor = tls.as_ref().map(TlsServer::acceptor);
         connections.spawn(
-            serve_connection(stream, app.clone(), limits, stopped.clone(), slot).instrument(span),
+            serve_connection(stream, acceptor, app.clone(), limits, stopped.clone(), slot)
+                .instrument(span),
         );
     }
     drop(listener);
@@ -211,6 +234,15 @@ pub async fn serve(
             "drain timeout reached; closing the connections still open"
         );
         connections.shutdown().await;
+    }
+}
+
+/// Aborts a background task when its owner's scope ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -245,13 +277,44 @@ async fn refuse(mut stream: TcpStream) {
 /// One connection, from accept to close.
 async fn serve_connection(
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     app: Router,
     limits: ConnectionLimits,
     mut stopped: watch::Receiver<bool>,
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
+    // Started before any handshake: the header-read timeout covers it.
     let clock = Arc::new(Clock::new(limits));
-    let io = TokioIo::new(Watched { stream, clock: clock.clone() });
+    let watched = Watched { stream, clock: clock.clone() };
+    let Some(acceptor) = tls else {
+        return serve_http(TokioIo::new(watched), clock, app, limits, stopped).await;
+    };
+    let handshaken = tokio::select! {
+        handshaken = acceptor.accept(watched) => handshaken,
+        waited = clock.expired() => {
+            tracing::debug!("{waited} (TLS handshake included); closing the connection");
+            return;
+        }
+        () = stop_requested(&mut stopped) => return,
+    };
+    match handshaken {
+        Ok(stream) => serve_http(TokioIo::new(stream), clock, app, limits, stopped).await,
+        // A plain-HTTP client, an unknown or missing client certificate, a
+        // scanner: the peer's fault, hence debug.
+        Err(e) => tracing::debug!(error = %e, "TLS handshake failed; closing the connection"),
+    }
+}
+
+/// HTTP/1.1 on one connection, plain or after its TLS handshake.
+async fn serve_http<I>(
+    io: I,
+    clock: Arc<Clock>,
+    app: Router,
+    limits: ConnectionLimits,
+    mut stopped: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let service = {
         let clock = clock.clone();
         hyper::service::service_fn(move |request| {

@@ -378,6 +378,7 @@ async fn route(auth: AuthConfig) -> (String, String, oneshot::Sender<()>) {
         max_response_bytes: 1 << 30,
         max_inflight: 64,
         connections: tractor::listen::ConnectionLimits::default(),
+        backend_tls: None,
         auth,
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -46,6 +46,7 @@ fn config(routes: RoutesSource) -> RouteConfig {
         max_inflight: 1024,
         connections: ConnectionLimits::default(),
         auth: Default::default(),
+        backend_tls: None,
     }
 }
 
@@ -629,7 +630,7 @@ async fn https_backends_are_refused_when_the_routes_load() {
     cfg.listen = free_addr();
     cfg.admin_listen = free_addr();
     let message = tractor::route::run(cfg, async {}).await.unwrap_err().to_string();
-    assert!(message.contains("TLS to backends comes in a later change"), "{message}");
+    assert!(message.contains("--backend-ca"), "{message}");
 
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_tractor"))
         .args(["route", "--backend", "1=https://127.0.0.1:8443"])

@@ -59,10 +59,15 @@ pub struct RouteArgs {
     pub backend_token_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub auth: tractor::auth::AuthArgs,
+    #[command(flatten)]
+    pub tls: tractor::tls::TlsArgs,
+    #[command(flatten)]
+    pub backend_tls: tractor::tls::BackendTlsArgs,
 }
 
 pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
     use tractor::route::{RouteConfig, RoutesSource};
+    let tls = args.tls.files().map(tractor::tls::TlsServer::new).transpose()?;
     let routes = match (args.routes_file, args.routes_configmap) {
         (Some(path), _) => RoutesSource::File(path),
         (None, Some(name)) => RoutesSource::ConfigMap { namespace: args.namespace, name },
@@ -96,7 +101,8 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
             backend_token_file: args.backend_token_file,
             ..args.auth.config()
         },
+        backend_tls: args.backend_tls.backend_tls()?,
     };
-    tractor::route::run(config, tractor::serve::shutdown_signal()).await?;
+    tractor::route::run_with_tls(config, tls, tractor::serve::shutdown_signal()).await?;
     Ok(())
 }

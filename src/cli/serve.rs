@@ -85,6 +85,8 @@ pub struct ServeArgs {
     /// false (the kubelet's termination message); "" writes nowhere.
     #[arg(long, env = "TRACTOR_TERMINATION_LOG", default_value = "/dev/termination-log")]
     pub termination_log: PathBuf,
+    #[command(flatten)]
+    pub tls: tractor::tls::TlsArgs,
 }
 
 /// How long connections may take and how many may be open: the same flags
@@ -171,7 +173,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let connections = ConnectionLimits::from(&args.connections);
-    serve::run_with_limits(ServeConfig::try_from(args)?, connections, serve::shutdown_signal())
-        .await?;
+    let tls = args.tls.files().map(tractor::tls::TlsServer::new).transpose()?;
+    let config = ServeConfig::try_from(args)?;
+    serve::run_with_tls(config, connections, tls, serve::shutdown_signal()).await?;
     Ok(())
 }

@@ -23,7 +23,9 @@ use crate::contract::v2::VERSION_HEADER;
 /// The router is a hop every request pays for, and reqwest's conveniences
 /// (URL parsing with IDNA, redirect and header layers) were a measurable part
 /// of its CPU per request; a proxy needs none of them.
-pub(super) type HttpClient = Client<HttpConnector, Body>;
+/// http:// and, with `--backend-ca`, https:// backends (hyper-rustls, the
+/// connector kube's client already builds).
+pub(super) type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 /// Why one backend gave no answer: the caller gets a 502 naming it (504
 /// for the request's own deadline).

@@ -83,6 +83,9 @@ pub struct RouteConfig {
     pub connections: ConnectionLimits,
     /// Tokens, JWT, scopes, the backend token (issue 12); the default checks no one.
     pub auth: crate::auth::AuthConfig,
+    /// How https:// backends are verified (`--backend-ca`); without it
+    /// they are refused when the routes load.
+    pub backend_tls: Option<crate::tls::BackendTls>,
 }
 
 /// Shared state of the traffic and admin handlers.
@@ -102,6 +105,8 @@ struct Inner {
     max_body_bytes: usize,
     max_response_bytes: u64,
     inflight: Arc<Semaphore>,
+    /// Whether https:// backends are allowed (`--backend-ca` given).
+    https_backends: bool,
 }
 
 impl RouterState {
@@ -110,6 +115,15 @@ impl RouterState {
         // Answers are small and latency-bound: never wait for Nagle.
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.backend_timeout));
+        // The https connector below decides the scheme.
+        connector.enforce_http(false);
+        let tls =
+            config.backend_tls.clone().unwrap_or_else(crate::tls::BackendTls::trusting_nothing);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.client_config())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http =
             Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector);
         RouterState {
@@ -127,6 +141,7 @@ impl RouterState {
                 max_body_bytes: config.max_body_bytes,
                 max_response_bytes: config.max_response_bytes,
                 inflight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
+                https_backends: config.backend_tls.is_some(),
             }),
         }
     }
@@ -140,6 +155,17 @@ impl RouterState {
         if let Ok(mut current) = self.inner.table.write() {
             *current = Arc::new(table);
         }
+    }
+
+    /// Swaps the routing table if the router can reach all its backends
+    /// (https:// ones only with `--backend-ca`).
+    ///
+    /// # Errors
+    /// An https:// backend without `--backend-ca`; the table is unchanged.
+    pub fn replace_table(&self, table: RouteTable) -> Result<(), TableError> {
+        table::check_tls(&table, self.inner.https_backends)?;
+        self.set_table(table);
+        Ok(())
     }
 
     pub fn stats(&self) -> &Stats {
@@ -418,7 +444,21 @@ pub async fn run(
     config: RouteConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RouteError> {
+    run_with_tls(config, None, shutdown).await
+}
+
+/// As [`run`], serving HTTPS on the traffic port when `tls` is given
+/// (`tls.rs`); the admin port stays plain, on loopback by default.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_tls(
+    config: RouteConfig,
+    tls: Option<crate::tls::TlsServer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RouteError> {
     let initial = config.routes.load().await?;
+    table::check_tls(&initial, config.backend_tls.is_some())?;
     let state = RouterState::new(&config, initial);
     let auth = crate::auth::Auth::start(&config.auth)?;
     let listener = bind(config.listen).await?;
@@ -441,7 +481,7 @@ pub async fn run(
     };
     let traffic =
         crate::auth::protect(app(state), auth.as_ref(), crate::auth::Surface::RouterTraffic);
-    listen::serve(listener, traffic, config.connections, draining).await;
+    listen::serve_tls(listener, traffic, config.connections, tls, draining).await;
     watcher.abort();
     admin_server.abort();
     Ok(())

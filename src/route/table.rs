@@ -30,12 +30,11 @@ pub enum TableError {
     Backend(String),
     #[error("version {version:?}: backend URL {url:?} {reason}")]
     Url { version: String, url: String, reason: String },
-    /// The router's client speaks plain HTTP only; accepting the URL would
-    /// make every request to it fail.
+    /// Without a CA to verify it, an https:// backend could only be
+    /// reached unverified, or fail every request: refused up front.
     #[error(
-        "version {version:?}: backend URL {url:?} is https://, which the router cannot reach \
-         yet: TLS to backends comes in a later change (--backend-ca); use http:// (inside \
-         the cluster, or behind a TLS-terminating sidecar)"
+        "version {version:?}: backend URL {url:?} is https://, which needs --backend-ca FILE \
+         (the CA that signed the backends' certificates); or use http://"
     )]
     Https { version: String, url: String },
     #[error("reading the routes file {path}: {reason}")]
@@ -84,11 +83,10 @@ fn check_url(version: &str, url: &str) -> Result<(), TableError> {
     };
     let uri: axum::http::Uri = url.parse().map_err(|e| refuse(&format!("does not parse: {e}")))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(TableError::Https { version: version.to_string(), url: url.to_string() });
-        }
-        _ => return Err(refuse("must start with http://")),
+        // https:// is allowed or not by the router's configuration: see
+        // [`check_tls`].
+        Some("http" | "https") => {}
+        _ => return Err(refuse("must start with http:// or https://")),
     }
     let Some(authority) = uri.authority() else { return Err(refuse("has no host")) };
     if authority.host().is_empty() {
@@ -107,6 +105,21 @@ fn check_url(version: &str, url: &str) -> Result<(), TableError> {
         return Err(refuse("carries credentials; the router forwards the caller's headers only"));
     }
     Ok(())
+}
+
+/// Refuses https:// backends unless the router has a CA to verify them
+/// (`--backend-ca`).
+///
+/// # Errors
+/// [`TableError::Https`] naming the first https:// backend.
+pub fn check_tls(table: &RouteTable, https_allowed: bool) -> Result<(), TableError> {
+    if https_allowed {
+        return Ok(());
+    }
+    match table.backends.iter().find(|b| b.url.starts_with("https://")) {
+        Some(b) => Err(TableError::Https { version: b.version.clone(), url: b.url.clone() }),
+        None => Ok(()),
+    }
 }
 
 /// Checks a table: unique versions, weights 0..=100, a shadow that exists.
@@ -191,7 +204,11 @@ impl RoutesSource {
                     match event {
                         Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
                             match table_of(&cm, &name) {
-                                Ok(table) => state.set_table(table),
+                                Ok(table) => {
+                                    if let Err(e) = state.replace_table(table) {
+                                        tracing::warn!(error = %e, "keeping the previous routing table")
+                                    }
+                                }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "keeping the previous routing table")
                                 }
@@ -254,7 +271,9 @@ async fn watch_file(path: PathBuf, state: RouterState) {
                 Ok(table) if table == *state.table() => {}
                 Ok(table) => {
                     tracing::info!(routes = ?table, "routing table changed");
-                    state.set_table(table);
+                    if let Err(e) = state.replace_table(table) {
+                        tracing::warn!(error = %e, "keeping the previous routing table");
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "keeping the previous routing table"),
             }
@@ -296,17 +315,15 @@ mod tests {
     }
 
     #[test]
-    fn https_backends_are_refused_with_the_reason() {
-        let message = parse_backend("1=https://h:8443").unwrap_err().to_string();
+    fn https_backends_are_refused_without_a_backend_ca_with_the_reason() {
+        let https = parse_backend("1=https://h:8443").unwrap();
+        let table = RouteTable { backends: vec![https], shadow: None };
+        assert!(check(&table).is_ok(), "https:// is a well-formed backend URL");
+        let message = check_tls(&table, false).unwrap_err().to_string();
         assert!(message.contains("https://") && message.contains("--backend-ca"), "{message}");
-        let table = RouteTable {
-            backends: vec![Backend { version: "1".into(), url: "https://h".into(), weight: 100 }],
-            shadow: None,
-        };
-        let message = check(&table).unwrap_err().to_string();
-        assert!(message.contains("TLS to backends comes in a later change"), "{message}");
-        let from_file = parse_table(&serde_json::to_string(&table).unwrap()).unwrap_err();
-        assert!(matches!(from_file, TableError::Https { .. }), "{from_file}");
+        assert!(check_tls(&table, true).is_ok(), "with --backend-ca it is reachable");
+        let from_file = parse_table(&serde_json::to_string(&table).unwrap()).unwrap();
+        assert!(matches!(check_tls(&from_file, false), Err(TableError::Https { .. })));
     }
 
     #[test]
@@ -348,6 +365,7 @@ mod tests {
             max_inflight: 1,
             connections: crate::listen::ConnectionLimits::default(),
             auth: Default::default(),
+            backend_tls: None,
         };
         let state = RouterState::new(&config, table(100));
         let watching = tokio::spawn(config.routes.clone().watch(state.clone()));

@@ -83,6 +83,19 @@ pub async fn run_with_limits(
     connections: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    run_with_tls(config, connections, None, shutdown).await
+}
+
+/// As [`run_with_limits`], serving HTTPS when `tls` is given (`tls.rs`).
+///
+/// # Errors
+/// As [`run_with_limits`].
+pub async fn run_with_tls(
+    config: ServeConfig,
+    connections: ConnectionLimits,
+    tls: Option<crate::tls::TlsServer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let state = AppState::new(&config);
     let auth = crate::auth::Auth::start(&config.auth)?;
     let listener = bind(config.listen).await?;
@@ -94,7 +107,7 @@ pub async fn run_with_limits(
     };
     let routes =
         crate::auth::protect(app(state.clone()), auth.as_ref(), crate::auth::Surface::Serve);
-    let server = listen::serve(listener, routes, connections, draining);
+    let server = listen::serve_tls(listener, routes, connections, tls, draining);
     tokio::pin!(server);
     let started = Instant::now();
     let loading = load_model(&config);
