@@ -42,9 +42,11 @@ pub const AUTO_MULTITHREAD_MIN_BYTES: usize = 4 << 20;
 pub enum EngineError {
     #[error("cannot parse the model as {format}: {reason}")]
     ParseModel { format: ModelFormat, reason: String },
-    /// A size the file declares, refused before tract allocates it.
+    /// A size the file declares, refused before tract allocates it. Not a
+    /// `source`: the message already holds it, and error chains would
+    /// print it twice.
     #[error("the model file: {0}")]
-    Declared(#[from] declared::DeclaredError),
+    Declared(declared::DeclaredError),
     #[error("model {what} {name:?}: {reason}")]
     UnsupportedModel { what: &'static str, name: String, reason: String },
     #[error("cannot prepare the model for running: {0}")]
@@ -328,7 +330,12 @@ impl Model {
     ) -> Result<Model, EngineError> {
         let (typed, batch, (input_names, output_names)) = match format {
             ModelFormat::Onnx => {
-                declared::check_load(bytes)?;
+                declared::check_load(bytes).map_err(|e| match e {
+                    declared::DeclaredError::Decode(reason) => {
+                        EngineError::ParseModel { format, reason }
+                    }
+                    refused => EngineError::Declared(refused),
+                })?;
                 let onnx = onnx_to_typed(bytes)?;
                 (onnx.model, Some(onnx.batch), onnx.names)
             }
