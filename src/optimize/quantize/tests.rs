@@ -1,4 +1,3 @@
-
 use std::collections::HashMap;
 
 use super::testing::{mlp, two_convs};

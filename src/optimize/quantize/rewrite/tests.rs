@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::optimize::graph::testing::{dense, model, run, values};
 use crate::optimize::graph::{f32_tensor, node};
