@@ -203,6 +203,18 @@ fn int4_split(
         parts.nodes.push(graph::node("MatMul", &y, &[x, &scratch.input[1]], &[&y]));
         pieces.push(y);
     }
+    concat_columns(g, node, layer, &pieces, parts)
+}
+
+/// The tail of a split form: the column blocks `pieces` joined by a
+/// Concat along the last axis, then the bias, into the layer's output.
+fn concat_columns(
+    g: &pb::GraphProto,
+    node: &pb::NodeProto,
+    layer: &Layer,
+    pieces: &[String],
+    parts: &mut Parts,
+) -> Result<(), PassError> {
     let out = &node.output[0];
     let bias = bias_of(node);
     let cat_out = if bias.is_some() { parts.fresh("concat") } else { out.clone() };
@@ -273,18 +285,7 @@ fn weight_int8_split(
         parts.nodes.push(graph::node("MatMul", &y, &[x, &dq], &[&y]));
         pieces.push(y);
     }
-    let out = &node.output[0];
-    let bias = bias_of(node);
-    let cat_out = if bias.is_some() { parts.fresh("concat") } else { out.clone() };
-    let piece_refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    let cat_name = parts.fresh("concat_node");
-    let mut cat = graph::node("Concat", &cat_name, &piece_refs, &[&cat_out]);
-    cat.attribute.push(graph::int_attr("axis", -1));
-    parts.nodes.push(cat);
-    match bias {
-        Some(bias) => add_bias(g, layer, false, &bias, &cat_out, out, parts),
-        None => Ok(()),
-    }
+    concat_columns(g, node, layer, &pieces, parts)
 }
 
 /// The weight per output channel as int8 in [-`high`, `high`] +

@@ -155,14 +155,14 @@ fn every_form_runs_in_tract_close_to_float() {
     }
 }
 
-#[test]
-fn split_int4_equals_the_whole_int4_form_and_folds_per_block() {
-    // 600 x 4000 floats (9.2 MiB, over the 4 MiB folding budget): three
-    // column blocks of at most 1747, each one 4-bit weight.
-    let (k, n) = (600, 4000);
+/// A K x N Gemm with alpha 0.5 (and `beta` when given) and a bias, over
+/// tract's folding budget at 600 x 4000, with its one layer.
+fn wide_gemm(k: usize, n: usize, beta: Option<f32>) -> (pb::ModelProto, Vec<Layer>) {
     let mut gemm = node("Gemm", "fc", &["x", "w", "b"], &["y"]);
     gemm.attribute.push(graph::float_attr("alpha", 0.5));
-    gemm.attribute.push(graph::float_attr("beta", 2.0));
+    if let Some(beta) = beta {
+        gemm.attribute.push(graph::float_attr("beta", beta));
+    }
     let m = dense(
         k as i64,
         n as i64,
@@ -173,6 +173,15 @@ fn split_int4_equals_the_whole_int4_form_and_folds_per_block() {
         ],
     );
     let (layers, _) = find_layers(graph::graph(&m).unwrap(), &[]);
+    (m, layers)
+}
+
+#[test]
+fn split_int4_equals_the_whole_int4_form_and_folds_per_block() {
+    // 600 x 4000 floats (9.2 MiB, over the 4 MiB folding budget): three
+    // column blocks of at most 1747, each one 4-bit weight.
+    let (k, n) = (600, 4000);
+    let (m, layers) = wide_gemm(k, n, Some(2.0));
     let settings = Settings { block: 32, int8_block: None, stochastic: false, seed: 0 };
     let whole = rewrite(&m, &layers, &[Form::Int4Unpacked], &settings).unwrap();
     let split = rewrite(&m, &layers, &[Form::Int4Split], &settings).unwrap();
@@ -260,18 +269,7 @@ fn split_weight_int8_equals_the_whole_weight_form() {
     // K = 600 -> 1747 columns per block would not split 8 outputs, so
     // use a weight wide enough for several blocks: 600 x 4000 floats.
     let (k, n) = (600, 4000);
-    let mut gemm = node("Gemm", "fc", &["x", "w", "b"], &["y"]);
-    gemm.attribute.push(graph::float_attr("alpha", 0.5));
-    let m = dense(
-        k as i64,
-        n as i64,
-        vec![gemm],
-        vec![
-            f32_tensor("w", &[k, n], &values(k * n, 1, 1.0)),
-            f32_tensor("b", &[n], &values(n, 2, 1.0)),
-        ],
-    );
-    let (layers, _) = find_layers(graph::graph(&m).unwrap(), &[]);
+    let (m, layers) = wide_gemm(k, n, None);
     assert!(over_fold_budget(&layers[0]));
     assert_eq!(split_columns(k), 1747);
     let settings = Settings { block: 32, int8_block: None, stochastic: false, seed: 0 };
