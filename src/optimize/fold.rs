@@ -601,13 +601,19 @@ mod tests {
     fn bn(eps: f32) -> pb::NodeProto {
         let mut bn =
             node("BatchNormalization", "bn", &["c", "scale", "shift", "mean", "var"], &["y"]);
-        bn.attribute.push(pb::AttributeProto {
-            name: "epsilon".into(),
-            r#type: 1,
-            f: eps,
-            ..Default::default()
-        });
+        bn.attribute.push(graph::float_attr("epsilon", eps));
         bn
+    }
+
+    /// x [N, 2, 3] -> y [N, 2, 2] through a MatMul by a 3 x 2 weight `w`,
+    /// then `then` and its constants: the last axis is not a channel axis.
+    fn rank3(then: pb::NodeProto, inits: Vec<pb::TensorProto>) -> pb::ModelProto {
+        model(
+            ("x", &[None, Some(2), Some(3)]),
+            ("y", &[None, Some(2), Some(2)]),
+            vec![node("MatMul", "mm", &["x", "w"], &[&then.input[0]]), then],
+            [vec![f32_tensor("w", &[3, 2], &values(6, 1, 1.0))], inits].concat(),
+        )
     }
 
     /// BN with scale [1, 2], shift [0, 1], mean [1, 0], var [3, 0] and eps 1:
@@ -678,12 +684,7 @@ mod tests {
     #[test]
     fn batch_norm_after_a_rank3_matmul_is_left_alone() {
         // [N, T, C]: BN's channel axis is T, not MatMul's output columns.
-        let mut m = model(
-            ("x", &[None, Some(2), Some(3)]),
-            ("y", &[None, Some(2), Some(2)]),
-            vec![node("MatMul", "mm", &["x", "w"], &["c"]), bn(1.0)],
-            [vec![f32_tensor("w", &[3, 2], &values(6, 1, 1.0))], bn_stats()].concat(),
-        );
+        let mut m = rank3(bn(1.0), bn_stats());
         assert_eq!(fold(&mut m).unwrap().folded_batch_norms, 0);
         let g = graph::graph(&m).unwrap();
         assert!(g.node.iter().any(|n| n.op_type == "BatchNormalization"));
@@ -716,15 +717,8 @@ mod tests {
 
     #[test]
     fn matmul_add_on_rank3_input_is_left_alone() {
-        let mut m = model(
-            ("x", &[None, Some(2), Some(3)]),
-            ("y", &[None, Some(2), Some(2)]),
-            vec![
-                node("MatMul", "mm", &["x", "w"], &["m"]),
-                node("Add", "add", &["m", "b"], &["y"]),
-            ],
-            vec![f32_tensor("w", &[3, 2], &values(6, 1, 1.0)), f32_tensor("b", &[2], &[0.5, -0.5])],
-        );
+        let add = node("Add", "add", &["m", "b"], &["y"]);
+        let mut m = rank3(add, vec![f32_tensor("b", &[2], &[0.5, -0.5])]);
         assert_eq!(fold(&mut m).unwrap().fused_gemms, 0);
     }
 

@@ -301,23 +301,18 @@ fn check_pass(
     let describe = |v: &[(String, pb::TypeProto)]| {
         v.iter().map(|(n, t)| format!("{n}:{}", type_text(t))).collect::<Vec<_>>().join(", ")
     };
-    if a.inputs != b.inputs {
-        return Err(OptimizeError::Interface {
-            index,
-            name,
-            what: "inputs",
-            before: describe(&a.inputs),
-            after: describe(&b.inputs),
-        });
-    }
-    if a.outputs != b.outputs {
-        return Err(OptimizeError::Interface {
-            index,
-            name,
-            what: "outputs",
-            before: describe(&a.outputs),
-            after: describe(&b.outputs),
-        });
+    for (what, before, after) in
+        [("inputs", &a.inputs, &b.inputs), ("outputs", &a.outputs, &b.outputs)]
+    {
+        if before != after {
+            return Err(OptimizeError::Interface {
+                index,
+                name,
+                what,
+                before: describe(before),
+                after: describe(after),
+            });
+        }
     }
     let g = graph::graph(after)?;
     graph::check_wiring(g).map_err(|source| OptimizeError::Wiring { index, name, source })
