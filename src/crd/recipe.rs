@@ -149,14 +149,15 @@ pub enum QuantizeMode {
 impl std::str::FromStr for QuantizeMode {
     type Err = RecipeError;
     fn from_str(s: &str) -> Result<QuantizeMode, RecipeError> {
-        match s {
-            "dynamic-int8" => Ok(QuantizeMode::DynamicInt8),
-            "static-int8" => Ok(QuantizeMode::StaticInt8),
-            "weight-int8" => Ok(QuantizeMode::WeightInt8),
-            "weight-int4" => Ok(QuantizeMode::WeightInt4),
-            _ => Err(RecipeError::ParseQuantizeMode(s.to_string())),
-        }
+        by_api_name(s).ok_or_else(|| RecipeError::ParseQuantizeMode(s.to_string()))
     }
+}
+
+/// A plain string enum read by its name in the API (serde's names and
+/// aliases), so a flag accepts exactly the words a recipe does.
+fn by_api_name<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
+    use serde::de::value::{Error, StrDeserializer};
+    T::deserialize(StrDeserializer::<Error>::new(s)).ok()
 }
 
 /// How `static-int8` picks activation ranges from calibration data.
@@ -297,12 +298,7 @@ impl Metric {
 impl std::str::FromStr for Metric {
     type Err = RecipeError;
     fn from_str(s: &str) -> Result<Metric, RecipeError> {
-        match s {
-            "accuracy" => Ok(Metric::Accuracy),
-            "mse" => Ok(Metric::Mse),
-            "cross-entropy" | "crossEntropy" => Ok(Metric::CrossEntropy),
-            _ => Err(RecipeError::ParseMetric(s.to_string())),
-        }
+        by_api_name(s).ok_or_else(|| RecipeError::ParseMetric(s.to_string()))
     }
 }
 
@@ -469,5 +465,28 @@ validation:
         // Free-form maps show up as additionalProperties with a schema.
         assert!(!text.contains("\"additionalProperties\":{"), "{text}");
         assert!(text.contains("\"fold\""), "{text}");
+    }
+
+    #[test]
+    fn flags_take_the_words_a_recipe_takes() {
+        let words = ["dynamic-int8", "static-int8", "weight-int8", "weight-int4"];
+        let modes: Vec<QuantizeMode> = words.iter().map(|w| w.parse().unwrap()).collect();
+        let expected = [
+            QuantizeMode::DynamicInt8,
+            QuantizeMode::StaticInt8,
+            QuantizeMode::WeightInt8,
+            QuantizeMode::WeightInt4,
+        ];
+        assert_eq!(modes, expected);
+        let words = ["accuracy", "mse", "crossEntropy", "cross-entropy"];
+        let metrics: Vec<Metric> = words.iter().map(|w| w.parse().unwrap()).collect();
+        assert_eq!(
+            metrics,
+            [Metric::Accuracy, Metric::Mse, Metric::CrossEntropy, Metric::CrossEntropy]
+        );
+        let mode = "int3".parse::<QuantizeMode>().unwrap_err();
+        assert!(mode.to_string().contains("\"int3\"; expected dynamic-int8"), "{mode}");
+        let metric = "Accuracy".parse::<Metric>().unwrap_err();
+        assert!(metric.to_string().contains("\"Accuracy\"; expected accuracy"), "{metric}");
     }
 }

@@ -112,6 +112,28 @@ fn finite(field: String, value: Option<f64>) -> Result<Option<f64>, ProcessingEr
     }
 }
 
+/// Checks each entry of the list of `what`s (`inputs`), by its path
+/// (`inputs[0]`), after refusing a name the list already had.
+fn check_each<T, V>(
+    what: &str,
+    items: &[T],
+    name: impl Fn(&T) -> &String,
+    check: impl Fn(&T, &str) -> Result<V, ProcessingError>,
+) -> Result<Vec<V>, ProcessingError> {
+    let mut checked = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("{what}s[{i}]");
+        if items[..i].iter().any(|other| name(other) == name(item)) {
+            return Err(check_error(
+                format!("{field}.name"),
+                format!("{what} {:?} is listed twice", name(item)),
+            ));
+        }
+        checked.push(check(item, &field)?);
+    }
+    Ok(checked)
+}
+
 impl ProcessingSpec {
     /// Checks what needs no model: see [`ValidProcessing`].
     ///
@@ -119,28 +141,14 @@ impl ProcessingSpec {
     /// [`ProcessingError::Check`] naming the first field that cannot be
     /// used, by its path in the spec (`inputs[0].image.std`).
     pub fn check(&self) -> Result<ValidProcessing, ProcessingError> {
-        let mut inputs = Vec::with_capacity(self.inputs.len());
-        for (i, input) in self.inputs.iter().enumerate() {
-            let field = format!("inputs[{i}]");
-            if self.inputs[..i].iter().any(|other| other.name == input.name) {
-                return Err(check_error(
-                    format!("{field}.name"),
-                    format!("input {:?} is listed twice", input.name),
-                ));
-            }
-            inputs.push(ValidInput { name: input.name.clone(), step: input.check(&field)? });
-        }
-        let mut outputs = Vec::with_capacity(self.outputs.len());
-        for (i, output) in self.outputs.iter().enumerate() {
-            let field = format!("outputs[{i}]");
-            if self.outputs[..i].iter().any(|other| other.name == output.name) {
-                return Err(check_error(
-                    format!("{field}.name"),
-                    format!("output {:?} is listed twice", output.name),
-                ));
-            }
-            outputs.push(output.check(&field)?);
-        }
+        let inputs = check_each(
+            "input",
+            &self.inputs,
+            |input| &input.name,
+            |input, field| Ok(ValidInput { name: input.name.clone(), step: input.check(field)? }),
+        )?;
+        let outputs =
+            check_each("output", &self.outputs, |output| &output.name, OutputProcessing::check)?;
         Ok(ValidProcessing { spec: self.clone(), inputs, outputs })
     }
 }
