@@ -146,15 +146,11 @@ impl Planner<'_> {
                 );
                 return;
             }
-            self.status().canary = Some(canary.clone());
-            self.route_canary(stable, &canary);
-            self.set_phase(
-                Phase::Progressing,
-                format!(
-                    "canary {} failed {} analyses; autoRollback is off: holding at {}% until promoted or aborted",
-                    canary.version, canary.failures, canary.weight
-                ),
+            let holding = format!(
+                "canary {} failed {} analyses; autoRollback is off: holding at {}% until promoted or aborted",
+                canary.version, canary.failures, canary.weight
             );
+            self.route_canary(stable, &canary, holding);
             if self.observed.promote_requested {
                 self.advance(stable, canary, artifact, &steps, PROMOTED_BY_ANNOTATION);
             }
@@ -195,12 +191,14 @@ impl Planner<'_> {
             }
             _ => format!("at {}%, step {} of {}", canary.weight, canary.step + 1, steps.len()),
         };
-        self.status().canary = Some(canary.clone());
-        self.route_canary(stable, &canary);
-        self.set_phase(Phase::Progressing, format!("canary {}: {waiting}", canary.version));
+        let waiting = format!("canary {}: {waiting}", canary.version);
+        self.route_canary(stable, &canary, waiting);
     }
 
-    pub(super) fn route_canary(&mut self, stable: &VersionStatus, canary: &CanaryStatus) {
+    /// The canary as it stands in the status, traffic split at its weight,
+    /// and the phase Progressing with `message`.
+    fn route_canary(&mut self, stable: &VersionStatus, canary: &CanaryStatus, message: String) {
+        self.status().canary = Some(canary.clone());
         if self.spec.rollout.analysis.min_agreement.is_some() {
             self.plan.shadow = Some(canary.version.clone());
         }
@@ -211,6 +209,7 @@ impl Planner<'_> {
         if let Some(s) = self.plan.status.stable.as_mut() {
             s.weight = 100 - canary.weight.min(100);
         }
+        self.set_phase(Phase::Progressing, message);
     }
 
     /// Moves to the next step, or promotes after the last.
@@ -254,18 +253,14 @@ impl Planner<'_> {
                 steps.len()
             ),
         );
-        self.status().canary = Some(canary.clone());
-        self.route_canary(stable, &canary);
-        self.set_phase(
-            Phase::Progressing,
-            format!(
-                "canary {}: at {}%, step {} of {}",
-                canary.version,
-                canary.weight,
-                next + 1,
-                steps.len()
-            ),
+        let at = format!(
+            "canary {}: at {}%, step {} of {}",
+            canary.version,
+            canary.weight,
+            next + 1,
+            steps.len()
         );
+        self.route_canary(stable, &canary, at);
         if let Some(pause) = steps[next].pause {
             self.wake_in(pause.min(self.spec.rollout.analysis.interval));
         }
