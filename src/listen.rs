@@ -38,6 +38,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
+use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Bytes, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -359,7 +360,7 @@ async fn handle(
     clock: Arc<Clock>,
     body_read_timeout: Duration,
     request: Request<Incoming>,
-) -> Result<Response<AnsweredBody>, Infallible> {
+) -> Result<Response<impl HttpBody<Data = Bytes, Error = axum::Error>>, Infallible> {
     clock.on_request();
     let expired = Arc::new(AtomicBool::new(false));
     let request = request.map(|body| {
@@ -382,7 +383,14 @@ async fn handle(
         // connection cannot carry another request.
         response = body_timeout_response(body_read_timeout);
     }
-    Ok(response.map(|inner| AnsweredBody { inner, clock }))
+    let answered = Answered(clock);
+    // The frame closure owns the guard, so it drops with the body.
+    Ok(response.map(|inner| {
+        inner.map_frame(move |frame| {
+            let _held = &answered;
+            frame
+        })
+    }))
 }
 
 fn body_timeout_response(timeout: Duration) -> Response<Body> {
@@ -597,36 +605,14 @@ impl HttpBody for DeadlineBody {
     }
 }
 
-/// An answer's body; when hyper is done with it (sent, or the connection
-/// failed), the connection is idle again and its idle timeout starts.
-struct AnsweredBody {
-    inner: Body,
-    clock: Arc<Clock>,
-}
+/// Held by an answer's body: when hyper is done with the body (sent, or the
+/// connection failed), the connection is idle again and its idle timeout
+/// starts.
+struct Answered(Arc<Clock>);
 
-impl Drop for AnsweredBody {
+impl Drop for Answered {
     fn drop(&mut self) {
-        self.clock.on_answered();
-    }
-}
-
-impl HttpBody for AnsweredBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.0.on_answered();
     }
 }
 

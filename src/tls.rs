@@ -89,13 +89,10 @@ impl BackendTls {
     /// A file that cannot be read, holds no certificate, or one rustls
     /// cannot use as a trust anchor.
     pub fn from_ca_file(path: &Path) -> Result<BackendTls, TlsError> {
-        let roots = read_roots(path)?;
+        let roots = read_roots(path, CaFile::Backend)?;
         let config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::BackendCa {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?
+            .map_err(|e| CaFile::Backend.error(path, e))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(BackendTls { config: Arc::new(config) })
@@ -123,13 +120,11 @@ impl BackendTls {
     }
 }
 
-fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+/// The trust anchors of one CA bundle.
+fn read_roots(path: &Path, which: CaFile) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certificates(path)? {
-        roots.add(cert).map_err(|e| TlsError::BackendCa {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        roots.add(cert).map_err(|e| which.error(path, e))?;
     }
     Ok(roots)
 }
@@ -170,12 +165,33 @@ pub enum TlsError {
     NoCertificate { path: String },
     #[error("{path}: {reason}")]
     Pem { path: String, reason: String },
-    #[error("the client CA file {path}: {reason}")]
-    ClientCa { path: String, reason: String },
-    #[error("the backend CA file {path}: {reason}")]
-    BackendCa { path: String, reason: String },
+    #[error("the {which} CA file {path}: {reason}")]
+    Ca { which: CaFile, path: String, reason: String },
     #[error("certificate {cert} with key {key}: {reason}")]
     Pair { cert: String, key: String, reason: String },
+}
+
+/// Which CA bundle a trust error is about: the one clients are checked
+/// against (`--tls-client-ca`), or the one backends are (`--backend-ca`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaFile {
+    Client,
+    Backend,
+}
+
+impl CaFile {
+    fn error(self, path: &Path, reason: impl std::fmt::Display) -> TlsError {
+        TlsError::Ca { which: self, path: path.display().to_string(), reason: reason.to_string() }
+    }
+}
+
+impl std::fmt::Display for CaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CaFile::Client => "client",
+            CaFile::Backend => "backend",
+        })
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -232,15 +248,10 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let client_ca =
-                |reason: String| TlsError::ClientCa { path: path.display().to_string(), reason };
-            let mut roots = RootCertStore::empty();
-            for cert in read_certificates(path)? {
-                roots.add(cert).map_err(|e| client_ca(e.to_string()))?;
-            }
+            let roots = read_roots(path, CaFile::Client)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
-                .map_err(|e| client_ca(e.to_string()))?;
+                .map_err(|e| CaFile::Client.error(path, e))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

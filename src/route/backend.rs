@@ -30,27 +30,38 @@ pub(super) type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>,
 /// Why one backend gave no answer: the caller gets a 502 naming it (504
 /// for the request's own deadline).
 #[derive(Debug, thiserror::Error)]
-pub(super) enum BackendError {
-    #[error("{version}: cannot address {url:?}: {reason}")]
-    Url { version: String, url: String, reason: String },
+#[error("{version}: {failure}")]
+pub(super) struct BackendError {
+    version: String,
+    failure: Failure,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("cannot address {url:?}: {reason}")]
+    Url { url: String, reason: String },
     /// hyper's client error says "client error (Connect)"; the message
     /// carries its causes, which say which.
-    #[error("{version}: {reason}")]
-    Transport { version: String, reason: String },
-    #[error("{version}: no answer within {ms} ms (--backend-timeout-ms)")]
-    Timeout { version: String, ms: u128 },
-    #[error("{version}: no answer before the request timeout (--request-timeout-ms)")]
-    Deadline { version: String },
-    #[error("{version}: answer of {bytes} bytes is over --max-response-bytes {limit}")]
-    TooLarge { version: String, bytes: u64, limit: u64 },
-    #[error("{version}: reading the answer: {reason}")]
-    Body { version: String, reason: String },
+    #[error("{0}")]
+    Transport(String),
+    #[error("no answer within {0} ms (--backend-timeout-ms)")]
+    Timeout(u128),
+    #[error("no answer before the request timeout (--request-timeout-ms)")]
+    Deadline,
+    #[error("answer of {bytes} bytes is over --max-response-bytes {limit}")]
+    TooLarge { bytes: u64, limit: u64 },
+    #[error("reading the answer: {0}")]
+    Body(String),
 }
 
 impl BackendError {
+    fn new(version: &str, failure: Failure) -> BackendError {
+        BackendError { version: version.to_string(), failure }
+    }
+
     /// The request's own deadline passed: 504 rather than 502.
     pub(super) fn is_deadline(&self) -> bool {
-        matches!(self, BackendError::Deadline { .. })
+        matches!(self.failure, Failure::Deadline)
     }
 }
 
@@ -129,12 +140,9 @@ pub(super) async fn send(
     forward: &Forward<'_>,
     deadline: Instant,
 ) -> Result<Response<Incoming>, BackendError> {
-    let version = || backend.version.clone();
-    let uri = backend_uri(&backend.url, forward.target).map_err(|reason| BackendError::Url {
-        version: version(),
-        url: backend.url.clone(),
-        reason,
-    })?;
+    let failed = |failure| BackendError::new(&backend.version, failure);
+    let uri = backend_uri(&backend.url, forward.target)
+        .map_err(|reason| failed(Failure::Url { url: backend.url.clone(), reason }))?;
     let mut request = Request::new(Body::from(forward.body.clone()));
     *request.method_mut() = forward.method.clone();
     *request.uri_mut() = uri;
@@ -155,13 +163,9 @@ pub(super) async fn send(
             parts.headers.remove(header::CONTENT_LENGTH);
             Ok(Response::from_parts(parts, body))
         }
-        Ok(Err(e)) => {
-            Err(BackendError::Transport { version: version(), reason: transport_error(&e) })
-        }
-        Err(_) if Instant::now() >= deadline => Err(BackendError::Deadline { version: version() }),
-        Err(_) => {
-            Err(BackendError::Timeout { version: version(), ms: backend_timeout.as_millis() })
-        }
+        Ok(Err(e)) => Err(failed(Failure::Transport(transport_error(&e)))),
+        Err(_) if Instant::now() >= deadline => Err(failed(Failure::Deadline)),
+        Err(_) => Err(failed(Failure::Timeout(backend_timeout.as_millis()))),
     }
 }
 
@@ -173,7 +177,7 @@ pub(super) fn check_size(
 ) -> Result<Option<u64>, BackendError> {
     match body.size_hint().exact() {
         Some(bytes) if bytes > limit => {
-            Err(BackendError::TooLarge { version: version.to_string(), bytes, limit })
+            Err(BackendError::new(version, Failure::TooLarge { bytes, limit }))
         }
         exact => Ok(exact),
     }
@@ -189,10 +193,8 @@ pub(super) async fn collect(
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match tokio::time::timeout_at(deadline, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) => {
-            Err(BackendError::Body { version: version.to_string(), reason: e.to_string() })
-        }
-        Err(_) => Err(BackendError::Deadline { version: version.to_string() }),
+        Ok(Err(e)) => Err(BackendError::new(version, Failure::Body(e.to_string()))),
+        Err(_) => Err(BackendError::new(version, Failure::Deadline)),
     }
 }
 
