@@ -13,7 +13,7 @@ use serde_json::Value;
 
 #[path = "common/packaging.rs"]
 mod packaging;
-use packaging::{operator_rules, read, root};
+use packaging::{allows, operator_rules, read, root};
 
 /// The YAML files of a directory, concatenated in name order.
 fn concatenated(dir: &Path) -> String {
@@ -190,6 +190,12 @@ fn the_namespaced_install_has_no_cluster_role_when_helm_is_here() {
             .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == namespace)
             .unwrap_or_else(|| panic!("no Role in {namespace}"));
         assert_eq!(role["rules"], cluster_rules, "{namespace}: the ClusterRole's rules");
+        let rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule> =
+            serde_json::from_value(role["rules"].clone()).unwrap();
+        assert!(allows(&rules, "", "secrets", "create"), "{namespace}: the router's token");
+        for verb in ["get", "list", "watch"] {
+            assert!(!allows(&rules, "", "secrets", verb), "{namespace}: {verb} on Secrets");
+        }
         let binding = docs
             .iter()
             .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == namespace)
