@@ -51,6 +51,9 @@ pub struct ControllerArgs {
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     controller::access::check_image_prefixes(&args.allowed_images)
         .map_err(|e| anyhow::anyhow!("--allowed-images: {e}"))?;
+    for namespace in &args.watch_namespaces {
+        tractor::crd::check_object_name("--watch-namespaces", namespace)?;
+    }
     let admin_token =
         controller::access::AdminToken::generate().context("making the controller's token")?;
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
