@@ -267,3 +267,23 @@ fn child_env_names_are_the_variables_clap_reads() {
     // and its auth file, route's three and its seven access flags.
     assert_eq!(checked, 15 + (8 + 1) + (3 + 7));
 }
+
+#[test]
+fn jwt_limits_parse_into_the_auth_config() {
+    let jwt = ["--jwks", "j.json", "--jwt-issuer", "i", "--jwt-audience", "a"];
+    let argv = |extra: &[&str]| {
+        let mut argv = vec!["tractor", "serve", "--model", "m.onnx"];
+        argv.extend(jwt);
+        argv.extend(extra);
+        Cli::try_parse_from(argv)
+    };
+    let Command::Serve(serve) = argv(&["--jwt-rps", "5", "--jwt-quota", "100"]).unwrap().command
+    else {
+        panic!("not serve")
+    };
+    let limits = serve.auth.config().jwt_limits;
+    assert_eq!(limits.rate, Some(tractor::auth::Rate { per_second: 5, burst: 5 }));
+    assert_eq!(limits.quota, Some(100));
+    assert!(argv(&["--jwt-rps", "0"]).is_err(), "a rate of 0 would refuse everyone");
+    assert!(argv(&["--jwt-burst", "3"]).is_err(), "a burst needs a rate");
+}
