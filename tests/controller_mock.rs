@@ -799,7 +799,8 @@ async fn auth_secrets_are_mounted_into_the_router_and_passed_as_flags() {
     let auth = json!({ "auth": {
         "tokenSecretRef": { "name": "digits-callers" },
         "jwks": { "configMapRef": { "name": "issuer-keys", "key": "keys.json" },
-                  "issuer": "https://issuer.example", "audience": "tractor" },
+                  "issuer": "https://issuer.example", "audience": "tractor",
+                  "rps": 20, "quota": 1000 },
         "tls": { "secretRef": { "name": "digits-tls" } } } });
     let v = first_reconcile(spec("1", json!({ "serving": auth })), true).await;
 
@@ -833,6 +834,9 @@ async fn auth_secrets_are_mounted_into_the_router_and_passed_as_flags() {
         flag(container, "--jwt-audience", "TRACTOR_JWT_AUDIENCE").as_deref(),
         Some("tractor")
     );
+    assert_eq!(flag(container, "--jwt-rps", "TRACTOR_JWT_RPS").as_deref(), Some("20"));
+    assert_eq!(flag(container, "--jwt-burst", "TRACTOR_JWT_BURST"), None);
+    assert_eq!(flag(container, "--jwt-quota", "TRACTOR_JWT_QUOTA").as_deref(), Some("1000"));
     assert_eq!(
         flag(container, "--tls-cert", "TRACTOR_TLS_CERT").as_deref(),
         Some("/etc/tractor/tls/tls.crt")

@@ -204,6 +204,9 @@ fn with_access(mut child: ChildArgs, router: Option<()>) -> ChildArgs {
                     jwks: "/j/jwks.json".into(),
                     issuer: "https://issuer".into(),
                     audience: "tractor".into(),
+                    rps: Some(20),
+                    burst: Some(40),
+                    quota: Some(100_000),
                 }),
                 tls: Some(("/t/tls.crt".into(), "/t/tls.key".into())),
                 backend_token_file: Some("/b/token".into()),
@@ -226,6 +229,9 @@ fn access_flags_of_the_children_parse_to_the_same_files() {
     );
     assert_eq!(parsed.auth.jwks, Some(PathBuf::from("/j/jwks.json")));
     assert_eq!(parsed.auth.jwt_audience.as_deref(), Some("tractor"));
+    let limits = parsed.auth.config().jwt_limits;
+    assert_eq!(limits.rate, Some(tractor::auth::Rate { per_second: 20, burst: 40 }));
+    assert_eq!(limits.quota, Some(100_000));
     assert_eq!(parsed.backend_token_file, Some(PathBuf::from("/b/token")));
     assert!(parsed.tls.files().is_some(), "--tls-cert and --tls-key");
     let serve = with_access(args::serve(&spec(""), &artifact(), &placement(None)), None);
@@ -264,8 +270,8 @@ fn child_env_names_are_the_variables_clap_reads() {
     }
     // serve's nine flags and route's three (twice) all name a variable;
     // so do the children with access flags: serve's eight without --host
-    // and its auth file, route's three and its seven access flags.
-    assert_eq!(checked, 15 + (8 + 1) + (3 + 7));
+    // and its auth file, route's three and its ten access flags.
+    assert_eq!(checked, 15 + (8 + 1) + (3 + 10));
 }
 
 #[test]

@@ -192,6 +192,10 @@ pub struct JwtFiles {
     pub jwks: String,
     pub issuer: String,
     pub audience: String,
+    /// Limits of each subject: `--jwt-rps`, `--jwt-burst`, `--jwt-quota`.
+    pub rps: Option<u32>,
+    pub burst: Option<u32>,
+    pub quota: Option<u64>,
 }
 
 /// Files that control who may call a `route` child and how it calls its
@@ -216,6 +220,15 @@ pub fn route_access(args: &mut ChildArgs, access: &RouteAccess) {
         args.push("--jwks", "TRACTOR_JWKS", jwt.jwks.clone());
         args.push("--jwt-issuer", "TRACTOR_JWT_ISSUER", jwt.issuer.clone());
         args.push("--jwt-audience", "TRACTOR_JWT_AUDIENCE", jwt.audience.clone());
+        if let Some(rps) = jwt.rps {
+            args.push("--jwt-rps", "TRACTOR_JWT_RPS", rps.to_string());
+        }
+        if let Some(burst) = jwt.burst {
+            args.push("--jwt-burst", "TRACTOR_JWT_BURST", burst.to_string());
+        }
+        if let Some(quota) = jwt.quota {
+            args.push("--jwt-quota", "TRACTOR_JWT_QUOTA", quota.to_string());
+        }
     }
     if let Some((cert, key)) = &access.tls {
         args.push("--tls-cert", "TRACTOR_TLS_CERT", cert.clone());

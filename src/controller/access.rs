@@ -248,6 +248,9 @@ pub fn route_access(md: &ModelDeployment, child: &mut ChildArgs, mounts: &mut Mo
                 jwks: format!("{JWKS_MOUNT}/{key}"),
                 issuer: jwks.issuer.clone(),
                 audience: jwks.audience.clone(),
+                rps: jwks.rps,
+                burst: jwks.burst,
+                quota: jwks.quota,
             });
         }
         if let Some(tls) = &auth.tls {

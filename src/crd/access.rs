@@ -48,6 +48,18 @@ pub struct JwksSpec {
     /// The `aud` every accepted JWT carries.
     #[schemars(length(min = 1))]
     pub audience: String,
+    /// Requests a second each subject (`sub`) may send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rps: Option<u32>,
+    /// Requests a subject may send at once (default: `rps`); needs `rps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub burst: Option<u32>,
+    /// Requests each subject may send per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub quota: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

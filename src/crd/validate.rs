@@ -216,6 +216,19 @@ fn check_access(serving: &super::ServingSpec) -> Result<(), SpecError> {
     if let Some(jwks) = &auth.jwks {
         check_object_name("spec.serving.auth.jwks.configMapRef.name", &jwks.config_map_ref.name)?;
         check_key("spec.serving.auth.jwks.configMapRef.key", jwks.config_map_ref.key())?;
+        let zero = [
+            ("rps", jwks.rps.map(u64::from)),
+            ("burst", jwks.burst.map(u64::from)),
+            ("quota", jwks.quota),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == Some(0));
+        if let Some((field, _)) = zero {
+            return Err(invalid(format!("spec.serving.auth.jwks.{field}"), "must be at least 1"));
+        }
+        if jwks.burst.is_some() && jwks.rps.is_none() {
+            return Err(invalid("spec.serving.auth.jwks.burst", "needs rps"));
+        }
         for (field, value) in [("issuer", &jwks.issuer), ("audience", &jwks.audience)] {
             if value.trim().is_empty() {
                 return Err(invalid(
@@ -431,6 +444,14 @@ mod tests {
                 "spec.serving.auth.tls.secretRef.name",
             ),
             ("serving: {serviceAccountName: ..}", "spec.serving.serviceAccountName"),
+            (
+                "serving: {auth: {jwks: {configMapRef: {name: j}, issuer: i, audience: a, burst: 3}}}",
+                "spec.serving.auth.jwks.burst",
+            ),
+            (
+                "serving: {auth: {jwks: {configMapRef: {name: j}, issuer: i, audience: a, quota: 0}}}",
+                "spec.serving.auth.jwks.quota",
+            ),
             (
                 "serving: {processing: {inputs: [{name: x, image: {}, tensor: {}}]}}",
                 "spec.serving.processing.inputs[0]",
