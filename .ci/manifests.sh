@@ -20,6 +20,9 @@ tools="$cache/k8s-tools"
 # Kubernetes version the objects are validated against: k8s-openapi's feature in Cargo.toml.
 k8s_version="1.33.0"
 
+# The namespaced install mode, with an image allow-list.
+namespaced_values='rbac.namespaced=true,watchNamespaces={models,team-b},allowedImages={registry.example.com/ml/}'
+
 step() { echo "manifests: $*"; }
 fail() { echo "manifests: FAILED: $*" >&2; exit 1; }
 
@@ -85,6 +88,7 @@ EOF
 step "helm lint --strict charts/tractor (defaults, and with a ServiceMonitor and 2 replicas)"
 "$helm" lint --strict charts/tractor
 "$helm" lint --strict charts/tractor --set serviceMonitor.enabled=true,replicaCount=2,storeCredentials.secretName=store
+"$helm" lint --strict charts/tractor --set "$namespaced_values"
 
 step "charts/tractor/crds and deploy/crds equal crds/tractor.dev.yaml"
 for dir in charts/tractor/crds deploy/crds; do
@@ -102,6 +106,10 @@ step "helm template with serviceMonitor.enabled, 2 replicas and store credential
 # ServiceMonitor is a custom resource of the Prometheus Operator: no schema
 # for it in kubernetes-validate, so it is only checked for its shape below.
 validate "$work/chart-all.yaml" ServiceMonitor
+
+step "helm template with rbac.namespaced and watchNamespaces | kubernetes-validate --strict"
+"$helm" template tractor charts/tractor --namespace tractor-system --set "$namespaced_values" > "$work/chart-namespaced.yaml"
+validate "$work/chart-namespaced.yaml"
 
 # --- deploy/ -----------------------------------------------------------------
 step "kubectl kustomize deploy/ | kubernetes-validate --strict"
@@ -167,6 +175,30 @@ else:
     if m["endpoints"][0]["port"] not in [p["name"] for p in service["spec"]["ports"]]:
         errors.append("the ServiceMonitor scrapes a port the Service lacks")
     print("  ServiceMonitor selects the metrics Service and its port")
+
+# The namespaced install: no cluster-wide RBAC, the ClusterRole's rules as a
+# Role in each watched namespace, and the controller watching only those.
+namespaced = docs(f"{work}/chart-namespaced.yaml")
+cluster_role = chart[("ClusterRole", "tractor-controller")]
+kinds = sorted({o["kind"] for o in namespaced})
+if any(k.startswith("Cluster") for k in kinds):
+    errors.append(f"rbac.namespaced renders cluster-wide objects: {kinds}")
+for ns in ["models", "team-b"]:
+    roles = [o for o in namespaced if o["kind"] == "Role" and o["metadata"]["namespace"] == ns]
+    bindings = [o for o in namespaced if o["kind"] == "RoleBinding" and o["metadata"]["namespace"] == ns]
+    if len(roles) != 1 or roles[0]["rules"] != cluster_role["rules"]:
+        errors.append(f"rbac.namespaced: one Role in {ns} with the ClusterRole's rules expected")
+    if len(bindings) != 1 or bindings[0]["subjects"][0]["namespace"] != "tractor-system":
+        errors.append(f"rbac.namespaced: one RoleBinding in {ns} for the operator's account expected")
+d, e = env(namespaced)
+if e.get("TRACTOR_WATCH_NAMESPACES") != "models,team-b" or e.get("TRACTOR_ALLOWED_IMAGES") != "registry.example.com/ml/":
+    errors.append(f"rbac.namespaced: the controller watches the namespaces and gets the allow-list: {e}")
+print("  rbac.namespaced: Roles in models and team-b, no ClusterRole, TRACTOR_WATCH_NAMESPACES set")
+# The operator reads no Secret in either mode: create is all it may do.
+for o in [cluster_role] + [o for o in namespaced if o["kind"] == "Role"]:
+    for rule in o["rules"]:
+        if "secrets" in rule["resources"] and rule["verbs"] != ["create"]:
+            errors.append(f"{o['kind']} {o['metadata']['name']}: secrets {rule['verbs']}, only create expected")
 
 # The examples against the CRD's own schema, as the API server would check
 # them (the OpenAPI v3 subset is JSON Schema; x-kubernetes-* are ignored).

@@ -338,6 +338,43 @@ async fn jwts_good_expired_wrong_audience_wrong_key_and_rotated_jwks() {
     assert_eq!(infer(&url, Some(&good_token)).await.status, 401);
 }
 
+/// Issue 12: JWT callers are limited like tokens, each subject on its own.
+#[tokio::test]
+async fn jwt_subjects_are_limited_each_on_its_own() {
+    use tractor::auth::JwtLimits;
+    let dir = tempfile::tempdir().unwrap();
+    let a = EncodingKey::from_rsa_pem(&key("rsa-a.pem")).unwrap();
+    let jwks = write(dir.path(), "jwks.json", &jwks_of(&[(&a, "a")]));
+    let served = serve(AuthConfig {
+        jwt: Some(JwtConfig {
+            jwks,
+            issuer: "https://issuer.test".into(),
+            audience: "tractor".into(),
+        }),
+        // Two a day: the third is over whatever the clock does (a rate of
+        // one a second could let it through on a slow machine).
+        jwt_limits: JwtLimits { rate: None, quota: Some(2) },
+        ..Default::default()
+    })
+    .await;
+    let now = get_current_timestamp();
+    let of = |subject: &str| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("a".into());
+        let claims = json!({"sub": subject, "iss": "https://issuer.test", "aud": "tractor",
+            "exp": now + 600, "scope": "infer"});
+        encode(&header, &claims, &a).unwrap()
+    };
+    let (first, second) = (of("team-a"), of("team-b"));
+    assert_eq!(infer(&served.url, Some(&first)).await.status, 200);
+    assert_eq!(infer(&served.url, Some(&first)).await.status, 200);
+    let over = infer(&served.url, Some(&first)).await;
+    assert_eq!(over.status, 429, "{}", over.body);
+    assert!(over.body["error"].as_str().unwrap().contains("jwt:team-a"), "{}", over.body);
+    let other = infer(&served.url, Some(&second)).await;
+    assert_eq!(other.status, 200, "another subject has its own rate: {}", other.body);
+}
+
 /// A fake version: answers with its version and the Authorization it got.
 async fn backend(version: &'static str) -> String {
     use axum::http::HeaderMap;

@@ -86,9 +86,16 @@ async fn deploys_and_promotes_on_a_real_cluster() {
             artifact_store: "file:///tmp/tractor-artifacts".into(),
             store_credentials: None,
             log_format: "json".into(),
+            allowed_images: vec!["registry.example.com/team/".into()],
+            operator_namespace: "tractor-system".into(),
+            admin_token: tractor::controller::access::AdminToken::from_token(
+                "controller-token".into(),
+            ),
         },
         metrics: ControllerMetrics::default(),
-        router: Arc::new(HttpRouterStats::default()),
+        router: Arc::new(HttpRouterStats::new(
+            &tractor::controller::access::AdminToken::from_token("controller-token".into()),
+        )),
         reporter: Reporter { controller: "tractor-e2e".into(), instance: None },
         now: Box::new(Timestamp::now),
     });

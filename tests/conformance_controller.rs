@@ -49,6 +49,11 @@ impl Cluster {
                 artifact_store: "s3://artifacts/tractor".into(),
                 store_credentials: None,
                 log_format: "json".into(),
+                allowed_images: vec!["registry.example.com/team/".into()],
+                operator_namespace: "tractor-system".into(),
+                admin_token: tractor::controller::access::AdminToken::from_token(
+                    "controller-token".into(),
+                ),
             },
             metrics: ControllerMetrics::default(),
             router: router.clone(),

@@ -119,6 +119,11 @@ fn start_controller(client: &Client, router: Arc<FakeRouter>) -> Running {
             artifact_store: "s3://artifacts/tractor".into(),
             store_credentials: None,
             log_format: "json".into(),
+            allowed_images: vec!["registry.example.com/team/".into()],
+            operator_namespace: "tractor-system".into(),
+            admin_token: tractor::controller::access::AdminToken::from_token(
+                "controller-token".into(),
+            ),
         },
         metrics: ControllerMetrics::default(),
         router,

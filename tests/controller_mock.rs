@@ -34,6 +34,11 @@ fn context(client: Client, router: Arc<FakeRouter>, now: i64) -> Arc<Context> {
             artifact_store: "s3://artifacts/tractor".into(),
             store_credentials: Some("store-creds".into()),
             log_format: "json".into(),
+            allowed_images: vec!["registry.example.com/team/".into()],
+            operator_namespace: "tractor-system".into(),
+            admin_token: tractor::controller::access::AdminToken::from_token(
+                "controller-token".into(),
+            ),
         },
         metrics: ControllerMetrics::default(),
         router,
@@ -80,9 +85,19 @@ struct Verifier {
 
 impl Verifier {
     async fn expect(
+        self,
+        method: Method,
+        path_prefix: &str,
+        answer: impl FnOnce(&Value) -> Value,
+    ) -> Self {
+        self.expect_status(method, path_prefix, http::StatusCode::OK, answer).await
+    }
+
+    async fn expect_status(
         mut self,
         method: Method,
         path_prefix: &str,
+        code: http::StatusCode,
         answer: impl FnOnce(&Value) -> Value,
     ) -> Self {
         let (request, send) =
@@ -102,7 +117,10 @@ impl Verifier {
             if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
         let reply = answer(&body);
         send.send_response(
-            Response::builder().body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+            Response::builder()
+                .status(code)
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap(),
         );
         self.seen.push((method, uri, body));
         self
@@ -136,20 +154,46 @@ impl Verifier {
         .await
     }
 
-    /// The router's account, role, binding, routes, Deployment and Service,
-    /// applied in that order whenever some version takes traffic.
+    /// The router's token Secret, created (not applied) before any
+    /// version, and the serving pods' NetworkPolicy.
+    async fn access(self) -> Self {
+        self.expect(Method::POST, SECRETS, |body| body.clone())
+            .await
+            .apply(&format!("{NETWORKPOLICIES}/digits-serve?"))
+            .await
+    }
+
+    /// The router's account, role, binding, routes, Deployment, Service,
+    /// admin Service and NetworkPolicy, applied in that order whenever some
+    /// version takes traffic.
     async fn router(self) -> Self {
-        self.apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
+        self.router_with(false).await
+    }
+
+    /// The same, with the controller's admin auth file when the router
+    /// checks callers.
+    async fn router_with(self, checks_callers: bool) -> Self {
+        let v = self
+            .apply(&format!("{SERVICEACCOUNTS}/digits-router?"))
             .await
             .apply(&format!("{ROLES}/digits-router?"))
             .await
             .apply(&format!("{ROLEBINDINGS}/digits-router?"))
-            .await
-            .apply(&format!("{CONFIGMAPS}/digits-routes?"))
+            .await;
+        let v = if checks_callers {
+            v.apply(&format!("{CONFIGMAPS}/digits-router-auth?")).await
+        } else {
+            v
+        };
+        v.apply(&format!("{CONFIGMAPS}/digits-routes?"))
             .await
             .apply(&format!("{DEPLOYMENTS}/digits?"))
             .await
             .apply(&format!("{SERVICES}/digits?"))
+            .await
+            .apply(&format!("{SERVICES}/digits-admin?"))
+            .await
+            .apply(&format!("{NETWORKPOLICIES}/digits-router?"))
             .await
     }
 
@@ -244,6 +288,8 @@ const ROLES: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles
 const ROLEBINDINGS: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings";
 const MODELVERSIONS: &str = "/apis/tractor.dev/v1alpha1/namespaces/default/modelversions";
 const MD: &str = "/apis/tractor.dev/v1alpha1/namespaces/default/modeldeployments/digits";
+const SECRETS: &str = "/api/v1/namespaces/default/secrets";
+const NETWORKPOLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies";
 
 fn ready_deployment(version: &str, ready: i32) -> Value {
     json!({
@@ -308,6 +354,8 @@ async fn first_deployment_creates_the_version_the_router_and_a_status() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
+            .access()
+            .await
             .serving("1")
             .await
             .router()
@@ -320,7 +368,9 @@ async fn first_deployment_creates_the_version_the_router_and_a_status() {
     .await;
     let deployment = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
     assert!(
-        v.seen[2].1.contains("fieldManager=tractor") && v.seen[2].1.contains("force=true"),
+        v.seen[4].1.starts_with(&format!("{DEPLOYMENTS}/digits-v1?"))
+            && v.seen[4].1.contains("fieldManager=tractor")
+            && v.seen[4].1.contains("force=true"),
         "server-side apply"
     );
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["kind"], "ModelDeployment");
@@ -372,6 +422,8 @@ async fn ready_pods_make_it_stable() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
+            .access()
+            .await
             .serving("1")
             .await
             .router()
@@ -406,6 +458,8 @@ async fn a_version_change_starts_a_canary_next_to_the_stable() {
         v.list(DEPLOYMENTS, json!([ready_deployment("1", 1)]))
             .await
             .list(MODELVERSIONS, json!([]))
+            .await
+            .access()
             .await
             .serving("1")
             .await
@@ -454,6 +508,8 @@ async fn an_optimization_result_is_registered_with_its_lineage() {
                     "restartCount": 0, "state": { "terminated": { "exitCode": 0, "message": message } } }] } }]))
             .await
             .list(MODELVERSIONS, json!([]))
+            .await
+            .access()
             .await
             .serving("1")
             .await
@@ -511,6 +567,8 @@ async fn a_failing_canary_is_rolled_back_and_its_pods_removed() {
         v.list(DEPLOYMENTS, json!([ready_deployment("1", 1), ready_deployment("2", 1)]))
             .await
             .list(MODELVERSIONS, json!([]))
+            .await
+            .access()
             .await
             .serving("1")
             .await
@@ -593,6 +651,8 @@ async fn pods_that_keep_stopping_put_their_reason_in_the_status() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
+            .access()
+            .await
             .serving("1")
             .await
             .router()
@@ -666,4 +726,303 @@ async fn a_status_the_types_cannot_read_is_replaced_by_a_degraded_one() {
     assert_eq!(status["phase"], "Pending", "{status}");
     assert!(status.get("stable").is_none(), "{status}");
     assert!(status["message"].as_str().unwrap().contains("status.phase"), "{status}");
+}
+
+/// The first reconcile of `spec`: everything a first deployment applies.
+async fn first_reconcile(spec: Value, checks_callers: bool) -> Verifier {
+    let md = model_deployment(spec, Value::Null, json!({}));
+    run(md, Arc::default(), NOW, async move |v| {
+        v.list(DEPLOYMENTS, json!([]))
+            .await
+            .list(MODELVERSIONS, json!([]))
+            .await
+            .access()
+            .await
+            .serving("1")
+            .await
+            .router_with(checks_callers)
+            .await
+            .patch_status()
+            .await
+            .event()
+            .await
+    })
+    .await
+}
+
+fn pod_of(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]
+}
+
+/// `--flag value` of a container's args, or its `TRACTOR_*` variable.
+fn flag(container: &Value, flag: &str, env: &str) -> Option<String> {
+    let args: Vec<&str> =
+        container["args"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if let Some(at) = args.iter().position(|a| *a == flag) {
+        return args.get(at + 1).map(|v| v.to_string());
+    }
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == env)
+        .and_then(|e| e["value"].as_str().map(str::to_string))
+}
+
+/// The volume a container mounts at `dir`, as the pod declares it.
+fn volume_at<'a>(deployment: &'a Value, dir: &str) -> &'a Value {
+    let pod = pod_of(deployment);
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("nothing mounted at {dir}: {pod}"));
+    assert_eq!(mount["readOnly"], true, "{mount}");
+    pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume {}", mount["name"]))
+}
+
+fn sha256_hex(text: &str) -> String {
+    tractor::store::sha256_hex(text.as_bytes())
+}
+
+/// Issue 12: `spec.serving.auth` reaches the router as mounted files and
+/// flags; the serving pods get an auth file accepting only the router's
+/// per-deployment token, which they never hold themselves.
+#[tokio::test]
+async fn auth_secrets_are_mounted_into_the_router_and_passed_as_flags() {
+    let auth = json!({ "auth": {
+        "tokenSecretRef": { "name": "digits-callers" },
+        "jwks": { "configMapRef": { "name": "issuer-keys", "key": "keys.json" },
+                  "issuer": "https://issuer.example", "audience": "tractor",
+                  "rps": 20, "quota": 1000 },
+        "tls": { "secretRef": { "name": "digits-tls" } } } });
+    let v = first_reconcile(spec("1", json!({ "serving": auth })), true).await;
+
+    let secret = v.applied(SECRETS);
+    assert_eq!(secret["metadata"]["name"], "digits-backend-token");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "ModelDeployment");
+    let token = secret["stringData"]["token"].as_str().expect("a token").to_string();
+    assert!(token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+    let serve_file = secret["stringData"]["auth.yaml"].as_str().unwrap();
+    let specs = tractor::auth::parse_auth_file_text(serve_file).unwrap();
+    assert_eq!(specs.len(), 1, "{serve_file}");
+    assert!(serve_file.contains(&sha256_hex(&token)), "{serve_file}");
+    assert!(!serve_file.contains(&token), "the serving pods hold the digest only");
+    assert!(serve_file.contains("scopes: [infer, metadata, metrics]"), "{serve_file}");
+
+    let router = v.applied(&format!("{DEPLOYMENTS}/digits?"));
+    let container = &pod_of(&router)["containers"][0];
+    assert_eq!(
+        flag(container, "--auth-file", "TRACTOR_AUTH_FILE").as_deref(),
+        Some("/etc/tractor/auth/callers/auth.yaml,/etc/tractor/auth/admin/admin.yaml")
+    );
+    assert_eq!(
+        flag(container, "--jwks", "TRACTOR_JWKS").as_deref(),
+        Some("/etc/tractor/auth/jwks/keys.json")
+    );
+    assert_eq!(
+        flag(container, "--jwt-issuer", "TRACTOR_JWT_ISSUER").as_deref(),
+        Some("https://issuer.example")
+    );
+    assert_eq!(
+        flag(container, "--jwt-audience", "TRACTOR_JWT_AUDIENCE").as_deref(),
+        Some("tractor")
+    );
+    assert_eq!(flag(container, "--jwt-rps", "TRACTOR_JWT_RPS").as_deref(), Some("20"));
+    assert_eq!(flag(container, "--jwt-burst", "TRACTOR_JWT_BURST"), None);
+    assert_eq!(flag(container, "--jwt-quota", "TRACTOR_JWT_QUOTA").as_deref(), Some("1000"));
+    assert_eq!(
+        flag(container, "--tls-cert", "TRACTOR_TLS_CERT").as_deref(),
+        Some("/etc/tractor/tls/tls.crt")
+    );
+    assert_eq!(
+        flag(container, "--tls-key", "TRACTOR_TLS_KEY").as_deref(),
+        Some("/etc/tractor/tls/tls.key")
+    );
+    assert_eq!(
+        flag(container, "--backend-token-file", "TRACTOR_BACKEND_TOKEN_FILE").as_deref(),
+        Some("/etc/tractor/auth/backend/token")
+    );
+    let callers = volume_at(&router, "/etc/tractor/auth/callers");
+    assert_eq!(callers["secret"]["secretName"], "digits-callers");
+    assert_eq!(callers["secret"]["items"], json!([{ "key": "auth.yaml", "path": "auth.yaml" }]));
+    let jwks = volume_at(&router, "/etc/tractor/auth/jwks");
+    assert_eq!(jwks["configMap"]["name"], "issuer-keys");
+    let tls = volume_at(&router, "/etc/tractor/tls");
+    assert_eq!(tls["secret"]["secretName"], "digits-tls");
+    let backend = volume_at(&router, "/etc/tractor/auth/backend");
+    assert_eq!(backend["secret"]["secretName"], "digits-backend-token");
+    assert_eq!(backend["secret"]["items"], json!([{ "key": "token", "path": "token" }]));
+    let admin = volume_at(&router, "/etc/tractor/auth/admin");
+    assert_eq!(admin["configMap"]["name"], "digits-router-auth");
+
+    // The controller's token: its digest in the router's admin auth file.
+    let admin_file = v.applied(&format!("{CONFIGMAPS}/digits-router-auth?"));
+    let admin_file = admin_file["data"]["admin.yaml"].as_str().unwrap();
+    tractor::auth::parse_auth_file_text(admin_file).unwrap();
+    assert!(admin_file.contains(&sha256_hex("controller-token")), "{admin_file}");
+    assert!(admin_file.contains("scopes: [admin, metrics]"), "{admin_file}");
+
+    let serve = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
+    let container = &pod_of(&serve)["containers"][0];
+    assert_eq!(
+        flag(container, "--auth-file", "TRACTOR_AUTH_FILE").as_deref(),
+        Some("/etc/tractor/auth/serve/auth.yaml")
+    );
+    let serve_auth = volume_at(&serve, "/etc/tractor/auth/serve");
+    assert_eq!(serve_auth["secret"]["secretName"], "digits-backend-token");
+    assert_eq!(
+        serve_auth["secret"]["items"],
+        json!([{ "key": "auth.yaml", "path": "auth.yaml" }]),
+        "the serving pods do not get the token itself"
+    );
+    let text = serve.to_string();
+    for other in ["digits-callers", "issuer-keys", "digits-tls"] {
+        assert!(!text.contains(other), "the serving pods never see {other}");
+    }
+}
+
+/// Without `spec.serving.auth` the router checks no callers (so it gets no
+/// admin auth file, which would close its traffic port too), but the
+/// serving pods still take the router's token only.
+#[tokio::test]
+async fn without_auth_the_router_is_open_and_the_versions_are_not() {
+    let v = first_reconcile(spec("1", json!({})), false).await;
+    let router = v.applied(&format!("{DEPLOYMENTS}/digits?"));
+    let container = &pod_of(&router)["containers"][0];
+    assert_eq!(flag(container, "--auth-file", "TRACTOR_AUTH_FILE"), None);
+    assert!(flag(container, "--backend-token-file", "TRACTOR_BACKEND_TOKEN_FILE").is_some());
+    let serve = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
+    assert!(flag(&pod_of(&serve)["containers"][0], "--auth-file", "TRACTOR_AUTH_FILE").is_some());
+}
+
+/// The token Secret is created once: a later reconcile's create is refused
+/// as existing and the controller goes on with the Secret as it is, never
+/// reading, replacing or patching it.
+#[tokio::test]
+async fn the_router_token_is_created_once_and_kept() {
+    let md = model_deployment(spec("1", json!({})), stable_status("1"), json!({}));
+    let v = run(md, Arc::default(), NOW, async |v| {
+        v.list(DEPLOYMENTS, json!([ready_deployment("1", 1)]))
+            .await
+            .list(MODELVERSIONS, json!([]))
+            .await
+            .expect_status(Method::POST, SECRETS, http::StatusCode::CONFLICT, |_| {
+                json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "reason": "AlreadyExists", "code": 409,
+                        "message": "secrets \"digits-backend-token\" already exists" })
+            })
+            .await
+            .apply(&format!("{NETWORKPOLICIES}/digits-serve?"))
+            .await
+            .serving("1")
+            .await
+            .router()
+            .await
+            .patch_status()
+            .await
+    })
+    .await;
+    let secret_calls: Vec<_> =
+        v.seen.iter().filter(|(_, uri, _)| uri.contains("/secrets")).collect();
+    assert_eq!(secret_calls.len(), 1, "one create, nothing else: {secret_calls:?}");
+    let serve = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
+    assert_eq!(
+        volume_at(&serve, "/etc/tractor/auth/serve")["secret"]["secretName"],
+        "digits-backend-token"
+    );
+}
+
+/// Serving pods take traffic from their router and the operator only; the
+/// router's admin port is in no traffic Service and takes the operator only.
+#[tokio::test]
+async fn network_policies_let_only_the_router_and_the_operator_in() {
+    let v = first_reconcile(spec("1", json!({})), false).await;
+    let controller = json!({
+        "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "tractor-system" } },
+        "podSelector": { "matchLabels": { "app.kubernetes.io/name": "tractor",
+                                           "app.kubernetes.io/component": "controller" } } });
+    let serve = v.applied(&format!("{NETWORKPOLICIES}/digits-serve?"));
+    assert_eq!(serve["metadata"]["ownerReferences"][0]["kind"], "ModelDeployment");
+    assert_eq!(
+        serve["spec"]["podSelector"]["matchLabels"],
+        json!({ "app.kubernetes.io/managed-by": "tractor", "tractor.dev/deployment": "digits",
+                "app.kubernetes.io/component": "serve" })
+    );
+    assert_eq!(serve["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_eq!(
+        serve["spec"]["ingress"],
+        json!([{ "from": [
+            { "podSelector": { "matchLabels": { "app.kubernetes.io/managed-by": "tractor",
+                "tractor.dev/deployment": "digits", "app.kubernetes.io/component": "route" } } },
+            controller] }])
+    );
+    let router = v.applied(&format!("{NETWORKPOLICIES}/digits-router?"));
+    assert_eq!(
+        router["spec"]["ingress"],
+        json!([
+            { "ports": [{ "port": 8080, "protocol": "TCP" }] },
+            { "from": [controller], "ports": [{ "port": 9090, "protocol": "TCP" }] }
+        ])
+    );
+    let traffic = v.applied(&format!("{SERVICES}/digits?"));
+    let ports: Vec<i64> = traffic["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, vec![8080], "the admin port is not in the traffic Service");
+    let admin = v.applied(&format!("{SERVICES}/digits-admin?"));
+    assert_eq!(admin["spec"]["ports"][0]["port"], 9090);
+    assert_eq!(admin["spec"]["selector"]["app.kubernetes.io/component"], "route");
+}
+
+/// Serving pods mount no ServiceAccount token unless the spec asks, and
+/// run as the account the spec names.
+#[tokio::test]
+async fn serving_pods_mount_no_service_account_token_by_default() {
+    let v = first_reconcile(spec("1", json!({})), false).await;
+    let pod = pod_of(&v.applied(&format!("{DEPLOYMENTS}/digits-v1?"))).clone();
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert!(pod.get("serviceAccountName").is_none(), "{pod}");
+
+    let serving = json!({ "serving": { "serviceAccountName": "digits-reader",
+                                       "automountServiceAccountToken": true } });
+    let v = first_reconcile(spec("1", serving), false).await;
+    let pod = pod_of(&v.applied(&format!("{DEPLOYMENTS}/digits-v1?"))).clone();
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(pod["serviceAccountName"], "digits-reader");
+}
+
+/// `spec.serving.image` runs only under an allowed prefix: another image is
+/// a Degraded condition naming the field, and nothing is applied.
+#[tokio::test]
+async fn an_image_outside_the_allow_list_is_a_degraded_condition() {
+    let serving = json!({ "serving": { "image": "registry.example.com/team-evil/tractor:1" } });
+    let md = model_deployment(spec("1", serving), Value::Null, json!({}));
+    let v = run(md, Arc::default(), NOW, async |v| v.patch_status().await.event().await).await;
+    let status = v.status_patch();
+    let degraded =
+        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap();
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("InvalidSpec"))
+    );
+    let message = degraded["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.serving.image") && message.contains("registry.example.com/team/"),
+        "{message}"
+    );
+
+    let allowed = json!({ "serving": { "image": "registry.example.com/team/tractor:2" } });
+    let v = first_reconcile(spec("1", allowed), false).await;
+    let serve = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
+    assert_eq!(pod_of(&serve)["containers"][0]["image"], "registry.example.com/team/tractor:2");
 }

@@ -3,29 +3,30 @@
 //!   object the controller would create for it (driven through the real
 //!   planner: first deployment, optimization result, pods ready, a canary)
 //!   round-trips through its `k8s-openapi` type and keeps the invariants of
-//!   DESIGN.md (owner reference, labels, names, restricted security context);
-//! - the CRDs shipped by the chart and by `deploy/` are `crds/tractor.dev.yaml`;
+//!   DESIGN.md (owner reference, labels, names, restricted security context),
+//!   and of issue 12 (NetworkPolicies, no token in serving pods, the admin
+//!   port in no traffic Service);
 //! - the operator's ClusterRole covers what the controller does (and the
-//!   Role it grants each router), and its pod is restricted, running as the
-//!   image's user;
-//! - with `helm`/`kubectl` at hand (`.ci/manifests.sh` puts them in
-//!   `~/.cache/tractor/k8s-tools/bin`, or `TRACTOR_HELM`/`TRACTOR_KUBECTL`),
-//!   the chart lints and both the chart and `deploy/` render. Without them
-//!   this part prints why it skipped; `.ci/manifests.sh` covers it.
+//!   Role it grants each router) and nothing more, and its pod is
+//!   restricted, running as the image's user.
+//!
+//! `tests/chart.rs` renders the chart and `deploy/` with the real tools.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service};
-use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use tractor::controller::access;
 use tractor::controller::objects::{self, OperatorConfig};
 use tractor::crd::{ModelDeployment, ValidSpec};
 use tractor::plan::{Artifact, JobState, Observed, Plan};
@@ -34,9 +35,9 @@ const NAMESPACE: &str = "models";
 const UID: &str = "5b1c0f7e-2d4a-4e4b-9a57-1f0e3c2b7a10";
 const NON_ROOT_UID: i64 = 65532;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "common/packaging.rs"]
+mod packaging;
+use packaging::{allows, operator_rules, read, root};
 
 fn examples() -> Vec<(String, String)> {
     let dir = root().join("deploy/examples");
@@ -107,6 +108,9 @@ fn operator_config() -> OperatorConfig {
         artifact_store: "s3://artifacts/tractor".into(),
         store_credentials: Some("tractor-store".into()),
         log_format: "json".into(),
+        allowed_images: vec!["registry.example.com/team/".into()],
+        operator_namespace: "tractor-system".into(),
+        admin_token: tractor::controller::access::AdminToken::from_token("controller-token".into()),
     }
 }
 
@@ -139,6 +143,10 @@ fn render(
     config: &OperatorConfig,
 ) -> Vec<Rendered> {
     let mut out = Vec::new();
+    if !plan.versions.is_empty() || !plan.weights.is_empty() {
+        out.push(roundtrip("Secret", None, &access::token_secret(md, "t0ken")));
+        out.push(roundtrip("NetworkPolicy", None, &access::serve_network_policy(md, config)));
+    }
     for desired in &plan.versions {
         let v = Some(desired.version.as_str());
         if let Some(cm) = objects::processing_configmap(md, spec, &desired.version) {
@@ -164,10 +172,15 @@ fn render(
         out.push(roundtrip("ServiceAccount", None, &objects::router_service_account(md)));
         out.push(roundtrip("Role", None, &objects::router_role(md)));
         out.push(roundtrip("RoleBinding", None, &objects::router_role_binding(md)));
+        if let Some(cm) = access::router_auth_configmap(md, config) {
+            out.push(roundtrip("ConfigMap", None, &cm));
+        }
         let routes = objects::routes_configmap(md, &plan.weights, plan.shadow.as_deref());
         out.push(roundtrip("ConfigMap", None, &routes));
         out.push(roundtrip("Deployment", None, &objects::router_deployment(md, config)));
         out.push(roundtrip("Service", None, &objects::router_service(md)));
+        out.push(roundtrip("Service", None, &access::router_admin_service(md)));
+        out.push(roundtrip("NetworkPolicy", None, &access::router_network_policy(md, config)));
     }
     out
 }
@@ -307,7 +320,10 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
             .map(|(_, m)| m.name.clone().unwrap())
             .collect()
     };
-    let configmaps = names_of("ConfigMap");
+    let mut configmaps = names_of("ConfigMap");
+    // The JWKS ConfigMap is the user's, named by the spec.
+    let jwks = md.spec.serving.auth.as_ref().and_then(|a| a.jwks.as_ref());
+    configmaps.extend(jwks.map(|j| j.config_map_ref.name.clone()));
     for kind in KINDS {
         let mut names = names_of(kind);
         let count = names.len();
@@ -316,6 +332,7 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
         assert_eq!(names.len(), count, "{file}: two {kind}s with one name");
     }
     let mut pod_labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut policies: Vec<(String, BTreeMap<String, String>)> = Vec::new();
     for (r, meta) in rendered.iter().zip(&metas) {
         let name = meta.name.clone().unwrap();
         let what = format!("{file}: {} {name}", r.kind);
@@ -362,7 +379,33 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
                         "{what}: the routes ConfigMap is rendered"
                     );
                 }
+                if r.version.is_some() {
+                    check_serving_pod(&what, md, spec.template.spec.as_ref().unwrap());
+                }
                 pod_labels.insert(name, template_labels);
+            }
+            "Secret" => {
+                assert_eq!(r.json["apiVersion"], "v1");
+                let secret: Secret = serde_json::from_value(r.json.clone()).unwrap();
+                let data = secret.string_data.unwrap_or_default();
+                assert_eq!(data.get("token").map(String::as_str), Some("t0ken"), "{what}");
+                let file = data.get("auth.yaml").expect("the serving pods' auth file");
+                tractor::auth::parse_auth_file_text(file)
+                    .unwrap_or_else(|e| panic!("{what}: auth.yaml: {e}"));
+                assert!(!file.contains("t0ken"), "{what}: the auth file holds the digest only");
+            }
+            "NetworkPolicy" => {
+                assert_eq!(r.json["apiVersion"], "networking.k8s.io/v1");
+                let policy: NetworkPolicy = serde_json::from_value(r.json.clone()).unwrap();
+                let spec = policy.spec.expect("a spec");
+                assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string()][..]));
+                let selected = spec.pod_selector.and_then(|s| s.match_labels).unwrap_or_default();
+                assert!(
+                    !selected.is_empty(),
+                    "{what}: selects some pods, not all of the namespace"
+                );
+                assert!(spec.ingress.is_some_and(|rules| !rules.is_empty()), "{what}");
+                policies.push((name.clone(), selected));
             }
             "Job" => {
                 assert_eq!(r.json["apiVersion"], "batch/v1");
@@ -388,6 +431,11 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
                 assert_eq!(r.json["apiVersion"], "v1");
                 let cm: ConfigMap = serde_json::from_value(r.json.clone()).unwrap();
                 for (key, value) in cm.data.unwrap_or_default() {
+                    if key == access::ADMIN_AUTH_KEY {
+                        tractor::auth::parse_auth_file_text(&value)
+                            .unwrap_or_else(|e| panic!("{what}: {key} is not an auth file: {e}"));
+                        continue;
+                    }
                     let _: Value = serde_json::from_str(&value)
                         .unwrap_or_else(|e| panic!("{what}: {key} is not JSON: {e}"));
                 }
@@ -450,6 +498,11 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
             other => panic!("unexpected kind {other}"),
         }
     }
+    for (name, selected) in &policies {
+        let selects =
+            |labels: &BTreeMap<_, _>| selected.iter().all(|(k, v)| labels.get(k) == Some(v));
+        assert!(pod_labels.values().any(selects), "{file}: NetworkPolicy {name} selects no pods");
+    }
     // Every Service reaches the pods of the Deployment of the same name.
     for (r, meta) in rendered.iter().zip(&metas) {
         if r.kind != "Service" {
@@ -457,9 +510,26 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
         }
         let name = meta.name.clone().unwrap();
         let svc: Service = serde_json::from_value(r.json.clone()).unwrap();
+        let ports: Vec<i32> =
+            svc.spec.iter().flat_map(|s| s.ports.iter().flatten()).map(|p| p.port).collect();
         let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+        // The router's admin Service reaches the router's pods.
+        let deployment = if name == access::router_admin_service_name(md) {
+            assert_eq!(
+                ports,
+                vec![objects::ROUTE_ADMIN_PORT],
+                "{file}: {name}: the admin port only"
+            );
+            objects::router_name(md)
+        } else {
+            assert!(
+                !ports.contains(&objects::ROUTE_ADMIN_PORT),
+                "{file}: Service {name}: the admin port is in no traffic Service"
+            );
+            name.clone()
+        };
         let labels = pod_labels
-            .get(&name)
+            .get(&deployment)
             .unwrap_or_else(|| panic!("{file}: Service {name} has no Deployment"));
         assert!(!selector.is_empty(), "{file}: Service {name} selects nothing");
         for (k, v) in &selector {
@@ -468,9 +538,24 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
     }
 }
 
+/// Serving pods mount no ServiceAccount token unless the spec asks, and no
+/// Secret but the `auth.yaml` key of their router's token Secret.
+fn check_serving_pod(what: &str, md: &ModelDeployment, pod: &PodSpec) {
+    let asked = md.spec.serving.automount_service_account_token.unwrap_or(false);
+    assert_eq!(pod.automount_service_account_token, Some(asked), "{what}: automounted token");
+    for volume in pod.volumes.iter().flatten() {
+        let Some(secret) = &volume.secret else { continue };
+        assert_eq!(secret.secret_name, Some(access::token_secret_name(md)), "{what}");
+        let keys: Vec<&str> = secret.items.iter().flatten().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, vec![access::SERVE_AUTH_KEY], "{what}: the digest, never the token");
+    }
+    let env = pod.containers[0].env.iter().flatten();
+    assert!(env.map(|e| &e.name).any(|n| n == "TRACTOR_AUTH_FILE"), "{what}: checks tokens");
+}
+
 /// Every kind the controller may render, with the API group and resource
 /// the operator's ClusterRole must cover, and the verbs it uses on them.
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 10] = [
     "ConfigMap",
     "Deployment",
     "Service",
@@ -479,44 +564,32 @@ const KINDS: [&str; 8] = [
     "ServiceAccount",
     "Role",
     "RoleBinding",
+    "Secret",
+    "NetworkPolicy",
 ];
 
 fn resource_of(kind: &str) -> (&'static str, &'static str, &'static [&'static str]) {
-    // Server-side apply is a patch (creating when absent); removed versions are deleted.
-    const APPLY: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+    // Server-side apply is a patch, which needs create when the object is
+    // absent; owned kinds are watched (list, watch), removed versions deleted.
+    const OWNED: &[&str] = &["list", "watch", "create", "patch", "delete"];
+    // Applied, never read or deleted: they go with their owner.
+    const APPLIED: &[&str] = &["create", "patch"];
     match kind {
-        "ConfigMap" => ("", "configmaps", APPLY),
-        "Deployment" => ("apps", "deployments", APPLY),
-        "Service" => ("", "services", APPLY),
-        "Job" => ("batch", "jobs", APPLY),
-        "ModelVersion" => ("tractor.dev", "modelversions", &["get", "list", "create"]),
-        "ServiceAccount" => ("", "serviceaccounts", APPLY),
-        "Role" => ("rbac.authorization.k8s.io", "roles", APPLY),
-        "RoleBinding" => ("rbac.authorization.k8s.io", "rolebindings", APPLY),
+        // get: the router's Role grants it, and a Role grants only what its creator holds.
+        "ConfigMap" => ("", "configmaps", &["get", "list", "watch", "create", "patch", "delete"]),
+        "Deployment" => ("apps", "deployments", OWNED),
+        "Service" => ("", "services", OWNED),
+        // get: observe reads the Job of the version being optimized.
+        "Job" => ("batch", "jobs", &["get", "list", "watch", "create", "patch", "delete"]),
+        "ModelVersion" => ("tractor.dev", "modelversions", &["list", "create"]),
+        "ServiceAccount" => ("", "serviceaccounts", APPLIED),
+        "Role" => ("rbac.authorization.k8s.io", "roles", APPLIED),
+        "RoleBinding" => ("rbac.authorization.k8s.io", "rolebindings", APPLIED),
+        // Created once and never read: the operator cannot read Secrets.
+        "Secret" => ("", "secrets", &["create"]),
+        "NetworkPolicy" => ("networking.k8s.io", "networkpolicies", APPLIED),
         other => panic!("no RBAC mapping for {other}"),
     }
-}
-
-/// The rules of the operator's ClusterRole, from deploy/rbac.yaml (which
-/// .ci/manifests.sh keeps equal to what the chart renders).
-fn operator_rules() -> Vec<PolicyRule> {
-    let text = read(&root().join("deploy/rbac.yaml"));
-    let role = text
-        .split("\n---\n")
-        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
-        .find(|doc| doc["kind"] == "ClusterRole")
-        .expect("a ClusterRole in deploy/rbac.yaml");
-    let role: ClusterRole = serde_json::from_value(role).unwrap();
-    role.rules.unwrap_or_default()
-}
-
-fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
-    rules.iter().any(|rule| {
-        rule.resource_names.is_none()
-            && rule.api_groups.iter().flatten().any(|g| g == group || g == "*")
-            && rule.resources.iter().flatten().any(|r| r == resource || r == "*")
-            && rule.verbs.iter().any(|v| v == verb || v == "*")
-    })
 }
 
 #[test]
@@ -528,7 +601,6 @@ fn the_operator_may_do_what_the_controller_does() {
         needed.extend(verbs.iter().map(|v| (group, resource, *v)));
     }
     needed.extend([
-        ("tractor.dev", "modeldeployments", "get"),
         ("tractor.dev", "modeldeployments", "list"),
         ("tractor.dev", "modeldeployments", "watch"),
         // Removes the promote/abort annotations it acted on.
@@ -537,17 +609,30 @@ fn the_operator_may_do_what_the_controller_does() {
         // The optimization Job's pod carries its result in the termination message.
         ("", "pods", "list"),
         ("events.k8s.io", "events", "create"),
+        // kube's Recorder counts a repeated Event in a series, by a patch.
+        ("events.k8s.io", "events", "patch"),
     ]);
-    for (group, resource, verb) in needed {
+    for &(group, resource, verb) in &needed {
         assert!(
             allows(&rules, group, resource, verb),
             "the operator's ClusterRole lacks {verb} on {group}/{resource}"
         );
     }
-    // And nothing it does not need: no Secrets, no wildcards, no escalate/bind.
+    // And nothing it does not need: every verb of every rule is one the
+    // controller uses; no wildcards, no escalate/bind.
     for rule in &rules {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    assert!(
+                        needed.contains(&(group.as_str(), resource.as_str(), verb.as_str())),
+                        "the operator's ClusterRole grants {verb} on {group}/{resource}, which the controller never uses"
+                    );
+                }
+            }
+        }
         for resource in rule.resources.iter().flatten() {
-            assert!(resource != "secrets" && resource != "*", "the operator needs no {resource}");
+            assert!(resource != "*", "the operator needs no {resource}");
         }
         for verb in &rule.verbs {
             assert!(
@@ -620,7 +705,7 @@ fn drive(file: &str, md: &ModelDeployment, observed: &mut Observed, t0: i64) -> 
 fn examples_are_valid_and_render_valid_objects() {
     let examples = examples();
     let names: Vec<&str> = examples.iter().map(|(n, _)| n.as_str()).collect();
-    for wanted in ["plain.yaml", "optimized.yaml", "canary.yaml"] {
+    for wanted in ["plain.yaml", "optimized.yaml", "canary.yaml", "secured.yaml"] {
         assert!(names.contains(&wanted), "deploy/examples/{wanted} is missing: {names:?}");
     }
     for (file, text) in &examples {
@@ -632,7 +717,7 @@ fn examples_are_valid_and_render_valid_objects() {
         }
         let mut observed = Observed::default();
         let kinds = drive(file, &md, &mut observed, 0);
-        for kind in ["Deployment", "Service", "ConfigMap"] {
+        for kind in ["Deployment", "Service", "ConfigMap", "NetworkPolicy", "Secret"] {
             assert!(kinds.contains(&kind), "{file}: no {kind} rendered");
         }
         if spec.optimize.is_some() {
@@ -663,139 +748,6 @@ fn examples_are_valid_and_render_valid_objects() {
             );
         }
         println!("{file}: valid; rendered {} objects", kinds.len());
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// The YAML files of a directory, concatenated in name order.
-fn concatenated(dir: &Path) -> String {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no CRDs in {}", dir.display());
-    files.iter().map(|p| read(p)).collect()
-}
-
-#[test]
-fn chart_and_deploy_ship_the_generated_crds() {
-    let generated = read(&root().join("crds/tractor.dev.yaml"));
-    for dir in ["charts/tractor/crds", "deploy/crds"] {
-        assert!(
-            concatenated(&root().join(dir)) == generated,
-            "{dir} differs from crds/tractor.dev.yaml; run `cp crds/tractor.dev.yaml {dir}/`"
-        );
-    }
-    let kustomization = read(&root().join("deploy/kustomization.yaml"));
-    assert!(
-        kustomization.contains("crds/tractor.dev.yaml"),
-        "deploy/kustomization.yaml installs the CRDs"
-    );
-}
-
-/// `TRACTOR_HELM`/`TRACTOR_KUBECTL`, or what `.ci/manifests.sh` cached.
-/// The tool from `env` or the cache `.ci/manifests.sh` fills. Missing, the
-/// caller skips with the reason, except under `CI=true`: `.ci/run` installs
-/// both tools before the tests, so a missing one there is a broken CI.
-fn tool(env: &str, name: &str) -> Option<PathBuf> {
-    if let Ok(path) = std::env::var(env) {
-        return Some(PathBuf::from(path));
-    }
-    let found = std::env::var_os("HOME")
-        .map(|home| Path::new(&home).join(".cache/tractor/k8s-tools/bin").join(name))
-        .filter(|cached| cached.is_file());
-    assert!(
-        found.is_some() || std::env::var("CI").as_deref() != Ok("true"),
-        "CI must run this test: {name} is not in ~/.cache/tractor/k8s-tools/bin and {env} is unset (bash .ci/manifests.sh installs it)"
-    );
-    found
-}
-
-fn run(tool: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(tool)
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", tool.display()));
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed:\n{}{}",
-        tool.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[test]
-fn chart_and_kustomization_render_when_the_tools_are_here() {
-    match tool("TRACTOR_HELM", "helm") {
-        None => println!(
-            "skipped helm: not in ~/.cache/tractor/k8s-tools/bin and TRACTOR_HELM unset (.ci/manifests.sh checks the chart)"
-        ),
-        Some(helm) => {
-            run(&helm, &["lint", "--strict", "charts/tractor"]);
-            let out = run(
-                &helm,
-                &[
-                    "template",
-                    "tractor",
-                    "charts/tractor",
-                    "--namespace",
-                    "tractor-system",
-                    "--include-crds",
-                ],
-            );
-            for kind in [
-                "CustomResourceDefinition",
-                "Deployment",
-                "ServiceAccount",
-                "ClusterRole",
-                "ClusterRoleBinding",
-                "Role",
-                "RoleBinding",
-                "Service",
-            ] {
-                assert!(
-                    out.contains(&format!("kind: {kind}\n")),
-                    "helm template renders no {kind}"
-                );
-            }
-            assert!(!out.contains("kind: ServiceMonitor"), "the ServiceMonitor is off by default");
-            let on = run(
-                &helm,
-                &[
-                    "template",
-                    "tractor",
-                    "charts/tractor",
-                    "--set",
-                    "serviceMonitor.enabled=true,replicaCount=2",
-                ],
-            );
-            assert!(on.contains("kind: ServiceMonitor"), "serviceMonitor.enabled renders one");
-            assert!(
-                on.contains("name: TRACTOR_LEADER_ELECTION\n              value: \"true\""),
-                "two replicas elect a leader"
-            );
-        }
-    }
-    match tool("TRACTOR_KUBECTL", "kubectl") {
-        None => println!(
-            "skipped kubectl: not in ~/.cache/tractor/k8s-tools/bin and TRACTOR_KUBECTL unset (.ci/manifests.sh checks deploy/)"
-        ),
-        Some(kubectl) => {
-            let out = run(&kubectl, &["kustomize", "deploy/"]);
-            assert!(
-                out.contains("kind: CustomResourceDefinition") && out.contains("kind: Deployment"),
-                "{out}"
-            );
-            assert!(out.contains("namespace: tractor-system"), "{out}");
-        }
     }
 }
 

@@ -22,6 +22,18 @@ pub struct AuthArgs {
     /// The `aud` a JWT must carry.
     #[arg(long, env = "TRACTOR_JWT_AUDIENCE", requires = "jwks")]
     pub jwt_audience: Option<String>,
+    /// Requests a second each JWT subject may send (`rps` of an auth file).
+    #[arg(long, env = "TRACTOR_JWT_RPS", requires = "jwks",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub jwt_rps: Option<u32>,
+    /// Requests a JWT subject may send at once (default: --jwt-rps).
+    #[arg(long, env = "TRACTOR_JWT_BURST", requires = "jwt_rps",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub jwt_burst: Option<u32>,
+    /// Requests each JWT subject may send per UTC day.
+    #[arg(long, env = "TRACTOR_JWT_QUOTA", requires = "jwks",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub jwt_quota: Option<u64>,
     /// Serve /metrics without a token even when access control is on.
     #[arg(long, env = "TRACTOR_METRICS_OPEN")]
     pub metrics_open: bool,
@@ -38,11 +50,16 @@ impl AuthArgs {
             }),
             _ => None,
         };
+        let rate = self.jwt_rps.map(|per_second| super::Rate {
+            per_second,
+            burst: self.jwt_burst.unwrap_or(per_second),
+        });
         AuthConfig {
             auth_files: self.auth_files.clone(),
             jwt,
             metrics_open: self.metrics_open,
             backend_token_file: None,
+            jwt_limits: super::JwtLimits { rate, quota: self.jwt_quota },
         }
     }
 }

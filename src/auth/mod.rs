@@ -128,7 +128,22 @@ pub struct AuthConfig {
     pub metrics_open: bool,
     /// The router's own token to its backends, replacing the caller's.
     pub backend_token_file: Option<PathBuf>,
+    /// Limits of each JWT caller (by `sub`), as an auth file's `rps`,
+    /// `burst` and `quota` limit a token.
+    pub jwt_limits: JwtLimits,
 }
+
+/// The `rps`/`burst` and daily `quota` every JWT subject gets on its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JwtLimits {
+    pub rate: Option<Rate>,
+    pub quota: Option<u64>,
+}
+
+/// Most JWT subjects whose limits are kept; past it the state is emptied,
+/// like [`JWT_CACHE_ENTRIES`]: only the issuer can mint subjects, and one
+/// that mints this many is trusted with more than a rate anyway.
+const JWT_SUBJECTS: usize = 10_000;
 
 impl AuthConfig {
     /// Whether callers are checked at all.
@@ -189,6 +204,9 @@ struct JwtState {
     /// until: an RS256 check costs tens of microseconds, measured as a
     /// quarter of the throughput of a small model at c=16 without this.
     verified: Mutex<HashMap<[u8; 32], (jwt::Verified, u64)>>,
+    limits: JwtLimits,
+    /// Limit state by caller name (`jwt:` and the subject).
+    subjects: Mutex<HashMap<Arc<str>, Arc<TokenLimits>>>,
 }
 
 impl JwtState {
@@ -214,6 +232,25 @@ impl JwtState {
             cache.clear();
         }
         cache.insert(digest, (verified.clone(), until));
+    }
+
+    /// The limits of one subject, made on its first request; `None` when
+    /// JWT callers have none.
+    fn limits_of(&self, name: &Arc<str>) -> Option<Arc<TokenLimits>> {
+        let JwtLimits { rate, quota } = self.limits;
+        if rate.is_none() && quota.is_none() {
+            return None;
+        }
+        let mut subjects = self.subjects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(existing) = subjects.get(name) {
+            return Some(existing.clone());
+        }
+        if subjects.len() >= JWT_SUBJECTS {
+            subjects.clear();
+        }
+        let fresh = Arc::new(TokenLimits::new(rate, quota));
+        subjects.insert(name.clone(), fresh.clone());
+        Some(fresh)
     }
 
     fn forget_all(&self) {
@@ -311,6 +348,8 @@ impl Auth {
                         config: jwt_config.clone(),
                         keys: RwLock::new(Arc::new(keys)),
                         verified: Mutex::new(HashMap::new()),
+                        limits: config.jwt_limits,
+                        subjects: Mutex::new(HashMap::new()),
                     },
                     bytes,
                 ))
@@ -548,7 +587,8 @@ impl Inner {
                     }
                 };
                 let name: Arc<str> = Arc::from(format!("jwt:{}", verified.subject));
-                Ok((Caller { name, scopes: verified.scopes }, None))
+                let limits = state.limits_of(&name);
+                Ok((Caller { name, scopes: verified.scopes }, limits))
             }
             _ => Err(Refusal::Unknown),
         }
@@ -597,6 +637,8 @@ mod tests {
             config: JwtConfig { jwks: "x".into(), issuer: "i".into(), audience: "a".into() },
             keys: RwLock::new(Arc::new(jwt::KeySet::empty())),
             verified: Mutex::new(HashMap::new()),
+            limits: JwtLimits::default(),
+            subjects: Mutex::new(HashMap::new()),
         };
         let verified = |expires_at| jwt::Verified {
             subject: "s".into(),

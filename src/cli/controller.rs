@@ -38,9 +38,24 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "tractor-controller")]
     identity: String,
+    /// Image prefixes `spec.serving.image` may name (comma-separated, each
+    /// ending in '/', ':' or '@'); empty: only the operator's own image.
+    #[arg(long, env = "TRACTOR_ALLOWED_IMAGES", value_delimiter = ',')]
+    allowed_images: Vec<String>,
+    /// Watch only these namespaces (comma-separated), for an install with a
+    /// Role in each instead of a ClusterRole; empty: every namespace.
+    #[arg(long, env = "TRACTOR_WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    controller::access::check_image_prefixes(&args.allowed_images)
+        .map_err(|e| anyhow::anyhow!("--allowed-images: {e}"))?;
+    for namespace in &args.watch_namespaces {
+        tractor::crd::check_object_name("--watch-namespaces", namespace)?;
+    }
+    let admin_token =
+        controller::access::AdminToken::generate().context("making the controller's token")?;
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let metrics = ControllerMetrics::default();
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -49,8 +64,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.metrics_addr))?;
     tokio::spawn(serve_health(http, metrics.clone(), ready.clone()));
 
-    // Ready means "up and connected", not "leading": a follower that waits
-    // for the Lease must be Ready too, or a rolling update would stall on it.
+    // Ready means "the process is up", not "leading" and not "connected"
+    // (the client has not called the API yet): a follower that waits for
+    // the Lease must be Ready too, or a rolling update would stall on it.
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let lease = args.leader_election.then(|| {
         controller::leader::LeaseLock::new(
@@ -63,6 +79,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     if let Some(lease) = &lease {
         lease.acquire().await?;
     }
+    let namespaces = args.watch_namespaces;
     let ctx = Arc::new(controller::Context {
         client,
         config: OperatorConfig {
@@ -70,20 +87,25 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             artifact_store: args.artifact_store,
             store_credentials: args.store_credentials,
             log_format: std::env::var("TRACTOR_LOG_FORMAT").unwrap_or_else(|_| "json".into()),
+            allowed_images: args.allowed_images,
+            operator_namespace: args.lease_namespace.clone(),
+            admin_token: admin_token.clone(),
         },
         metrics,
-        router: Arc::new(HttpRouterStats::default()),
+        router: Arc::new(HttpRouterStats::new(&admin_token)),
         reporter: Reporter { controller: "tractor".into(), instance: Some(args.identity.clone()) },
         now: Box::new(Timestamp::now),
     });
     match &lease {
         Some(lease) => {
             tokio::select! {
-                result = controller::run(ctx) => result.context("running the controller")?,
+                result = controller::run_watching(ctx, &namespaces) => result.context("running the controller")?,
                 lost = lease.keep() => bail!("lost leadership: {lost}"),
             }
         }
-        None => controller::run(ctx).await.context("running the controller")?,
+        None => {
+            controller::run_watching(ctx, &namespaces).await.context("running the controller")?
+        }
     }
     Ok(())
 }

@@ -181,7 +181,62 @@ fn every_child() -> Vec<ChildArgs> {
         ),
         args::route("0.0.0.0:8080", "0.0.0.0:9090", &RoutesAt::ConfigMap("digits-routes".into())),
         args::optimize(&optimize_files()),
+        with_access(args::serve(&spec, &artifact(), &placement(None)), None),
+        with_access(
+            args::route("0.0.0.0:8080", "0.0.0.0:9090", &RoutesAt::ConfigMap("d-routes".into())),
+            Some(()),
+        ),
     ]
+}
+
+/// A child with every access flag its role takes (the cluster's mounts).
+fn with_access(mut child: ChildArgs, router: Option<()>) -> ChildArgs {
+    match router {
+        None => args::serve_access(
+            &mut child,
+            &args::ServeAccess { auth_files: vec!["/etc/tractor/auth/serve/auth.yaml".into()] },
+        ),
+        Some(()) => args::route_access(
+            &mut child,
+            &args::RouteAccess {
+                auth_files: vec!["/a/callers.yaml".into(), "/a/admin.yaml".into()],
+                jwt: Some(args::JwtFiles {
+                    jwks: "/j/jwks.json".into(),
+                    issuer: "https://issuer".into(),
+                    audience: "tractor".into(),
+                    rps: Some(20),
+                    burst: Some(40),
+                    quota: Some(100_000),
+                }),
+                tls: Some(("/t/tls.crt".into(), "/t/tls.key".into())),
+                backend_token_file: Some("/b/token".into()),
+            },
+        ),
+    }
+    child
+}
+
+#[test]
+fn access_flags_of_the_children_parse_to_the_same_files() {
+    let route = with_access(
+        args::route("0.0.0.0:8080", "0.0.0.0:9090", &RoutesAt::ConfigMap("d-routes".into())),
+        Some(()),
+    );
+    let Command::Route(parsed) = parse(&route) else { panic!("{:?} is not route", route.argv()) };
+    assert_eq!(
+        parsed.auth.auth_files,
+        vec![PathBuf::from("/a/callers.yaml"), PathBuf::from("/a/admin.yaml")]
+    );
+    assert_eq!(parsed.auth.jwks, Some(PathBuf::from("/j/jwks.json")));
+    assert_eq!(parsed.auth.jwt_audience.as_deref(), Some("tractor"));
+    let limits = parsed.auth.config().jwt_limits;
+    assert_eq!(limits.rate, Some(tractor::auth::Rate { per_second: 20, burst: 40 }));
+    assert_eq!(limits.quota, Some(100_000));
+    assert_eq!(parsed.backend_token_file, Some(PathBuf::from("/b/token")));
+    assert!(parsed.tls.files().is_some(), "--tls-cert and --tls-key");
+    let serve = with_access(args::serve(&spec(""), &artifact(), &placement(None)), None);
+    let Command::Serve(parsed) = parse(&serve) else { panic!("{:?} is not serve", serve.argv()) };
+    assert_eq!(parsed.auth.auth_files, vec![PathBuf::from("/etc/tractor/auth/serve/auth.yaml")]);
 }
 
 #[test]
@@ -213,6 +268,28 @@ fn child_env_names_are_the_variables_clap_reads() {
             }
         }
     }
-    // serve's nine flags and route's three (twice) all name a variable.
-    assert_eq!(checked, 15);
+    // serve's nine flags and route's three (twice) all name a variable;
+    // so do the children with access flags: serve's eight without --host
+    // and its auth file, route's three and its ten access flags.
+    assert_eq!(checked, 15 + (8 + 1) + (3 + 10));
+}
+
+#[test]
+fn jwt_limits_parse_into_the_auth_config() {
+    let jwt = ["--jwks", "j.json", "--jwt-issuer", "i", "--jwt-audience", "a"];
+    let argv = |extra: &[&str]| {
+        let mut argv = vec!["tractor", "serve", "--model", "m.onnx"];
+        argv.extend(jwt);
+        argv.extend(extra);
+        Cli::try_parse_from(argv)
+    };
+    let Command::Serve(serve) = argv(&["--jwt-rps", "5", "--jwt-quota", "100"]).unwrap().command
+    else {
+        panic!("not serve")
+    };
+    let limits = serve.auth.config().jwt_limits;
+    assert_eq!(limits.rate, Some(tractor::auth::Rate { per_second: 5, burst: 5 }));
+    assert_eq!(limits.quota, Some(100));
+    assert!(argv(&["--jwt-rps", "0"]).is_err(), "a rate of 0 would refuse everyone");
+    assert!(argv(&["--jwt-burst", "3"]).is_err(), "a burst needs a rate");
 }

@@ -169,3 +169,72 @@ pub fn optimize(files: &OptimizeFiles) -> ChildArgs {
     args.push_flag("--termination-message", files.termination_message.clone());
     args
 }
+
+/// Files that control who may call a `serve` child; kept apart from
+/// [`serve`] because only the executor knows where it put them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServeAccess {
+    /// Auth files (`--auth-file`): in a cluster, the one accepting only
+    /// the router's per-deployment token.
+    pub auth_files: Vec<String>,
+}
+
+/// Adds a `serve` child's access flags to its arguments.
+pub fn serve_access(args: &mut ChildArgs, access: &ServeAccess) {
+    if !access.auth_files.is_empty() {
+        args.push("--auth-file", "TRACTOR_AUTH_FILE", access.auth_files.join(","));
+    }
+}
+
+/// The JWT settings of a router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtFiles {
+    pub jwks: String,
+    pub issuer: String,
+    pub audience: String,
+    /// Limits of each subject: `--jwt-rps`, `--jwt-burst`, `--jwt-quota`.
+    pub rps: Option<u32>,
+    pub burst: Option<u32>,
+    pub quota: Option<u64>,
+}
+
+/// Files that control who may call a `route` child and how it calls its
+/// versions; the executor mounts or writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteAccess {
+    /// Callers' auth files and the controller's admin one (`--auth-file`).
+    pub auth_files: Vec<String>,
+    pub jwt: Option<JwtFiles>,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls: Option<(String, String)>,
+    /// The router's own token to its versions (`--backend-token-file`).
+    pub backend_token_file: Option<String>,
+}
+
+/// Adds a `route` child's access flags to its arguments.
+pub fn route_access(args: &mut ChildArgs, access: &RouteAccess) {
+    if !access.auth_files.is_empty() {
+        args.push("--auth-file", "TRACTOR_AUTH_FILE", access.auth_files.join(","));
+    }
+    if let Some(jwt) = &access.jwt {
+        args.push("--jwks", "TRACTOR_JWKS", jwt.jwks.clone());
+        args.push("--jwt-issuer", "TRACTOR_JWT_ISSUER", jwt.issuer.clone());
+        args.push("--jwt-audience", "TRACTOR_JWT_AUDIENCE", jwt.audience.clone());
+        if let Some(rps) = jwt.rps {
+            args.push("--jwt-rps", "TRACTOR_JWT_RPS", rps.to_string());
+        }
+        if let Some(burst) = jwt.burst {
+            args.push("--jwt-burst", "TRACTOR_JWT_BURST", burst.to_string());
+        }
+        if let Some(quota) = jwt.quota {
+            args.push("--jwt-quota", "TRACTOR_JWT_QUOTA", quota.to_string());
+        }
+    }
+    if let Some((cert, key)) = &access.tls {
+        args.push("--tls-cert", "TRACTOR_TLS_CERT", cert.clone());
+        args.push("--tls-key", "TRACTOR_TLS_KEY", key.clone());
+    }
+    if let Some(file) = &access.backend_token_file {
+        args.push("--backend-token-file", "TRACTOR_BACKEND_TOKEN_FILE", file.clone());
+    }
+}

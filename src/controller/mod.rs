@@ -2,6 +2,7 @@
 //! `kube::runtime::Controller`. It observes, asks [`crate::plan::plan`] what
 //! should be, and applies that with server-side apply; it decides nothing.
 
+pub mod access;
 pub mod leader;
 pub mod objects;
 mod observe;
@@ -14,7 +15,8 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -66,6 +68,8 @@ pub enum Error {
     PatchStatus(#[source] kube::Error),
     #[error("the ModelDeployment has no namespace")]
     NoNamespace,
+    #[error("making the router's token: {0}")]
+    Random(#[source] access::NoRandomness),
 }
 
 impl Error {
@@ -77,6 +81,7 @@ impl Error {
             Error::Delete { .. } => "delete",
             Error::PatchStatus(_) => "patch_status",
             Error::NoNamespace => "no_namespace",
+            Error::Random(_) => "random",
         }
     }
 }
@@ -265,7 +270,9 @@ async fn report_invalid(
 async fn reconcile_inner(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
     let namespace = md.namespace().ok_or(Error::NoNamespace)?;
     let now = (ctx.now)();
-    let spec = match crate::crd::validate(&md.spec) {
+    let checked = crate::crd::validate(&md.spec)
+        .and_then(|spec| access::check_image(md, &ctx.config).map(|()| spec));
+    let spec = match checked {
         Ok(spec) => spec,
         Err(invalid) => {
             tracing::warn!(field = %invalid.field, reason = %invalid.reason, "invalid spec");
@@ -319,7 +326,13 @@ async fn apply(
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
 
+    if !plan.versions.is_empty() || !plan.weights.is_empty() {
+        // Before the pods that mount it; the pods wait for it otherwise.
+        create_token_secret(&Api::namespaced(client.clone(), namespace), md).await?;
+        ssa(&policies, &access::serve_network_policy(md, &ctx.config), "NetworkPolicy").await?;
+    }
     for desired in &plan.versions {
         if let Some(cm) = objects::processing_configmap(md, spec, &desired.version) {
             ssa(&configmaps, &cm, "ConfigMap").await?;
@@ -361,6 +374,9 @@ async fn apply(
         ssa(&accounts, &objects::router_service_account(md), "ServiceAccount").await?;
         ssa(&roles, &objects::router_role(md), "Role").await?;
         ssa(&bindings, &objects::router_role_binding(md), "RoleBinding").await?;
+        if let Some(cm) = access::router_auth_configmap(md, &ctx.config) {
+            ssa(&configmaps, &cm, "ConfigMap").await?;
+        }
         ssa(
             &configmaps,
             &objects::routes_configmap(md, &plan.weights, plan.shadow.as_deref()),
@@ -369,6 +385,8 @@ async fn apply(
         .await?;
         ssa(&deployments, &objects::router_deployment(md, &ctx.config), "Deployment").await?;
         ssa(&services, &objects::router_service(md), "Service").await?;
+        ssa(&services, &access::router_admin_service(md), "Service").await?;
+        ssa(&policies, &access::router_network_policy(md, &ctx.config), "NetworkPolicy").await?;
     }
     for version in observation.serving_versions.iter() {
         if !plan.versions.iter().any(|d| &d.version == version) {
@@ -413,6 +431,20 @@ async fn apply(
         tracing::warn!(error = %e, "could not reset the router's statistics");
     }
     Ok(())
+}
+
+/// Creates the router's per-deployment token once: a Secret that exists
+/// is kept as it is (the create is refused as existing), so the token
+/// never changes under running pods, and the operator never reads it.
+async fn create_token_secret(secrets: &Api<Secret>, md: &ModelDeployment) -> Result<(), Error> {
+    let token = access::new_token().map_err(Error::Random)?;
+    let secret = access::token_secret(md, &token);
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+    match secrets.create(&params, &secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Apply { kind: "Secret", name: secret.name_any(), source }),
+    }
 }
 
 /// `ModelDeployment`s in a namespace, written untyped: the API server's
@@ -491,23 +523,57 @@ async fn publish(
     }
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C.
+/// Runs the controller over the whole cluster until SIGTERM or Ctrl-C.
 ///
 /// # Errors
 /// Only failures to start; reconcile errors are retried.
 pub async fn run(ctx: Arc<Context>) -> Result<(), kube::Error> {
+    run_in(ctx, None).await
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C: over the whole cluster
+/// when `namespaces` is empty, else one watch per namespace, so that a
+/// namespaced install (a Role in each, no ClusterRole) needs no
+/// cluster-wide list or watch.
+///
+/// # Errors
+/// Only failures to start; reconcile errors are retried.
+pub async fn run_watching(ctx: Arc<Context>, namespaces: &[String]) -> Result<(), kube::Error> {
+    if namespaces.is_empty() {
+        return run_in(ctx, None).await;
+    }
+    let runs = namespaces.iter().map(|ns| run_in(ctx.clone(), Some(ns.as_str())));
+    futures::future::try_join_all(runs).await.map(|_| ())
+}
+
+/// An API over every namespace, or one.
+fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_in(ctx: Arc<Context>, namespace: Option<&str>) -> Result<(), kube::Error> {
     let client = ctx.client.clone();
     let resource = model_deployment_resource();
-    let mds: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-    // Fail early with a clear message when the CRD is not installed; read
-    // untyped, so one object the types cannot read does not stop the start.
+    let mds: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    // Fail early with a clear message when the CRD is not installed (or a
+    // watched namespace is not granted); read untyped, so one object the
+    // types cannot read does not stop the start.
     mds.list(&kube::api::ListParams::default().limit(1)).await?;
     let selector = watcher::Config::default().labels(&format!("{}=tractor", objects::MANAGED_BY));
     Controller::new_with(mds, watcher::Config::default(), resource)
-        .owns(Api::<Deployment>::all(client.clone()), selector.clone())
-        .owns(Api::<Service>::all(client.clone()), selector.clone())
-        .owns(Api::<Job>::all(client.clone()), selector.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), selector)
+        .owns(api_in::<Deployment>(&client, namespace), selector.clone())
+        .owns(api_in::<Service>(&client, namespace), selector.clone())
+        .owns(api_in::<Job>(&client, namespace), selector.clone())
+        .owns(api_in::<ConfigMap>(&client, namespace), selector)
         .shutdown_on_signal()
         .run(reconcile_object, error_policy, ctx)
         .for_each(|result| async move {

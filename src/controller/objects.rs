@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use super::access;
 use crate::contract::args::{self, OptimizeFiles, RoutesAt, ServePlacement};
 use crate::crd::{ModelDeployment, ModelVersion, ModelVersionSpec, ValidSpec};
 use crate::plan::{DesiredVersion, OptimizeJob};
@@ -46,6 +47,13 @@ pub struct OperatorConfig {
     /// pods (`AWS_ACCESS_KEY_ID`, ...), for the artifact store.
     pub store_credentials: Option<String>,
     pub log_format: String,
+    /// Prefixes `spec.serving.image` must start with (`--allowed-images`).
+    pub allowed_images: Vec<String>,
+    /// The operator's own namespace, whose controller pods the
+    /// NetworkPolicies let in.
+    pub operator_namespace: String,
+    /// The controller's token to the routers' admin ports.
+    pub admin_token: super::access::AdminToken,
 }
 
 /// A Kubernetes object name from parts: lowercase, `[a-z0-9-]`, at most 63
@@ -112,7 +120,11 @@ pub fn labels(
     labels
 }
 
-fn meta(md: &ModelDeployment, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+pub(super) fn meta(
+    md: &ModelDeployment,
+    name: String,
+    labels: BTreeMap<String, String>,
+) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: md.namespace(),
@@ -206,7 +218,7 @@ pub fn version_deployment(
     config: &OperatorConfig,
 ) -> Deployment {
     let labels = labels(md, "serve", Some(&desired.version));
-    let child = args::serve(
+    let mut child = args::serve(
         spec,
         &desired.served(),
         &ServePlacement {
@@ -215,11 +227,12 @@ pub fn version_deployment(
             processing_file: format!("{PROCESSING_MOUNT}/{PROCESSING_KEY}"),
         },
     );
+    let mut access = access::Mounts::default();
+    access::serve_access(md, &mut child, &mut access);
+    let access::Mounts { mut volumes, mut mounts } = access;
     let mut env: Vec<EnvVar> =
         child.env().into_iter().map(|(name, value)| env_var(&name, value)).collect();
     env.push(env_var("TRACTOR_LOG_FORMAT", config.log_format.clone()));
-    let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
     if spec.processing.is_some() {
         volumes.push(Volume {
             name: "processing".into(),
@@ -271,7 +284,11 @@ pub fn version_deployment(
                     tolerations: (!md.spec.serving.tolerations.is_empty())
                         .then(|| md.spec.serving.tolerations.clone()),
                     security_context: Some(restricted_pod_security()),
-                    automount_service_account_token: Some(false),
+                    service_account_name: md.spec.serving.service_account_name.clone(),
+                    // `tractor serve` never calls the API: no token unless asked for.
+                    automount_service_account_token: Some(
+                        md.spec.serving.automount_service_account_token.unwrap_or(false),
+                    ),
                     volumes: (!volumes.is_empty()).then_some(volumes),
                     ..PodSpec::default()
                 }),
@@ -282,7 +299,7 @@ pub fn version_deployment(
     }
 }
 
-fn service(
+pub(super) fn service(
     md: &ModelDeployment,
     name: String,
     labels: BTreeMap<String, String>,
@@ -299,7 +316,7 @@ fn service(
     }
 }
 
-fn port(name: &str, port: i32) -> ServicePort {
+pub(super) fn port(name: &str, port: i32) -> ServicePort {
     ServicePort {
         name: Some(name.into()),
         port,
@@ -326,11 +343,12 @@ pub fn version_url(md: &ModelDeployment, version: &str) -> String {
     )
 }
 
-/// In-cluster URL of the router's admin API (statistics).
+/// In-cluster URL of the router's admin API (statistics), through its own
+/// Service ([`access::router_admin_service`]).
 pub fn router_admin_url(md: &ModelDeployment) -> String {
     format!(
         "http://{}.{}.svc:{ROUTE_ADMIN_PORT}",
-        router_name(md),
+        access::router_admin_service_name(md),
         md.namespace().unwrap_or_else(|| "default".into())
     )
 }
@@ -365,17 +383,17 @@ pub fn routes_configmap(
 /// at once and survive restarts without a rollout of the router.
 pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deployment {
     let labels = labels(md, "route", None);
+    let mut child = args::route(
+        &format!("0.0.0.0:{ROUTE_PORT}"),
+        &format!("0.0.0.0:{ROUTE_ADMIN_PORT}"),
+        &RoutesAt::ConfigMap(routes_configmap_name(md)),
+    );
+    let mut access = access::Mounts::default();
+    access::route_access(md, &mut child, &mut access);
     let container = Container {
         name: "route".into(),
         image: Some(config.image.clone()),
-        args: Some(
-            args::route(
-                &format!("0.0.0.0:{ROUTE_PORT}"),
-                &format!("0.0.0.0:{ROUTE_ADMIN_PORT}"),
-                &RoutesAt::ConfigMap(routes_configmap_name(md)),
-            )
-            .argv(),
-        ),
+        args: Some(child.argv()),
         env: Some(vec![
             env_var("TRACTOR_LOG_FORMAT", config.log_format.clone()),
             EnvVar {
@@ -405,6 +423,7 @@ pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deplo
         readiness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 2)),
         liveness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 10)),
         security_context: Some(restricted_container_security()),
+        volume_mounts: Some(access.mounts),
         ..Container::default()
     };
     Deployment {
@@ -418,6 +437,7 @@ pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deplo
                     containers: vec![container],
                     service_account_name: Some(router_account_name(md)),
                     security_context: Some(restricted_pod_security()),
+                    volumes: Some(access.volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -476,7 +496,9 @@ pub fn router_service(md: &ModelDeployment) -> Service {
         md,
         router_name(md),
         labels(md, "route", None),
-        vec![port("http", ROUTE_PORT), port("admin", ROUTE_ADMIN_PORT)],
+        // The admin port has a Service of its own: exposing this one
+        // (Ingress, LoadBalancer) must not expose statistics and their reset.
+        vec![port("http", ROUTE_PORT)],
     )
 }
 
@@ -666,6 +688,9 @@ mod tests {
             artifact_store: "s3://a".into(),
             store_credentials: None,
             log_format: "json".into(),
+            allowed_images: Vec::new(),
+            operator_namespace: "tractor-system".into(),
+            admin_token: access::AdminToken::from_token("t".into()),
         };
         let job = serde_json::to_value(optimize_job(md, job, &config)).unwrap();
         job["spec"]["template"]["spec"]["containers"][0]["resources"].clone()

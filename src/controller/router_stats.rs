@@ -9,6 +9,7 @@
 //! so they survive a router restart without the controller's help.
 
 use futures::future::BoxFuture;
+use reqwest::header::AUTHORIZATION;
 
 use crate::contract::routes::StatsReport;
 use crate::crd::ModelDeployment;
@@ -44,19 +45,22 @@ pub trait RouterStats: Send + Sync {
     fn reset<'a>(&'a self, md: &'a ModelDeployment) -> BoxFuture<'a, Result<(), RouterStatsError>>;
 }
 
-/// The router's admin API over HTTP, at its in-cluster Service.
+/// The router's admin API over HTTP, at its in-cluster admin Service,
+/// with the controller's token ([`super::access::AdminToken`]): a router
+/// that checks callers needs `admin`, one that does not ignores it.
 pub struct HttpRouterStats {
     http: reqwest::Client,
+    bearer: String,
 }
 
-impl Default for HttpRouterStats {
-    fn default() -> Self {
+impl HttpRouterStats {
+    pub fn new(token: &super::access::AdminToken) -> Self {
         // A router that does not answer within this is treated as "no data".
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(3))
             .build()
             .unwrap_or_default();
-        HttpRouterStats { http }
+        HttpRouterStats { http, bearer: format!("Bearer {}", token.token()) }
     }
 }
 
@@ -68,7 +72,7 @@ impl RouterStats for HttpRouterStats {
     ) -> BoxFuture<'a, Result<Option<CanaryFigures>, RouterStatsError>> {
         Box::pin(async move {
             let url = format!("{}/admin/stats", super::objects::router_admin_url(md));
-            let response = self.http.get(&url).send().await;
+            let response = self.http.get(&url).header(AUTHORIZATION, &self.bearer).send().await;
             let response = checked(&url, response)?;
             let report: StatsReport = response
                 .json()
@@ -81,7 +85,7 @@ impl RouterStats for HttpRouterStats {
     fn reset<'a>(&'a self, md: &'a ModelDeployment) -> BoxFuture<'a, Result<(), RouterStatsError>> {
         Box::pin(async move {
             let url = format!("{}/admin/stats/reset", super::objects::router_admin_url(md));
-            let response = self.http.post(&url).send().await;
+            let response = self.http.post(&url).header(AUTHORIZATION, &self.bearer).send().await;
             checked(&url, response).map(|_| ())
         })
     }

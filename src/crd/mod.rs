@@ -5,6 +5,7 @@
 //! CEL rules); [`validate`] checks the rest and is the one parse path both the
 //! controller's status conditions and the planner read the spec through.
 
+pub mod access;
 pub mod processing;
 pub mod recipe;
 pub mod strict;
@@ -19,6 +20,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use access::ServingAuthSpec;
 pub use processing::ProcessingSpec;
 pub use recipe::Recipe;
 pub use validate::{
@@ -138,14 +140,28 @@ pub struct ServingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = structural::merge_tagged_variants)]
     pub processing: Option<ProcessingSpec>,
-    /// A Secret key holding the bearer token clients must send.
+    /// Replaced by `auth.tokenSecretRef`; refused with a pointer to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret: Option<SecretKeyRef>,
+    /// Who may call the router: tokens, JWTs, TLS (docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ServingAuthSpec>,
+    /// The ServiceAccount of the serving pods (the namespace's `default`
+    /// when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+    /// Mount the ServiceAccount's API token into the serving pods (default
+    /// false: `tractor serve` never calls the Kubernetes API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automount_service_account_token: Option<bool>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
     /// Image for the serving pods; the operator's own image by default.
+    /// Only images under a prefix of the operator's `--allowed-images` are
+    /// run; any other is refused with a Degraded condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }
@@ -162,6 +178,9 @@ impl Default for ServingSpec {
             batching: None,
             processing: None,
             token_secret: None,
+            auth: None,
+            service_account_name: None,
+            automount_service_account_token: None,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             image: None,

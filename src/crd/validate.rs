@@ -191,6 +191,59 @@ pub fn parse_object(object: serde_json::Value) -> Result<ModelDeployment, SpecEr
     })
 }
 
+/// A key of a Secret or ConfigMap: what Kubernetes accepts as one
+/// (`[-._a-zA-Z0-9]+`, at most 253), which is also one safe file name in
+/// the directory it is mounted at.
+fn check_key(field: &str, key: &str) -> Result<(), SpecError> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if key.is_empty() || key.len() > 253 || !key.chars().all(fits) || key == "." || key == ".." {
+        return Err(invalid(field, format!("{key:?} is not a Secret or ConfigMap key")));
+    }
+    Ok(())
+}
+
+/// `spec.serving.auth` and the serving pods' account: the names the
+/// controller mounts, checked before they reach a pod template.
+fn check_access(serving: &super::ServingSpec) -> Result<(), SpecError> {
+    if let Some(account) = &serving.service_account_name {
+        check_object_name("spec.serving.serviceAccountName", account)?;
+    }
+    let Some(auth) = &serving.auth else { return Ok(()) };
+    if let Some(secret) = &auth.token_secret_ref {
+        check_object_name("spec.serving.auth.tokenSecretRef.name", &secret.name)?;
+        check_key("spec.serving.auth.tokenSecretRef.key", secret.key())?;
+    }
+    if let Some(jwks) = &auth.jwks {
+        check_object_name("spec.serving.auth.jwks.configMapRef.name", &jwks.config_map_ref.name)?;
+        check_key("spec.serving.auth.jwks.configMapRef.key", jwks.config_map_ref.key())?;
+        let zero = [
+            ("rps", jwks.rps.map(u64::from)),
+            ("burst", jwks.burst.map(u64::from)),
+            ("quota", jwks.quota),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == Some(0));
+        if let Some((field, _)) = zero {
+            return Err(invalid(format!("spec.serving.auth.jwks.{field}"), "must be at least 1"));
+        }
+        if jwks.burst.is_some() && jwks.rps.is_none() {
+            return Err(invalid("spec.serving.auth.jwks.burst", "needs rps"));
+        }
+        for (field, value) in [("issuer", &jwks.issuer), ("audience", &jwks.audience)] {
+            if value.trim().is_empty() {
+                return Err(invalid(
+                    format!("spec.serving.auth.jwks.{field}"),
+                    "must not be empty",
+                ));
+            }
+        }
+    }
+    if let Some(tls) = &auth.tls {
+        check_object_name("spec.serving.auth.tls.secretRef.name", &tls.secret_ref.name)?;
+    }
+    Ok(())
+}
+
 /// Checks and defaults a spec.
 ///
 /// # Errors
@@ -231,9 +284,10 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
     if spec.serving.token_secret.is_some() {
         return Err(invalid(
             "spec.serving.tokenSecret",
-            "token authentication is not supported yet by tractor serve",
+            "replaced by spec.serving.auth.tokenSecretRef (a Secret holding an auth file)",
         ));
     }
+    check_access(&spec.serving)?;
     if let Some(recipe) = &spec.optimize {
         recipe.check().map_err(|e| invalid("spec.optimize", e.to_string()))?;
     }
@@ -374,6 +428,31 @@ mod tests {
             ("rollout: {keepWarm: forever}", "spec.rollout.keepWarm"),
             ("serving: {tokenSecret: {name: s, key: k}}", "spec.serving.tokenSecret"),
             (
+                "serving: {auth: {tokenSecretRef: {name: Callers}}}",
+                "spec.serving.auth.tokenSecretRef.name",
+            ),
+            (
+                "serving: {auth: {tokenSecretRef: {name: c, key: ../x}}}",
+                "spec.serving.auth.tokenSecretRef.key",
+            ),
+            (
+                "serving: {auth: {jwks: {configMapRef: {name: j}, issuer: ' ', audience: a}}}",
+                "spec.serving.auth.jwks.issuer",
+            ),
+            (
+                "serving: {auth: {tls: {secretRef: {name: a/b}}}}",
+                "spec.serving.auth.tls.secretRef.name",
+            ),
+            ("serving: {serviceAccountName: ..}", "spec.serving.serviceAccountName"),
+            (
+                "serving: {auth: {jwks: {configMapRef: {name: j}, issuer: i, audience: a, burst: 3}}}",
+                "spec.serving.auth.jwks.burst",
+            ),
+            (
+                "serving: {auth: {jwks: {configMapRef: {name: j}, issuer: i, audience: a, quota: 0}}}",
+                "spec.serving.auth.jwks.quota",
+            ),
+            (
                 "serving: {processing: {inputs: [{name: x, image: {}, tensor: {}}]}}",
                 "spec.serving.processing.inputs[0]",
             ),
@@ -389,6 +468,16 @@ mod tests {
         let mut bad_digest = spec(BASE);
         bad_digest.model.source.sha256 = Some("abc".into());
         assert_eq!(validate(&bad_digest).unwrap_err().field, "spec.model.source.sha256");
+    }
+
+    #[test]
+    fn a_whole_auth_section_validates() {
+        let full = "serving:\n  serviceAccountName: digits-serving\n  auth:\n    tokenSecretRef: {name: callers, key: tokens.yaml}\n    jwks: {configMapRef: {name: keys}, issuer: 'https://i', audience: tractor}\n    tls: {secretRef: {name: digits-tls}}\n";
+        let md = spec(&format!("{BASE}{full}"));
+        validate(&md).unwrap();
+        let auth = md.serving.auth.unwrap();
+        assert_eq!(auth.token_secret_ref.unwrap().key(), "tokens.yaml");
+        assert_eq!(auth.jwks.unwrap().config_map_ref.key(), "jwks.json", "the default key");
     }
 
     #[test]

@@ -63,6 +63,8 @@ RESOURCES = {
     ('', 'v1', 'services'): ('Service', True),
     ('', 'v1', 'configmaps'): ('ConfigMap', False),
     ('', 'v1', 'serviceaccounts'): ('ServiceAccount', False),
+    ('', 'v1', 'secrets'): ('Secret', False),
+    ('networking.k8s.io', 'v1', 'networkpolicies'): ('NetworkPolicy', False),
     ('rbac.authorization.k8s.io', 'v1', 'roles'): ('Role', False),
     ('rbac.authorization.k8s.io', 'v1', 'rolebindings'): ('RoleBinding', False),
     ('coordination.k8s.io', 'v1', 'leases'): ('Lease', False),

@@ -1,0 +1,114 @@
+//! `spec.serving.auth`: who may call a `ModelDeployment`'s router, with
+//! what, over what. The controller mounts what these name into the router
+//! (docs/security.md, "In the cluster"); the serving pods never see them,
+//! they accept only the router's own per-deployment token.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Access control of the router's traffic port. Absent: open, as before;
+/// the serving pods still take requests from their router only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServingAuthSpec {
+    /// A Secret holding an auth file (tokens, scopes, limits), passed to
+    /// the router as `--auth-file` and re-read there when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<AuthFileRef>,
+    /// JWTs signed by the keys of a JWKS held in a ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwksSpec>,
+    /// HTTPS on the router's traffic port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// A key of a Secret in the `ModelDeployment`'s namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthFileRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key holding the auth file (default `auth.yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
+}
+
+/// Where the JWKS is and what a JWT must claim.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwksSpec {
+    /// A ConfigMap in the `ModelDeployment`'s namespace holding the JWKS
+    /// (JSON), passed to the router as `--jwks` and re-read when it changes.
+    pub config_map_ref: ConfigMapKeyRef,
+    /// The `iss` every accepted JWT carries.
+    #[schemars(length(min = 1))]
+    pub issuer: String,
+    /// The `aud` every accepted JWT carries.
+    #[schemars(length(min = 1))]
+    pub audience: String,
+    /// Requests a second each subject (`sub`) may send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rps: Option<u32>,
+    /// Requests a subject may send at once (default: `rps`); needs `rps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub burst: Option<u32>,
+    /// Requests each subject may send per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub quota: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key holding the document (default `jwks.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`), as cert-manager
+    /// writes it; rotated certificates are picked up without a restart.
+    pub secret_ref: SecretRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The key of `tokenSecretRef` when none is given.
+pub const DEFAULT_AUTH_KEY: &str = "auth.yaml";
+/// The key of `jwks.configMapRef` when none is given.
+pub const DEFAULT_JWKS_KEY: &str = "jwks.json";
+
+impl AuthFileRef {
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(DEFAULT_AUTH_KEY)
+    }
+}
+
+impl ConfigMapKeyRef {
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(DEFAULT_JWKS_KEY)
+    }
+}
+
+impl ServingAuthSpec {
+    /// Whether the router checks callers: the only case in which its admin
+    /// port needs the controller's token too.
+    pub fn checks_callers(&self) -> bool {
+        self.token_secret_ref.is_some() || self.jwks.is_some()
+    }
+}
