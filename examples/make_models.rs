@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --example make_models -- tests/fixtures          # the committed fixtures
-//! cargo run --example make_models -- --bench target/bench    # mlp-4x1024.onnx, ~16 MiB
+//! cargo run --example make_models -- --bench target/bench    # mlp-4x1024.onnx (~16 MiB), resnet18-w16-32.onnx (~2.8 MiB)
 //! cargo run --example make_models -- --examples examples/digits   # the untrained "bad version"
 //! ```
 
@@ -18,7 +18,10 @@ fn main() -> std::io::Result<()> {
         args.iter().find(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("tests/fixtures");
     std::fs::create_dir_all(dir)?;
     let models = if bench {
-        vec![("mlp-4x1024.onnx", onnx_builder::mlp("mlp_4x1024", &[1024, 1024, 1024, 1024, 1024]))]
+        vec![
+            ("mlp-4x1024.onnx", onnx_builder::mlp("mlp_4x1024", &[1024, 1024, 1024, 1024, 1024])),
+            ("resnet18-w16-32.onnx", onnx_builder::resnet18("resnet18_w16_32", 16, 32)),
+        ]
     } else if examples {
         onnx_builder::examples()
     } else {
