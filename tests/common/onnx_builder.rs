@@ -184,10 +184,8 @@ pub fn resnet18(name: &str, width: usize, image: usize) -> Vec<u8> {
             &mut self,
             x: &str,
             out: &str,
-            c_in: usize,
-            c_out: usize,
-            k: usize,
-            s: usize,
+            (c_in, c_out): (usize, usize),
+            (k, s): (usize, usize),
             gain: f32,
         ) {
             self.seed += 1;
@@ -223,7 +221,7 @@ pub fn resnet18(name: &str, width: usize, image: usize) -> Vec<u8> {
         }
     }
     let mut net = Net { nodes: Vec::new(), inits: Vec::new(), seed: 0 };
-    net.conv("input", "stem", 3, width, 3, 1, 1.0);
+    net.conv("input", "stem", (3, width), (3, 1), 1.0);
     net.relu("stem", "stem_relu");
     let mut x = "stem_relu".to_string();
     let mut c_in = width;
@@ -232,13 +230,13 @@ pub fn resnet18(name: &str, width: usize, image: usize) -> Vec<u8> {
         for block in 0..2 {
             let stride = if stage > 0 && block == 0 { 2 } else { 1 };
             let p = format!("s{stage}b{block}");
-            net.conv(&x, &format!("{p}_c1"), c_in, c_out, 3, stride, 1.0);
+            net.conv(&x, &format!("{p}_c1"), (c_in, c_out), (3, stride), 1.0);
             net.relu(&format!("{p}_c1"), &format!("{p}_r1"));
             // The residual branch enters the sum at half scale, as a
             // trained network's last batch norm of a block tends to.
-            net.conv(&format!("{p}_r1"), &format!("{p}_c2"), c_out, c_out, 3, 1, 0.5);
+            net.conv(&format!("{p}_r1"), &format!("{p}_c2"), (c_out, c_out), (3, 1), 0.5);
             let shortcut = if stride != 1 || c_in != c_out {
-                net.conv(&x, &format!("{p}_proj"), c_in, c_out, 1, stride, 1.0);
+                net.conv(&x, &format!("{p}_proj"), (c_in, c_out), (1, stride), 1.0);
                 format!("{p}_proj")
             } else {
                 x.clone()
