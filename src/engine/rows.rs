@@ -18,7 +18,7 @@ const PROBE_BATCH: usize = 8;
 /// Splitting must be at least this much faster to be used.
 const MIN_GAIN: f64 = 0.9;
 /// Time spent comparing at load, past the first few pairs.
-const PROBE_BUDGET: Duration = Duration::from_millis(150);
+const PROBE_BUDGET: Duration = Duration::from_millis(60);
 
 /// Runs `inputs` (a batch) one row at a time and joins the outputs.
 ///
