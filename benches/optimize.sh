@@ -47,6 +47,10 @@ done
 printf 'passes:\n  - type: quantize\n    mode: weight-int8\n    blockSize: 32\n' >"$out/int8-block32.yaml"
 run digits-mlp-v2-weight-int8-block32 digits-mlp-v2.onnx --recipe "$out/int8-block32.yaml" --validate $m/digits-test.npz --max-drop 1
 run mlp-4x1024-structured target/bench/mlp-4x1024.onnx --prune structured:0.5
+# Issue 17's size request: weight-int4 of the 34 MB MLP (every layer past
+# tract's folding budget), measured, at the default bound and at 1.30.
+run mlp-34mb-int4 target/bench/mlp-34mb.onnx --quantize weight-int4
+run mlp-34mb-int4-bound-1.3 target/bench/mlp-34mb.onnx --quantize weight-int4 --max-slowdown 1.3
 run digits-mlp-v2-over-pruned digits-mlp-v2.onnx --prune magnitude:0.99 --validate $m/digits-test.npz --max-drop 1
 
 python3 - "$out" <<'PY'
@@ -81,6 +85,24 @@ for f in sorted(os.listdir(out)):
         s = json.load(open(os.path.join(out, f)))["summary"]
         if "quantize:" in s:
             print(f'- {f[:-5]}: {s[s.index("quantize:") + 10:]}')
+PY
+
+echo
+echo "weight-int4 of the 34 MB MLP, per layer (ratio int4/fp32 at batch 1 / 32, each form alone):"
+python3 - "$out"/mlp-34mb-int4*.json <<'PY'
+import json, os, sys
+for path in sys.argv[1:]:
+    r = json.load(open(path))
+    n = r["passes"][0]["notes"]
+    floor = n.get("noiseFloor") or {}
+    print(f'- {os.path.basename(path)[:-5]}: size {r["optimized"]["fileBytes"] / r["original"]["fileBytes"]:.3f} '
+          f'of fp32; bound {n["maxSlowdown"]}, fp32 against its copy {floor.get("spread", 1):.2f}, '
+          f'limit {floor.get("layerLimit", 0):.2f}')
+    for l in n["layers"]:
+        tried = ", ".join(f'{m["form"]} {m["ratio"][0]:.2f}/{m["ratio"][1]:.2f}' for m in l["measured"])
+        print(f'  - {l["node"]}: {l["form"]} ({tried})')
+    for k in n.get("keptFloat", []):
+        print(f'  - kept fp32: {k["node"]}: {k["reason"]}')
 PY
 
 echo

@@ -2,15 +2,15 @@
 //! symbolic, describe inputs and outputs, run host tensors.
 //!
 //! # Invariants
-//! - A loaded [`Model`] runs any batch size: the batch axis stays a symbol in
-//!   the optimized plan, so one plan serves batch 1 and batch 64 alike. A
-//!   model under 16 MiB of weights may also get a batch-1 plan, kept only
-//!   when it measured faster at load (tract's convolutions are, much).
+//! - A loaded [`Model`] runs any batch size (the batch axis stays a symbol);
+//!   under 16 MiB of weights it may also get a batch-1 plan, and run batches
+//!   row by row on it, each kept only when it measured faster at load.
 //! - Every input and output of a loaded model has a [`DataType`] tractor
 //!   serves; a model with any other type is refused at load.
 
 pub mod declared;
 pub mod guard;
+mod rows;
 mod tensor;
 
 use std::io::Cursor;
@@ -231,6 +231,7 @@ pub struct Model {
     /// at load (tract optimizes some graphs, convolutions above all, better
     /// with every dimension known).
     single: Option<Runner>,
+    split_rows: bool, // batches row by row on `single`: measured faster at load
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     threads: usize,
@@ -390,7 +391,9 @@ impl Model {
         };
         let any_batch = optimize(typed)?;
         let single = single.filter(|single| faster_at_batch_one(single, &any_batch, &inputs));
-        Ok(Model { any_batch, single, inputs, outputs, threads, format, weight_bytes })
+        let split_rows = false; // until measured
+        Ok(Model { any_batch, single, split_rows, inputs, outputs, threads, format, weight_bytes }
+            .with_split_rows())
     }
 
     pub fn inputs(&self) -> &[TensorSpec] {
@@ -455,6 +458,9 @@ impl Model {
                 self.inputs.len(),
                 inputs.len()
             )));
+        }
+        if self.split_rows && inputs.iter().all(|t| t.shape.first() > Some(&1)) {
+            return rows::run_by_rows(self, inputs); // each row checked as it runs
         }
         let mut values: TVec<TValue> = TVec::with_capacity(inputs.len());
         for (spec, tensor) in self.inputs.iter().zip(inputs) {

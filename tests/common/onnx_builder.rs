@@ -162,6 +162,115 @@ pub fn mlp_with_output(name: &str, sizes: &[usize], output: &str) -> Vec<u8> {
     )
 }
 
+/// A ResNet-18 layout for the engine benchmarks (issue 17): a 3x3 stem, four
+/// stages of two basic blocks (3x3 convs; the first block of stages 2-4
+/// halves the image with stride 2 and a 1x1 projection), global average
+/// pooling and a 10-way Gemm. Batch norm is folded: every Conv carries a
+/// bias and nothing else follows it but Relu or Add. Channels are `width`,
+/// 2x, 4x, 8x (64 is the original network; 16 keeps a batch of 32 within
+/// tens of milliseconds). Input `input` [N, 3, image, image], output
+/// `logits` [N, 10]. Deterministic weights, scaled so activations keep
+/// their size through the blocks (vanishing values would make both
+/// engines time denormals rather than convolutions).
+pub fn resnet18(name: &str, width: usize, image: usize) -> Vec<u8> {
+    struct Net {
+        nodes: Vec<pb::NodeProto>,
+        inits: Vec<pb::TensorProto>,
+        seed: u32,
+    }
+    impl Net {
+        /// A Conv with folded batch norm: weight, bias, kernel k, stride s.
+        fn conv(
+            &mut self,
+            x: &str,
+            out: &str,
+            (c_in, c_out): (usize, usize),
+            (k, s): (usize, usize),
+            gain: f32,
+        ) {
+            self.seed += 1;
+            let fan_in = (c_in * k * k) as f32;
+            let (w, b) = (format!("{out}_w"), format!("{out}_b"));
+            let dims = [c_out as i64, c_in as i64, k as i64, k as i64];
+            let n = c_out * c_in * k * k;
+            self.inits.push(f32_tensor(
+                &w,
+                &dims,
+                weights(n, self.seed, gain * 2.0 / fan_in.sqrt()),
+            ));
+            self.inits.push(f32_tensor(
+                &b,
+                &[c_out as i64],
+                weights(c_out, 1000 + self.seed, 0.05),
+            ));
+            let mut conv = node("Conv", &[x, &w, &b], &[out]);
+            let ints = |name: &str, v: Vec<i64>| pb::AttributeProto {
+                name: name.into(),
+                r#type: 7, // INTS
+                ints: v,
+                ..Default::default()
+            };
+            let pad = (k / 2) as i64;
+            conv.attribute.push(ints("kernel_shape", vec![k as i64; 2]));
+            conv.attribute.push(ints("strides", vec![s as i64; 2]));
+            conv.attribute.push(ints("pads", vec![pad; 4]));
+            self.nodes.push(conv);
+        }
+        fn relu(&mut self, x: &str, out: &str) {
+            self.nodes.push(node("Relu", &[x], &[out]));
+        }
+    }
+    let mut net = Net { nodes: Vec::new(), inits: Vec::new(), seed: 0 };
+    net.conv("input", "stem", (3, width), (3, 1), 1.0);
+    net.relu("stem", "stem_relu");
+    let mut x = "stem_relu".to_string();
+    let mut c_in = width;
+    for stage in 0..4 {
+        let c_out = width << stage;
+        for block in 0..2 {
+            let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+            let p = format!("s{stage}b{block}");
+            net.conv(&x, &format!("{p}_c1"), (c_in, c_out), (3, stride), 1.0);
+            net.relu(&format!("{p}_c1"), &format!("{p}_r1"));
+            // The residual branch enters the sum at half scale, as a
+            // trained network's last batch norm of a block tends to.
+            net.conv(&format!("{p}_r1"), &format!("{p}_c2"), (c_out, c_out), (3, 1), 0.5);
+            let shortcut = if stride != 1 || c_in != c_out {
+                net.conv(&x, &format!("{p}_proj"), (c_in, c_out), (1, stride), 1.0);
+                format!("{p}_proj")
+            } else {
+                x.clone()
+            };
+            net.nodes.push(node("Add", &[&format!("{p}_c2"), &shortcut], &[&format!("{p}_sum")]));
+            net.relu(&format!("{p}_sum"), &format!("{p}_out"));
+            x = format!("{p}_out");
+            c_in = c_out;
+        }
+    }
+    net.nodes.push(node("GlobalAveragePool", &[&x], &["pooled"]));
+    net.nodes.push(with_int_attr(node("Flatten", &["pooled"], &["flat"]), "axis", 1));
+    let classes = 10;
+    net.inits.push(f32_tensor(
+        "fc_w",
+        &[c_in as i64, classes],
+        weights(c_in * classes as usize, 7777, 2.0 / (c_in as f32).sqrt()),
+    ));
+    net.inits.push(f32_tensor("fc_b", &[classes], weights(classes as usize, 7778, 0.05)));
+    net.nodes.push(node("Gemm", &["flat", "fc_w", "fc_b"], &["logits"]));
+    let side = image as i64;
+    model(
+        name,
+        vec![value_info(
+            "input",
+            FLOAT,
+            &[D::Named("N"), D::Fixed(3), D::Fixed(side), D::Fixed(side)],
+        )],
+        vec![value_info("logits", FLOAT, &[D::Named("N"), D::Fixed(classes)])],
+        net.nodes,
+        net.inits,
+    )
+}
+
 /// Every committed fixture: file name and bytes.
 pub fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
     let mut out = vec![("mlp-batch.onnx", mlp("mlp_batch", &[4, 8, 3]))];
