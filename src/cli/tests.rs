@@ -73,6 +73,7 @@ fn placement(host: Option<&str>) -> ServePlacement {
     ServePlacement {
         host: host.map(str::to_string),
         port: 8123,
+        grpc_port: 8124,
         processing_file: "/etc/tractor/processing/processing.json".into(),
     }
 }

@@ -29,6 +29,8 @@ pub const DEPLOYMENT_LABEL: &str = "tractor.dev/deployment";
 pub const VERSION_LABEL: &str = "tractor.dev/version";
 /// The port `tractor serve` listens on in its pods.
 pub const SERVE_PORT: i32 = 8000;
+/// The serve pods' gRPC port: Triton's and KServe's 8001.
+pub const SERVE_GRPC_PORT: i32 = 8001;
 /// The router's traffic and admin ports.
 pub const ROUTE_PORT: i32 = 8080;
 pub const ROUTE_ADMIN_PORT: i32 = 9090;
@@ -212,6 +214,7 @@ pub fn version_deployment(
         &ServePlacement {
             host: None,
             port: SERVE_PORT as u16,
+            grpc_port: SERVE_GRPC_PORT as u16,
             processing_file: format!("{PROCESSING_MOUNT}/{PROCESSING_KEY}"),
         },
     );
@@ -242,11 +245,14 @@ pub fn version_deployment(
         args: Some(child.flags_without_env()),
         env: Some(env),
         env_from: store_env_from(config),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: SERVE_PORT,
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: SERVE_PORT,
+                ..ContainerPort::default()
+            },
+            grpc_container_port(SERVE_GRPC_PORT),
+        ]),
         readiness_probe: Some(http_probe("/v2/health/ready", SERVE_PORT, 2)),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(5),
@@ -313,7 +319,30 @@ pub fn version_service(md: &ModelDeployment, version: &str) -> Service {
         md,
         version_object_name(md, version),
         labels(md, "serve", Some(version)),
-        vec![port("http", SERVE_PORT)],
+        vec![port("http", SERVE_PORT), grpc_port(SERVE_GRPC_PORT)],
+    )
+}
+
+/// A Service port for gRPC: `appProtocol: grpc` tells meshes and gateways
+/// to speak HTTP/2 to it.
+fn grpc_port(number: i32) -> ServicePort {
+    ServicePort { app_protocol: Some("grpc".into()), ..port("grpc", number) }
+}
+
+fn grpc_container_port(number: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some("grpc".into()),
+        container_port: number,
+        ..ContainerPort::default()
+    }
+}
+
+/// In-cluster gRPC URL of a version's Service.
+pub fn version_grpc_url(md: &ModelDeployment, version: &str) -> String {
+    format!(
+        "http://{}.{}.svc:{SERVE_GRPC_PORT}",
+        version_object_name(md, version),
+        md.namespace().unwrap_or_else(|| "default".into())
     )
 }
 
@@ -348,6 +377,7 @@ pub fn routes_configmap(
                 version: version.clone(),
                 url: version_url(md, version),
                 weight: *weight,
+                grpc: Some(version_grpc_url(md, version)),
             })
             .collect(),
         shadow: shadow.map(str::to_string),

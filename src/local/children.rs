@@ -32,6 +32,7 @@ pub(super) fn free_port() -> Result<u16, LocalError> {
 pub(super) struct Server {
     pub(super) child: Child,
     pub(super) port: u16,
+    pub(super) grpc_port: u16,
     pub(super) log: PathBuf,
 }
 
