@@ -133,7 +133,11 @@ fn triton_grpc_client_and_onnxruntime_agree_direct_and_through_the_router() {
     let mut check = Command::new(&python);
     check.arg(&script).args(["--version", VERSION, "--max-body-bytes", MAX_BODY]);
     let case = |name: &str, port: u16, onnx: &str, npz: &str| {
-        format!("{name}@127.0.0.1:{port}={}={}", models().join(onnx).display(), models().join(npz).display())
+        format!(
+            "{name}@127.0.0.1:{port}={}={}",
+            models().join(onnx).display(),
+            models().join(npz).display()
+        )
     };
     for (i, (name, onnx, npz)) in CASES.iter().enumerate() {
         check.arg("--case").arg(case(name, ports[2 * i + 1], onnx, npz));
@@ -211,7 +215,8 @@ async fn health_tokens_scopes_and_pins_over_grpc() {
     .unwrap();
     let auth = tokens.to_str().unwrap().to_string();
     let ports = free_ports(4);
-    let mut server = serve(ports[0], ports[1], "digits", "digits-mlp-v2.onnx", &["--auth-file", &auth]);
+    let mut server =
+        serve(ports[0], ports[1], "digits", "digits-mlp-v2.onnx", &["--auth-file", &auth]);
     tokio::task::block_in_place(|| server.wait_ready());
 
     // Health: open, and SERVING once the model is loaded.
@@ -240,7 +245,10 @@ async fn health_tokens_scopes_and_pins_over_grpc() {
     let mut direct = client(ports[1]).await;
     assert!(direct.server_live(ServerLiveRequest {}).await.unwrap().into_inner().live);
     let code = |r: Result<tonic::Response<_>, tonic::Status>| r.err().map(|s| s.code());
-    assert_eq!(code(direct.model_infer(infer_request(None, None)).await), Some(tonic::Code::Unauthenticated));
+    assert_eq!(
+        code(direct.model_infer(infer_request(None, None)).await),
+        Some(tonic::Code::Unauthenticated)
+    );
     assert_eq!(
         code(direct.model_infer(infer_request(Some("not-a-token"), None)).await),
         Some(tonic::Code::Unauthenticated)
@@ -263,7 +271,10 @@ async fn health_tokens_scopes_and_pins_over_grpc() {
         format!("--auth-file={auth}"),
     ]);
     let mut routed = client(ports[3]).await;
-    assert_eq!(code(routed.model_infer(infer_request(None, None)).await), Some(tonic::Code::Unauthenticated));
+    assert_eq!(
+        code(routed.model_infer(infer_request(None, None)).await),
+        Some(tonic::Code::Unauthenticated)
+    );
     routed.model_infer(infer_request(Some("grpc-pinner-secret"), Some("2"))).await.unwrap();
     // A pin from a caller without the pin scope is ignored: weights decide.
     routed.model_infer(infer_request(Some("grpc-app-secret"), Some("2"))).await.unwrap();

@@ -330,11 +330,7 @@ fn grpc_port(number: i32) -> ServicePort {
 }
 
 fn grpc_container_port(number: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some("grpc".into()),
-        container_port: number,
-        ..ContainerPort::default()
-    }
+    ContainerPort { name: Some("grpc".into()), container_port: number, ..ContainerPort::default() }
 }
 
 /// In-cluster gRPC URL of a version's Service.

@@ -37,10 +37,7 @@ pub struct GrpcListen {
 }
 
 /// An HTTP/2-only client (prior knowledge on http://, ALPN h2 on https://).
-pub(super) fn client(
-    connector: HttpConnector,
-    tls: &crate::tls::BackendTls,
-) -> HttpClient {
+pub(super) fn client(connector: HttpConnector, tls: &crate::tls::BackendTls) -> HttpClient {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls.client_config())
         .https_or_http()

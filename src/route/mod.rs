@@ -265,9 +265,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// A failed attempt: no answer, or a server error (retried on the stable).
 fn failed(result: &Result<axum::http::Response<Incoming>, BackendError>) -> bool {
-    result
-        .as_ref()
-        .map_or(true, |a| a.status().is_server_error() || grpc::failed(a.headers()))
+    result.as_ref().map_or(true, |a| a.status().is_server_error() || grpc::failed(a.headers()))
 }
 
 /// One attempt on one backend, measured in its figures (until the answer's
@@ -351,7 +349,8 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
         && state.inner.retry_on_stable
         && let Some(stable) = table.backends.first()
         && stable.version != chosen.version
-        && let Some(stable) = if over_grpc { grpc::backend(stable).ok() } else { Some(stable.clone()) }
+        && let Some(stable) =
+            if over_grpc { grpc::backend(stable).ok() } else { Some(stable.clone()) }
     {
         result = attempt(&state, &stable, &forward, deadline, over_grpc).await;
         answered_by = stable;

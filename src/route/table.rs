@@ -333,7 +333,12 @@ mod tests {
 
     #[test]
     fn tables_are_checked() {
-        let b = |v: &str, w| Backend { version: v.into(), url: "http://x".into(), weight: w, grpc: None };
+        let b = |v: &str, w| Backend {
+            version: v.into(),
+            url: "http://x".into(),
+            weight: w,
+            grpc: None,
+        };
         assert!(
             check(&RouteTable { backends: vec![b("1", 90), b("2", 10)], shadow: Some("2".into()) })
                 .is_ok()
@@ -353,7 +358,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("routes.json");
         let table = |weight| RouteTable {
-            backends: vec![Backend { version: "1".into(), url: "http://x".into(), weight, grpc: None }],
+            backends: vec![Backend {
+                version: "1".into(),
+                url: "http://x".into(),
+                weight,
+                grpc: None,
+            }],
             shadow: None,
         };
         std::fs::write(&path, serde_json::to_vec(&table(100)).unwrap()).unwrap();

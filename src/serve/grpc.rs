@@ -65,7 +65,9 @@ fn api_status(e: ApiError) -> Status {
 }
 
 /// A REST answer read back: its JSON when it succeeded, else its status.
-async fn json_of(answer: Result<axum::response::Response, ApiError>) -> Result<serde_json::Value, Status> {
+async fn json_of(
+    answer: Result<axum::response::Response, ApiError>,
+) -> Result<serde_json::Value, Status> {
     let (status, bytes) = read(answer.map_err(api_status)?).await?;
     if !status.is_success() {
         return Err(Status::new(code_of(status), error_message(status, &bytes)));
@@ -89,7 +91,9 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 }
 
 fn dims(v: &serde_json::Value) -> Vec<i64> {
-    v.as_array().map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect())
+        .unwrap_or_default()
 }
 
 fn text(v: &serde_json::Value) -> String {
@@ -208,14 +212,25 @@ impl GrpcInferenceService for Service {
             name: text(&v["name"]),
             platform: text(&v["platform"]),
             backend: text(&v["backend"]),
-            max_batch_size: v["max_batch_size"].as_i64().and_then(|n| i32::try_from(n).ok()).unwrap_or(0),
+            max_batch_size: v["max_batch_size"]
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .unwrap_or(0),
             input: list(&v["input"])
                 .iter()
-                .map(|t| pb::ModelInput { name: text(&t["name"]), data_type: datatype(t), dims: dims(&t["dims"]) })
+                .map(|t| pb::ModelInput {
+                    name: text(&t["name"]),
+                    data_type: datatype(t),
+                    dims: dims(&t["dims"]),
+                })
                 .collect(),
             output: list(&v["output"])
                 .iter()
-                .map(|t| pb::ModelOutput { name: text(&t["name"]), data_type: datatype(t), dims: dims(&t["dims"]) })
+                .map(|t| pb::ModelOutput {
+                    name: text(&t["name"]),
+                    data_type: datatype(t),
+                    dims: dims(&t["dims"]),
+                })
                 .collect(),
             scheduling_choice: scheduling,
         };
@@ -243,7 +258,10 @@ impl GrpcInferenceService for Service {
 }
 
 impl Service {
-    async fn infer(&self, message: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Status> {
+    async fn infer(
+        &self,
+        message: pb::ModelInferRequest,
+    ) -> Result<pb::ModelInferResponse, Status> {
         let state = &self.state;
         let refused = |e: Status, outcome: Outcome| {
             state.metrics().count_request("grpc", outcome);
@@ -257,10 +275,12 @@ impl Service {
                 return Err(refused(api_status(e), outcome));
             }
         };
-        let rest = grpc_convert::to_rest(&message, &outputs, state.inner.max_body_bytes)
-            .map_err(|e| {
+        let rest =
+            grpc_convert::to_rest(&message, &outputs, state.inner.max_body_bytes).map_err(|e| {
                 let code = match e {
-                    grpc_convert::GrpcRequestError::TooLarge { .. } => tonic::Code::ResourceExhausted,
+                    grpc_convert::GrpcRequestError::TooLarge { .. } => {
+                        tonic::Code::ResourceExhausted
+                    }
                     _ => tonic::Code::InvalidArgument,
                 };
                 refused(Status::new(code, e.to_string()), Outcome::BadRequest)
@@ -268,8 +288,7 @@ impl Service {
         drop(message);
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_LENGTH, HeaderValue::from(rest.header_length));
-        let answer =
-            infer::infer_as(state, &at, &headers, Body::from(rest.body), "grpc").await;
+        let answer = infer::infer_as(state, &at, &headers, Body::from(rest.body), "grpc").await;
         let header_length = answer
             .headers()
             .get(HEADER_LENGTH)
@@ -309,11 +328,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let (routes, reporter) = routes(state.clone());
-    let routes = crate::auth::grpc::protect(
-        routes,
-        auth.as_ref(),
-        crate::auth::Surface::Serve,
-    );
+    let routes = crate::auth::grpc::protect(routes, auth.as_ref(), crate::auth::Surface::Serve);
     let following = tokio::spawn(async move {
         let mut last = None;
         loop {

@@ -386,7 +386,12 @@ pub fn from_rest(body: Bytes, header_length: Option<usize>) -> Result<ModelInfer
 mod tests {
     use super::*;
 
-    fn input(name: &str, datatype: &str, shape: Vec<i64>, c: InferTensorContents) -> InferInputTensor {
+    fn input(
+        name: &str,
+        datatype: &str,
+        shape: Vec<i64>,
+        c: InferTensorContents,
+    ) -> InferInputTensor {
         InferInputTensor {
             name: name.into(),
             datatype: datatype.into(),
@@ -472,10 +477,7 @@ mod tests {
         assert_eq!(answer.model_version, "2");
         assert_eq!(answer.raw_output_contents[0], 1.5f32.to_le_bytes());
         assert_eq!(answer.raw_output_contents[1], 7i64.to_le_bytes());
-        assert_eq!(
-            answer.parameters["k"].parameter_choice,
-            Some(ParameterChoice::Int64Param(3))
-        );
+        assert_eq!(answer.parameters["k"].parameter_choice, Some(ParameterChoice::Int64Param(3)));
         assert!(from_rest(Bytes::from_static(b"{}"), Some(10)).is_err());
     }
 }
