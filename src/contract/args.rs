@@ -148,6 +148,12 @@ pub fn route(listen: &str, admin_listen: &str, routes: &RoutesAt) -> ChildArgs {
     args
 }
 
+/// `route` with its gRPC port too (`route --grpc-port`).
+pub fn with_grpc_port(mut route: ChildArgs, port: u16) -> ChildArgs {
+    route.push("--grpc-port", "TRACTOR_ROUTE_GRPC_PORT", port.to_string());
+    route
+}
+
 /// Files of one optimization run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptimizeFiles {

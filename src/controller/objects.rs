@@ -34,6 +34,8 @@ pub const SERVE_GRPC_PORT: i32 = 8001;
 /// The router's traffic and admin ports.
 pub const ROUTE_PORT: i32 = 8080;
 pub const ROUTE_ADMIN_PORT: i32 = 9090;
+/// The router's gRPC port, next to its HTTP one.
+pub const ROUTE_GRPC_PORT: i32 = 8081;
 /// UID of the image's unprivileged user (distroless `nonroot`).
 const NON_ROOT_UID: i64 = 65532;
 
@@ -395,10 +397,13 @@ pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deplo
         name: "route".into(),
         image: Some(config.image.clone()),
         args: Some(
-            args::route(
-                &format!("0.0.0.0:{ROUTE_PORT}"),
-                &format!("0.0.0.0:{ROUTE_ADMIN_PORT}"),
-                &RoutesAt::ConfigMap(routes_configmap_name(md)),
+            args::with_grpc_port(
+                args::route(
+                    &format!("0.0.0.0:{ROUTE_PORT}"),
+                    &format!("0.0.0.0:{ROUTE_ADMIN_PORT}"),
+                    &RoutesAt::ConfigMap(routes_configmap_name(md)),
+                ),
+                ROUTE_GRPC_PORT as u16,
             )
             .argv(),
         ),
@@ -427,6 +432,7 @@ pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deplo
                 container_port: ROUTE_ADMIN_PORT,
                 ..ContainerPort::default()
             },
+            grpc_container_port(ROUTE_GRPC_PORT),
         ]),
         readiness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 2)),
         liveness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 10)),
@@ -502,7 +508,7 @@ pub fn router_service(md: &ModelDeployment) -> Service {
         md,
         router_name(md),
         labels(md, "route", None),
-        vec![port("http", ROUTE_PORT), port("admin", ROUTE_ADMIN_PORT)],
+        vec![port("http", ROUTE_PORT), port("admin", ROUTE_ADMIN_PORT), grpc_port(ROUTE_GRPC_PORT)],
     )
 }
 
