@@ -180,7 +180,14 @@ fn every_child() -> Vec<ChildArgs> {
             "127.0.0.1:9090",
             &RoutesAt::File("/state/routes.json".into()),
         ),
-        args::route("0.0.0.0:8080", "0.0.0.0:9090", &RoutesAt::ConfigMap("digits-routes".into())),
+        args::with_grpc_port(
+            args::route(
+                "0.0.0.0:8080",
+                "0.0.0.0:9090",
+                &RoutesAt::ConfigMap("digits-routes".into()),
+            ),
+            8081,
+        ),
         args::optimize(&optimize_files()),
     ]
 }
@@ -214,6 +221,6 @@ fn child_env_names_are_the_variables_clap_reads() {
             }
         }
     }
-    // serve's nine flags and route's three (twice) all name a variable.
-    assert_eq!(checked, 15);
+    // serve's ten flags, route's three (twice) and its gRPC port all name a variable.
+    assert_eq!(checked, 17);
 }
