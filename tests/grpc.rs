@@ -286,3 +286,56 @@ async fn health_tokens_scopes_and_pins_over_grpc() {
     assert_eq!(stats["versions"]["1"]["requests"], 2, "{stats}");
     server.assert_running();
 }
+
+/// `--tls-cert` serves the gRPC port over TLS too (ALPN `h2`): Triton's
+/// gRPC client with `ssl=True` and the CA reaches it and infers.
+#[test]
+fn the_grpc_port_speaks_tls_with_the_rest_ports_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let Some(python) = python::python_with("tritonclient.grpc, numpy") else { return };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "grpc test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path, ca_path) =
+        (dir.path().join("tls.crt"), dir.path().join("tls.key"), dir.path().join("ca.crt"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_path, ca_pem).unwrap();
+    let ports = free_ports(2);
+    let tls = ["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()];
+    let mut server = serve(ports[0], ports[1], "digits", "digits-mlp-v2.onnx", &tls);
+    let script = format!(
+        r#"
+import time, numpy as np, tritonclient.grpc as g
+c = g.InferenceServerClient("localhost:{port}", ssl=True, root_certificates="{ca}")
+deadline = time.time() + 60
+while True:
+    try:
+        if c.is_model_ready("digits"): break
+    except Exception:
+        if time.time() > deadline: raise
+    time.sleep(0.1)
+x = np.zeros((2, 64), dtype=np.float32)
+i = g.InferInput("input", [2, 64], "FP32"); i.set_data_from_numpy(x)
+print(c.infer("digits", [i]).as_numpy("logits").shape)
+"#,
+        port = ports[1],
+        ca = ca_path.display()
+    );
+    let output = Command::new(&python).args(["-c", &script]).output().expect("run Python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("(2, 10)"),
+        "gRPC over TLS: {stdout}\n{}\n--- serve:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.log()
+    );
+    server.assert_running();
+}
