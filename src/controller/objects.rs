@@ -663,6 +663,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn services_name_the_grpc_ports_with_app_protocol_grpc() {
+        let (md, _) = optimized(serde_json::json!({}));
+        for (service, number) in
+            [(version_service(&md, "1"), SERVE_GRPC_PORT), (router_service(&md), ROUTE_GRPC_PORT)]
+        {
+            let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
+            let grpc =
+                ports.iter().find(|p| p.name.as_deref() == Some("grpc")).expect("a grpc port");
+            assert_eq!(grpc.app_protocol.as_deref(), Some("grpc"));
+            assert_eq!(grpc.port, number);
+        }
+        assert_eq!(version_grpc_url(&md, "1"), "http://digits-v1.default.svc:8001");
+    }
+
+    #[test]
     fn names_are_dns_labels_and_stable() {
         assert_eq!(object_name(&["digits", "v1.2"]), "digits-v1-2");
         let long = "a".repeat(80);

@@ -351,3 +351,24 @@ pub async fn serve(
     listen::serve_h2(listener, routes, limits, tls, stopped).await;
     following.abort();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_spec_writes_them() {
+        let of = |v: &str| {
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&m)
+        };
+        assert_eq!(of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(of("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(of("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(of("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(of("123456789m"), None, "at most 8 digits");
+        assert_eq!(of("5x"), None);
+        assert_eq!(of("m"), None);
+    }
+}
