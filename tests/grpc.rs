@@ -4,7 +4,7 @@
 //! health service, tokens and scopes, version pins and the router's
 //! per-version figures.
 //!
-//! The Python check needs `tritonclient[grpc]`, `onnxruntime` and `numpy`
+//! The Python checks need `tritonclient[grpc]`, `kserve`, `onnxruntime` and `numpy`
 //! (see `tests/interop.rs` for where Python comes from); without them it is
 //! skipped, except under `CI=true`, where it fails.
 
@@ -155,6 +155,21 @@ fn triton_grpc_client_and_onnxruntime_agree_direct_and_through_the_router() {
         );
     }
     println!("{stdout}");
+    // KServe's own gRPC client, on the same servers and the router.
+    if let Some(python) = python::python_with("kserve, onnxruntime, numpy") {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/kserve_grpc_check.py");
+        let mut check = Command::new(&python);
+        check.arg(&script);
+        for (i, (name, onnx, npz)) in CASES.iter().enumerate() {
+            check.arg("--case").arg(case(name, ports[2 * i + 1], onnx, npz));
+        }
+        check.arg("--case").arg(case(name, route_grpc, onnx, npz));
+        let output = check.stdin(Stdio::null()).output().expect("run the KServe check");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "the KServe gRPC check failed:\n{stdout}");
+        println!("{stdout}");
+    }
     let stats = router.stats(None);
     let through = stats["versions"][VERSION]["requests"].as_u64().unwrap_or(0);
     assert!(through >= 40, "the router measured {through} gRPC requests: {stats}");
