@@ -11,8 +11,14 @@ cd "$(dirname "$0")/.."
 secs="${1:-5}"; model="${2:-tests/models/digits-mlp-v2.onnx}"
 target="${CARGO_TARGET_DIR:-target}"
 out="target/bench"; mkdir -p "$out"
-cargo build --release --quiet --bin tractor
-tractor="$target/release/tractor"
+# TRACTOR_BENCH_PROFILE=dev measures the debug build instead (quicker to
+# build; only the ratios mean anything then).
+profile="${TRACTOR_BENCH_PROFILE:-release}"
+if [ "$profile" = release ]; then
+  cargo build --release --quiet --bin tractor; tractor="$target/release/tractor"
+else
+  cargo build --quiet --bin tractor; tractor="$target/debug/tractor"
+fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
