@@ -68,8 +68,13 @@ pub(super) fn failed(headers: &HeaderMap) -> bool {
     let code = Code::from_bytes(code.as_bytes());
     matches!(
         code,
-        Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss | Code::Unimplemented
-    ) || (code == Code::DeadlineExceeded)
+        Code::Internal
+            | Code::Unavailable
+            | Code::Unknown
+            | Code::DataLoss
+            | Code::Unimplemented
+            | Code::DeadlineExceeded
+    )
 }
 
 async fn mark(mut request: Request, next: Next) -> Response {
@@ -94,4 +99,25 @@ pub(super) async fn serve(
     let routes =
         crate::auth::grpc::protect(app(state), auth.as_ref(), crate::auth::Surface::RouterTraffic);
     listen::serve_h2(listener, routes, limits, tls, shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_side_grpc_statuses_are_the_versions_failures() {
+        let head = |code: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-status", axum::http::HeaderValue::from_static(code));
+            h
+        };
+        assert!(!failed(&HeaderMap::new()), "no status in the head: streaming an answer");
+        assert!(!failed(&head("0")));
+        assert!(!failed(&head("3")), "INVALID_ARGUMENT is the caller's");
+        assert!(!failed(&head("5")), "NOT_FOUND is the caller's");
+        assert!(failed(&head("13")), "INTERNAL");
+        assert!(failed(&head("14")), "UNAVAILABLE");
+        assert!(failed(&head("4")), "DEADLINE_EXCEEDED");
+    }
 }
