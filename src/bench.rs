@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::client::{self, ClientError, Endpoint};
+use crate::client::{self, ClientError, Endpoint, Protocol};
 use crate::engine::{EngineOptions, Model, Threads};
 use crate::latency;
 
@@ -42,6 +42,9 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Bearer token sent with every request (servers with `--auth-file`).
     pub token: Option<String>,
+    /// REST JSON, REST binary, or gRPC (`Target::Http`'s URL is then the
+    /// gRPC port's).
+    pub protocol: Protocol,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +155,15 @@ enum Runner {
         http: reqwest::Client,
         url: String,
         bodies: Arc<Vec<bytes::Bytes>>,
+        /// `Inference-Header-Content-Length` of binary bodies.
+        header_length: Arc<Vec<Option<usize>>>,
+        next: Arc<std::sync::atomic::AtomicUsize>,
+    },
+    /// Over one HTTP/2 connection, as Triton's gRPC clients do.
+    Grpc {
+        client: client::GrpcClient,
+        url: String,
+        requests: Arc<Vec<crate::contract::grpc::ModelInferRequest>>,
         next: Arc<std::sync::atomic::AtomicUsize>,
     },
     Engine {
@@ -163,15 +175,17 @@ enum Runner {
 impl Runner {
     async fn once(&self) -> Result<(), BenchError> {
         match self {
-            Runner::Http { http, url, bodies, next } => {
+            Runner::Http { http, url, bodies, header_length, next } => {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % bodies.len();
                 let body = &bodies[i];
-                let response = http
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await?;
+                let mut request = http.post(url).body(body.clone());
+                request = match header_length.get(i).copied().flatten() {
+                    Some(len) => request
+                        .header("content-type", "application/octet-stream")
+                        .header(crate::contract::v2::HEADER_LENGTH, len),
+                    None => request.header("content-type", "application/json"),
+                };
+                let response = request.send().await?;
                 let status = response.status();
                 let text = response.bytes().await?;
                 if status.is_success() {
@@ -179,6 +193,17 @@ impl Runner {
                 } else {
                     Err(BenchError::Status { status, body: String::from_utf8_lossy(&text).into() })
                 }
+            }
+            Runner::Grpc { client, url, requests, next } => {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % requests.len();
+                let mut client = client.clone();
+                client.model_infer(requests[i].clone()).await.map(|_| ()).map_err(|status| {
+                    BenchError::Client(ClientError::Status {
+                        url: url.clone(),
+                        status: status.code() as u16,
+                        body: status.message().to_string(),
+                    })
+                })
             }
             Runner::Engine { model, inputs } => {
                 let (model, inputs) = (model.clone(), inputs.clone());
@@ -190,6 +215,29 @@ impl Runner {
 
 async fn prepare(config: &BenchConfig) -> Result<(String, Runner), BenchError> {
     match &config.target {
+        Target::Http { url, model, input } if config.protocol == Protocol::Grpc => {
+            if input.is_some() {
+                return Err(BenchError::AllFailed(
+                    "--input is a V2 REST body; over gRPC the requests are generated".into(),
+                ));
+            }
+            let mut grpc = client::grpc_client(url, config.token.as_deref()).await?;
+            let specs = client::grpc_input_specs(&mut grpc, url, model).await?;
+            let requests = (1..=GENERATED_INPUTS)
+                .map(|seed| {
+                    let tensors = client::synthetic_inputs(&specs, config.batch, seed);
+                    client::grpc_request(model, &specs, &tensors)
+                })
+                .collect();
+            let label = format!("{url} gRPC ModelInfer {model}");
+            let runner = Runner::Grpc {
+                client: grpc,
+                url: url.clone(),
+                requests: Arc::new(requests),
+                next: Arc::default(),
+            };
+            Ok((label, runner))
+        }
         Target::Http { url, model, input } => {
             let mut headers = reqwest::header::HeaderMap::new();
             if let Some(token) = &config.token
@@ -203,6 +251,8 @@ async fn prepare(config: &BenchConfig) -> Result<(String, Runner), BenchError> {
                 .build()
                 .map_err(|source| ClientError::Http { url: url.clone(), source })?;
             let endpoint = Endpoint::new(url, model, None);
+            let binary = config.protocol == Protocol::RestBinary;
+            let mut header_length = Vec::new();
             let bodies: Vec<bytes::Bytes> = match input {
                 Some(path) => vec![
                     std::fs::read(path)
@@ -217,6 +267,11 @@ async fn prepare(config: &BenchConfig) -> Result<(String, Runner), BenchError> {
                     (1..=GENERATED_INPUTS)
                         .map(|seed| {
                             let tensors = client::synthetic_inputs(&specs, config.batch, seed);
+                            if binary {
+                                let (body, len) = client::v2_binary_request(&specs, &tensors);
+                                header_length.push(Some(len));
+                                return body.into();
+                            }
                             serde_json::to_vec(&client::v2_request(&specs, &tensors))
                                 .expect("JSON values always serialize")
                                 .into()
@@ -228,6 +283,7 @@ async fn prepare(config: &BenchConfig) -> Result<(String, Runner), BenchError> {
                 http,
                 url: endpoint.infer_url(),
                 bodies: Arc::new(bodies),
+                header_length: Arc::new(header_length),
                 next: Arc::default(),
             };
             Ok((endpoint.infer_url(), runner))

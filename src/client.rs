@@ -66,7 +66,12 @@ pub async fn fetch_input_specs(
 ) -> Result<Vec<TensorSpec>, ClientError> {
     let url = endpoint.metadata_url();
     let metadata = get_json(http, &url).await?;
-    let protocol = |reason: String| ClientError::Protocol { url: url.clone(), reason };
+    specs_from_metadata(&url, &metadata)
+}
+
+/// The inputs of V2 model metadata (REST's JSON, or gRPC's made JSON).
+fn specs_from_metadata(url: &str, metadata: &Value) -> Result<Vec<TensorSpec>, ClientError> {
+    let protocol = |reason: String| ClientError::Protocol { url: url.to_string(), reason };
     let inputs = metadata["inputs"]
         .as_array()
         .ok_or_else(|| protocol("no \"inputs\" in the metadata".into()))?;
@@ -164,4 +169,279 @@ pub fn v2_request<'a>(
         })
         .collect();
     InferRequest { id: None, parameters: None, inputs, outputs: None }
+}
+
+/// How `infer` and `bench` talk to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Protocol {
+    /// V2 REST, JSON tensors.
+    #[default]
+    Rest,
+    /// V2 REST with the binary tensor data extension.
+    RestBinary,
+    /// The Open Inference Protocol's gRPC API (`--url http://HOST:8001`).
+    Grpc,
+}
+
+/// A V2 REST body with every input in the binary extension and every
+/// output asked for as binary; the second value is the
+/// `Inference-Header-Content-Length`.
+pub fn v2_binary_request(specs: &[TensorSpec], tensors: &[Tensor]) -> (Vec<u8>, usize) {
+    let inputs: Vec<Value> = specs
+        .iter()
+        .zip(tensors)
+        .map(|(spec, t)| {
+            serde_json::json!({
+                "name": spec.name,
+                "shape": t.shape,
+                "datatype": t.datatype().v2_name(),
+                "parameters": {"binary_data_size": t.data.len() * t.datatype().size_of()},
+            })
+        })
+        .collect();
+    let header = serde_json::json!({"inputs": inputs, "parameters": {"binary_data_output": true}});
+    let mut body = serde_json::to_vec(&header).unwrap_or_default();
+    let header_length = body.len();
+    for t in tensors {
+        body.extend_from_slice(&t.data.to_le_bytes());
+    }
+    (body, header_length)
+}
+
+/// An HTTP/2 channel to a gRPC endpoint.
+///
+/// # Errors
+/// A URL that does not parse, or a server that does not answer.
+pub async fn grpc_channel(url: &str) -> Result<tonic::transport::Channel, ClientError> {
+    let protocol = |reason: String| ClientError::Protocol { url: url.to_string(), reason };
+    tonic::transport::Channel::from_shared(url.to_string())
+        .map_err(|e| protocol(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| protocol(format!("cannot connect: {e}")))
+}
+
+/// The gRPC client, with `token` (if any) as every call's `authorization`.
+pub type GrpcClient =
+    crate::contract::grpc::grpc_inference_service_client::GrpcInferenceServiceClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>,
+    >;
+
+/// Adds `authorization: Bearer TOKEN` to every gRPC call.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A gRPC client of `url`, sending `token` with every call.
+///
+/// # Errors
+/// As [`grpc_channel`], and a token that is not ASCII.
+pub async fn grpc_client(url: &str, token: Option<&str>) -> Result<GrpcClient, ClientError> {
+    let channel = grpc_channel(url).await?;
+    let token = token.map(|t| format!("Bearer {t}").parse()).transpose().map_err(|_| {
+        ClientError::Protocol { url: url.into(), reason: "the token is not ASCII".into() }
+    })?;
+    Ok(crate::contract::grpc::grpc_inference_service_client::GrpcInferenceServiceClient::with_interceptor(
+        channel,
+        BearerToken(token),
+    )
+    .max_decoding_message_size(usize::MAX))
+}
+
+fn grpc_error(url: &str, status: tonic::Status) -> ClientError {
+    ClientError::Status {
+        url: url.to_string(),
+        status: status.code() as u16,
+        body: format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+/// A model's inputs, from its gRPC metadata.
+///
+/// # Errors
+/// The call's status, or metadata that is not V2.
+pub async fn grpc_input_specs(
+    client: &mut GrpcClient,
+    url: &str,
+    model: &str,
+) -> Result<Vec<TensorSpec>, ClientError> {
+    let request =
+        crate::contract::grpc::ModelMetadataRequest { name: model.into(), version: String::new() };
+    let metadata =
+        client.model_metadata(request).await.map_err(|s| grpc_error(url, s))?.into_inner();
+    let inputs: Vec<Value> = metadata
+        .inputs
+        .iter()
+        .map(|t| serde_json::json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
+        .collect();
+    specs_from_metadata(url, &serde_json::json!({ "inputs": inputs }))
+}
+
+/// A gRPC request carrying `tensors` as raw contents (as Triton's client sends).
+pub fn grpc_request(
+    model: &str,
+    specs: &[TensorSpec],
+    tensors: &[Tensor],
+) -> crate::contract::grpc::ModelInferRequest {
+    use crate::contract::grpc::model_infer_request::InferInputTensor;
+    crate::contract::grpc::ModelInferRequest {
+        model_name: model.to_string(),
+        inputs: specs
+            .iter()
+            .zip(tensors)
+            .map(|(spec, t)| InferInputTensor {
+                name: spec.name.clone(),
+                datatype: t.datatype().v2_name().to_string(),
+                shape: t.shape.iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect(),
+                ..Default::default()
+            })
+            .collect(),
+        raw_input_contents: tensors.iter().map(|t| t.data.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Sends one gRPC inference; the answer as V2 JSON.
+///
+/// # Errors
+/// The call's status, or raw outputs that do not fit their shapes.
+pub async fn grpc_infer(
+    client: &mut GrpcClient,
+    url: &str,
+    request: crate::contract::grpc::ModelInferRequest,
+) -> Result<Value, ClientError> {
+    let answer = client.model_infer(request).await.map_err(|s| grpc_error(url, s))?.into_inner();
+    let protocol = |reason: String| ClientError::Protocol { url: url.to_string(), reason };
+    let mut outputs = Vec::new();
+    for (output, raw) in answer.outputs.iter().zip(&answer.raw_output_contents) {
+        let datatype =
+            DataType::from_v2_name(&output.datatype).map_err(|e| protocol(e.to_string()))?;
+        let data = crate::engine::TensorData::from_le_bytes(datatype, raw)
+            .map_err(|e| protocol(format!("output {:?}: {e}", output.name)))?;
+        outputs.push(serde_json::json!({
+            "name": output.name,
+            "datatype": output.datatype,
+            "shape": output.shape,
+            "data": serde_json::to_value(JsonData(&data)).unwrap_or_default(),
+        }));
+    }
+    Ok(serde_json::json!({
+        "model_name": answer.model_name,
+        "model_version": answer.model_version,
+        "id": answer.id,
+        "outputs": outputs,
+    }))
+}
+
+/// A V2 JSON request (`{"inputs": [{"name", "shape", "datatype", "data"}]}`)
+/// as a gRPC request with typed contents.
+///
+/// # Errors
+/// An input without a name, shape or datatype, data that is not numbers,
+/// a datatype gRPC has no typed field for.
+pub fn grpc_from_json(
+    model: &str,
+    request: &Value,
+) -> Result<crate::contract::grpc::ModelInferRequest, ClientError> {
+    use crate::contract::grpc::InferTensorContents;
+    use crate::contract::grpc::model_infer_request::InferInputTensor;
+    let bad = |reason: String| ClientError::Input { path: "the request".into(), reason };
+    fn flatten<'v>(v: &'v Value, out: &mut Vec<&'v Value>) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+            other => out.push(other),
+        }
+    }
+    let mut inputs = Vec::new();
+    for input in request["inputs"].as_array().ok_or_else(|| bad("no \"inputs\" array".into()))? {
+        let name = input["name"].as_str().ok_or_else(|| bad("an input has no name".into()))?;
+        let datatype = input["datatype"]
+            .as_str()
+            .ok_or_else(|| bad(format!("input {name:?} has no datatype")))?;
+        let shape: Vec<i64> = input["shape"]
+            .as_array()
+            .ok_or_else(|| bad(format!("input {name:?} has no shape")))?
+            .iter()
+            .map(|d| d.as_i64().ok_or_else(|| bad(format!("input {name:?}: shape of integers"))))
+            .collect::<Result<_, _>>()?;
+        let mut values = Vec::new();
+        flatten(&input["data"], &mut values);
+        let number = |v: &Value| {
+            v.as_f64().ok_or_else(|| bad(format!("input {name:?}: {v} is not a number")))
+        };
+        let integer = |v: &Value| {
+            v.as_i64().ok_or_else(|| bad(format!("input {name:?}: {v} is not an integer")))
+        };
+        let mut contents = InferTensorContents::default();
+        match datatype {
+            "FP32" => {
+                contents.fp32_contents =
+                    values.iter().map(|v| number(v).map(|x| x as f32)).collect::<Result<_, _>>()?
+            }
+            "FP64" => {
+                contents.fp64_contents =
+                    values.iter().map(|v| number(v)).collect::<Result<_, _>>()?
+            }
+            "INT64" => {
+                contents.int64_contents =
+                    values.iter().map(|v| integer(v)).collect::<Result<_, _>>()?
+            }
+            "INT32" | "INT8" => {
+                contents.int_contents = values
+                    .iter()
+                    .map(|v| {
+                        integer(v).and_then(|i| {
+                            i32::try_from(i)
+                                .map_err(|_| bad(format!("input {name:?}: {i} out of range")))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "UINT8" => {
+                contents.uint_contents = values
+                    .iter()
+                    .map(|v| {
+                        integer(v).and_then(|i| {
+                            u32::try_from(i)
+                                .map_err(|_| bad(format!("input {name:?}: {i} out of range")))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "BOOL" => {
+                contents.bool_contents = values
+                    .iter()
+                    .map(|v| {
+                        v.as_bool()
+                            .ok_or_else(|| bad(format!("input {name:?}: {v} is not a boolean")))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            other => return Err(bad(format!("input {name:?}: {other} has no typed gRPC field"))),
+        }
+        inputs.push(InferInputTensor {
+            name: name.to_string(),
+            datatype: datatype.to_string(),
+            shape,
+            parameters: Default::default(),
+            contents: Some(contents),
+        });
+    }
+    Ok(crate::contract::grpc::ModelInferRequest {
+        model_name: model.to_string(),
+        id: request["id"].as_str().unwrap_or_default().to_string(),
+        inputs,
+        ..Default::default()
+    })
 }

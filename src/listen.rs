@@ -16,6 +16,8 @@
 //!   is closed: the process exits within the drain timeout.
 //! - With TLS ([`serve_tls`], `tls.rs`), the handshake must finish within
 //!   the header-read timeout too.
+//! - [`serve_h2`] speaks HTTP/2 instead (gRPC) under the same limits; a
+//!   connection is busy while any of its streams is, and idle when none is.
 //!
 //! # Why hyper by hand rather than `axum::serve`
 //! `axum::serve` has none of these limits and waits for every connection
@@ -40,8 +42,8 @@ use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Bytes, Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -168,6 +170,36 @@ pub async fn serve_tls(
     tls: Option<TlsServer>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with(listener, app, limits, tls, Http::One, shutdown).await;
+}
+
+/// As [`serve_tls`], speaking HTTP/2 (gRPC's transport): prior knowledge on
+/// plain TCP, ALPN `h2` with TLS ([`TlsServer::for_h2`]).
+pub async fn serve_h2(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    tls: Option<TlsServer>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with(listener, app, limits, tls, Http::Two, shutdown).await;
+}
+
+/// The HTTP version a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Http {
+    One,
+    Two,
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    tls: Option<TlsServer>,
+    http: Http,
+    shutdown: impl Future<Output = ()>,
+) {
     // Stops with this function: the listener is the reloader's only user.
     let _reloading = tls.clone().map(|tls| AbortOnDrop(tokio::spawn(tls.watch())));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -215,7 +247,7 @@ pub async fn serve_tls(
         let span = tracing::debug_span!("connection", %peer);
         let acceptor = tls.as_ref().map(TlsServer::acceptor);
         connections.spawn(
-            serve_connection(stream, acceptor, app.clone(), limits, stopped.clone(), slot)
+            serve_connection(stream, acceptor, app.clone(), limits, http, stopped.clone(), slot)
                 .instrument(span),
         );
     }
@@ -281,6 +313,7 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     app: Router,
     limits: ConnectionLimits,
+    http: Http,
     mut stopped: watch::Receiver<bool>,
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
@@ -288,7 +321,7 @@ async fn serve_connection(
     let clock = Arc::new(Clock::new(limits));
     let watched = Watched { stream, clock: clock.clone() };
     let Some(acceptor) = tls else {
-        return serve_http(TokioIo::new(watched), clock, app, limits, stopped).await;
+        return serve_http(TokioIo::new(watched), clock, app, limits, http, stopped).await;
     };
     let handshaken = tokio::select! {
         handshaken = acceptor.accept(watched) => handshaken,
@@ -299,20 +332,51 @@ async fn serve_connection(
         () = stop_requested(&mut stopped) => return,
     };
     match handshaken {
-        Ok(stream) => serve_http(TokioIo::new(stream), clock, app, limits, stopped).await,
+        Ok(stream) => serve_http(TokioIo::new(stream), clock, app, limits, http, stopped).await,
         // A plain-HTTP client, an unknown or missing client certificate, a
         // scanner: the peer's fault, hence debug.
         Err(e) => tracing::debug!(error = %e, "TLS handshake failed; closing the connection"),
     }
 }
 
-/// HTTP/1.1 on one connection, plain or after its TLS handshake.
+/// Runs a connection (either HTTP version: their types share no trait)
+/// until it ends, its clock expires, or the server stops.
+macro_rules! drive {
+    ($connection:ident, $clock:ident, $stopped:ident) => {{
+        let mut stopped = $stopped;
+        tokio::pin!($connection);
+        let served = tokio::select! {
+            served = $connection.as_mut() => served,
+            waited = $clock.expired() => {
+                tracing::debug!("{waited}; closing the connection");
+                return;
+            }
+            () = stop_requested(&mut stopped) => {
+                // Closes at once when idle; otherwise after the answers in flight.
+                $connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    served = $connection.as_mut() => served,
+                    waited = $clock.expired() => {
+                        tracing::debug!("{waited}; closing the connection");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(e) = served {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }};
+}
+
+/// HTTP/1.1 or HTTP/2 on one connection, plain or after its TLS handshake.
 async fn serve_http<I>(
     io: I,
     clock: Arc<Clock>,
     app: Router,
     limits: ConnectionLimits,
-    mut stopped: watch::Receiver<bool>,
+    http: Http,
+    stopped: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -322,28 +386,14 @@ async fn serve_http<I>(
             handle(app.clone(), clock.clone(), limits.body_read_timeout, request)
         })
     };
-    let connection = http1::Builder::new().serve_connection(io, service);
-    tokio::pin!(connection);
-    let served = tokio::select! {
-        served = connection.as_mut() => served,
-        waited = clock.expired() => {
-            tracing::debug!("{waited}; closing the connection");
-            return;
-        }
-        () = stop_requested(&mut stopped) => {
-            // Closes at once when idle; otherwise after the answer in flight.
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                served = connection.as_mut() => served,
-                waited = clock.expired() => {
-                    tracing::debug!("{waited}; closing the connection");
-                    return;
-                }
-            }
-        }
-    };
-    if let Err(e) = served {
-        tracing::debug!(error = %e, "connection ended with an error");
+    if http == Http::Two {
+        let connection = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, service);
+        drive!(connection, clock, stopped);
+    } else {
+        let connection = http1::Builder::new().serve_connection(io, service);
+        drive!(connection, clock, stopped);
     }
 }
 
@@ -413,9 +463,10 @@ enum Phase {
     Head { since: Instant },
     /// Between requests since `since`: the previous answer was sent.
     Idle { since: Instant },
-    /// A request is being served: its body and its answer have their own
+    /// Requests are being served (one on HTTP/1.1, any number of
+    /// streams on HTTP/2): their bodies and answers have their own
     /// deadlines.
-    Busy,
+    Busy(usize),
 }
 
 /// Why a connection was closed by its [`Clock`].
@@ -445,11 +496,6 @@ impl Clock {
         }
     }
 
-    fn set(&self, phase: Phase) {
-        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = phase;
-        self.changed.notify_one();
-    }
-
     fn deadline(&self) -> Option<(Instant, Waited)> {
         match *self.phase.lock().unwrap_or_else(PoisonError::into_inner) {
             Phase::Head { since } => {
@@ -458,7 +504,7 @@ impl Clock {
             Phase::Idle { since } => {
                 Some((since + self.idle_timeout, Waited::Idle(self.idle_timeout)))
             }
-            Phase::Busy => None,
+            Phase::Busy(_) => None,
         }
     }
 
@@ -473,11 +519,23 @@ impl Clock {
     }
 
     fn on_request(&self) {
-        self.set(Phase::Busy);
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        *phase = match *phase {
+            Phase::Busy(n) => Phase::Busy(n.saturating_add(1)),
+            _ => Phase::Busy(1),
+        };
+        drop(phase);
+        self.changed.notify_one();
     }
 
     fn on_answered(&self) {
-        self.set(Phase::Idle { since: Instant::now() });
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        *phase = match *phase {
+            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
+            _ => Phase::Idle { since: Instant::now() },
+        };
+        drop(phase);
+        self.changed.notify_one();
     }
 
     /// Resolves when the current deadline passes without the phase moving.

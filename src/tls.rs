@@ -284,6 +284,8 @@ fn stamp(files: &TlsFiles) -> Stamp {
 pub struct TlsServer {
     files: TlsFiles,
     current: Arc<RwLock<Arc<ServerConfig>>>,
+    /// The ALPN protocols offered: HTTP/1.1, or `h2` for the gRPC port.
+    alpn: &'static [u8],
 }
 
 impl std::fmt::Debug for TlsServer {
@@ -299,7 +301,21 @@ impl TlsServer {
     /// As [`load`].
     pub fn new(files: TlsFiles) -> Result<TlsServer, TlsError> {
         let config = load(&files)?;
-        Ok(TlsServer { files, current: Arc::new(RwLock::new(config)) })
+        Ok(TlsServer { files, current: Arc::new(RwLock::new(config)), alpn: b"http/1.1" })
+    }
+
+    /// The same certificate for an HTTP/2 listener (gRPC): ALPN offers
+    /// `h2`, which gRPC clients require. It reloads on its own.
+    ///
+    /// # Errors
+    /// As [`load`].
+    pub fn for_h2(&self) -> Result<TlsServer, TlsError> {
+        let config = with_alpn(load(&self.files)?, b"h2");
+        Ok(TlsServer {
+            files: self.files.clone(),
+            current: Arc::new(RwLock::new(config)),
+            alpn: b"h2",
+        })
     }
 
     /// The acceptor for a connection accepted now.
@@ -331,6 +347,7 @@ impl TlsServer {
             let loaded = tokio::task::spawn_blocking(move || load(&files)).await;
             match loaded {
                 Ok(Ok(config)) => {
+                    let config = with_alpn(config, self.alpn);
                     *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
                     tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
                 }
@@ -342,4 +359,14 @@ impl TlsServer {
             }
         }
     }
+}
+
+/// `config` offering only `protocol` in ALPN.
+fn with_alpn(config: Arc<ServerConfig>, protocol: &[u8]) -> Arc<ServerConfig> {
+    if config.alpn_protocols.len() == 1 && config.alpn_protocols[0] == protocol {
+        return config;
+    }
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![protocol.to_vec()];
+    Arc::new(config)
 }

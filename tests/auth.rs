@@ -402,8 +402,8 @@ async fn route(auth: AuthConfig) -> (String, String, oneshot::Sender<()>) {
         admin_listen: SocketAddr::from(([127, 0, 0, 1], admin)),
         routes: RoutesSource::Static(RouteTable {
             backends: vec![
-                Backend { version: "1".into(), url: one, weight: 100 },
-                Backend { version: "2".into(), url: two, weight: 0 },
+                Backend { version: "1".into(), url: one, weight: 100, grpc: None },
+                Backend { version: "2".into(), url: two, weight: 0, grpc: None },
             ],
             shadow: None,
         }),

@@ -118,7 +118,12 @@ fn env_flags() -> BTreeMap<&'static str, &'static str> {
     let spec = conformance::spec("1", conformance::PROCESSING);
     let valid = tractor::crd::validate(&spec).expect("a valid spec");
     let artifact = ServedArtifact { version: "1", uri: "m.onnx", sha256: Some("a") };
-    let at = ServePlacement { host: Some("h".into()), port: 1, processing_file: "p".into() };
+    let at = ServePlacement {
+        host: Some("h".into()),
+        port: 1,
+        grpc_port: 2,
+        processing_file: "p".into(),
+    };
     args::serve(&valid, &artifact, &at).args.iter().filter_map(|a| Some((a.env?, a.flag))).collect()
 }
 

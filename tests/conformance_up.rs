@@ -36,6 +36,7 @@ impl Up {
             // Never run: the fake children play every role.
             tractor: dir.path().join("no-tractor-here"),
             auth_files: Vec::new(),
+            grpc_port: 0,
         };
         let children = Arc::new(FakeChildren::default());
         let stepper = Stepper::start(config, "digits", children.clone())

@@ -388,7 +388,12 @@ async fn first_deployment_creates_the_version_the_router_and_a_status() {
     assert_eq!(container["envFrom"][0]["secretRef"]["name"], "store-creds");
     assert_eq!(
         v.backends(),
-        json!([{ "version": "1", "url": "http://digits-v1.default.svc:8000", "weight": 100 }])
+        json!([{
+            "version": "1",
+            "url": "http://digits-v1.default.svc:8000",
+            "grpc": "http://digits-v1.default.svc:8001",
+            "weight": 100
+        }])
     );
     let role = v.applied(&format!("{ROLES}/digits-router?"));
     assert_eq!(
@@ -479,7 +484,12 @@ async fn a_version_change_starts_a_canary_next_to_the_stable() {
     assert_eq!(status["canary"]["version"], "2");
     assert_eq!(
         v.backends(),
-        json!([{ "version": "1", "url": "http://digits-v1.default.svc:8000", "weight": 100 }]),
+        json!([{
+            "version": "1",
+            "url": "http://digits-v1.default.svc:8000",
+            "grpc": "http://digits-v1.default.svc:8001",
+            "weight": 100
+        }]),
         "no weight before the canary is ready"
     );
 }
@@ -600,7 +610,12 @@ async fn a_failing_canary_is_rolled_back_and_its_pods_removed() {
     assert!(last["reason"].as_str().unwrap().contains("error rate 20.00% > 5.00%"), "{last}");
     assert_eq!(
         v.backends(),
-        json!([{ "version": "1", "url": "http://digits-v1.default.svc:8000", "weight": 100 }])
+        json!([{
+            "version": "1",
+            "url": "http://digits-v1.default.svc:8000",
+            "grpc": "http://digits-v1.default.svc:8001",
+            "weight": 100
+        }])
     );
     assert_eq!(router.resets(), 1, "the analysis consumed the window");
 }

@@ -54,7 +54,12 @@ fn table(backends: &[(&str, &str, u32)], shadow: Option<&str>) -> RouteTable {
     RouteTable {
         backends: backends
             .iter()
-            .map(|(v, url, w)| Backend { version: v.to_string(), url: url.to_string(), weight: *w })
+            .map(|(v, url, w)| Backend {
+                version: v.to_string(),
+                url: url.to_string(),
+                weight: *w,
+                grpc: None,
+            })
             .collect(),
         shadow: shadow.map(str::to_string),
     }

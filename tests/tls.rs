@@ -303,7 +303,12 @@ fn route_config(backend_url: &str, backend_tls: Option<tractor::tls::BackendTls>
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         routes: RoutesSource::Static(RouteTable {
-            backends: vec![Backend { version: "1".into(), url: backend_url.into(), weight: 100 }],
+            backends: vec![Backend {
+                version: "1".into(),
+                url: backend_url.into(),
+                weight: 100,
+                grpc: None,
+            }],
             shadow: None,
         }),
         sticky_header: None,

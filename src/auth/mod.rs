@@ -13,6 +13,7 @@
 
 mod args;
 mod file;
+pub mod grpc;
 mod jwt;
 mod layer;
 mod limit;

@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Bearer token for a server with access control (docs/security.md).
     #[arg(long, env = "TRACTOR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// How to send requests; with `grpc`, --url is the gRPC port's
+    /// (http://HOST:8001).
+    #[arg(long, value_enum, default_value = "rest")]
+    pub protocol: tractor::client::Protocol,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -68,6 +72,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         batch: args.batch.max(1),
         warmup: args.warmup,
         token: args.token,
+        protocol: args.protocol,
     };
     let report = bench::run(&config).await?;
     if args.json {

@@ -13,6 +13,12 @@ pub struct RouteArgs {
     /// Address of the admin API (/admin/stats, /admin/routes, /metrics, /healthz).
     #[arg(long, env = "TRACTOR_ROUTE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
+    /// Port for gRPC traffic, on the traffic address's host; 0 turns it off.
+    #[arg(long, env = "TRACTOR_ROUTE_GRPC_PORT", default_value_t = 0)]
+    pub grpc_port: u16,
+    /// A version's gRPC endpoint as NAME=URL (with --backend); repeat for each.
+    #[arg(long = "grpc-backend", requires = "backends")]
+    pub grpc_backends: Vec<String>,
     /// A version as NAME=URL[@WEIGHT]; repeat for each.
     #[arg(long = "backend", value_parser = tractor::route::parse_backend, conflicts_with_all = ["routes_file", "routes_configmap"])]
     pub backends: Vec<tractor::contract::routes::Backend>,
@@ -68,6 +74,13 @@ pub struct RouteArgs {
 pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
     use tractor::route::{RouteConfig, RoutesSource};
     let tls = args.tls.files().map(tractor::tls::TlsServer::new).transpose()?;
+    let grpc = match args.grpc_port {
+        0 => None,
+        port => Some(tractor::route::grpc::GrpcListen {
+            addr: SocketAddr::new(args.listen.ip(), port),
+            tls: tls.as_ref().map(tractor::tls::TlsServer::for_h2).transpose()?,
+        }),
+    };
     let routes = match (args.routes_file, args.routes_configmap) {
         (Some(path), _) => RoutesSource::File(path),
         (None, Some(name)) => RoutesSource::ConfigMap { namespace: args.namespace, name },
@@ -76,6 +89,15 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
                 bail!("give --backend NAME=URL[@WEIGHT], --routes-file or --routes-configmap");
             }
             let mut backends = args.backends;
+            for entry in &args.grpc_backends {
+                let Some((version, url)) = entry.split_once('=') else {
+                    bail!("--grpc-backend {entry:?}: give NAME=URL");
+                };
+                let Some(backend) = backends.iter_mut().find(|b| b.version == version) else {
+                    bail!("--grpc-backend {entry:?}: no --backend named {version:?}");
+                };
+                backend.grpc = Some(url.to_string());
+            }
             if backends.len() == 1 && backends[0].weight == 0 {
                 backends[0].weight = 100;
             }
@@ -103,6 +125,6 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
         },
         backend_tls: args.backend_tls.backend_tls()?,
     };
-    tractor::route::run_with_tls(config, tls, tractor::serve::shutdown_signal()).await?;
+    tractor::route::run_with_grpc(config, tls, grpc, tractor::serve::shutdown_signal()).await?;
     Ok(())
 }

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     pub host: IpAddr,
     #[arg(long, env = "TRACTOR_HTTP_PORT", default_value_t = 8000)]
     pub http_port: u16,
+    /// The Open Inference Protocol's gRPC port (HTTP/2, the REST port's
+    /// TLS, auth and limits); 0 turns it off.
+    #[arg(long, env = "TRACTOR_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
     /// Most rows in one dynamic batch; batching is off when <= 1.
     #[arg(long, env = "TRACTOR_MAX_BATCH_SIZE", default_value_t = 32)]
     pub max_batch_size: usize,
@@ -174,7 +178,14 @@ impl TryFrom<ServeArgs> for ServeConfig {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let connections = ConnectionLimits::from(&args.connections);
     let tls = args.tls.files().map(tractor::tls::TlsServer::new).transpose()?;
+    let grpc = match args.grpc_port {
+        0 => None,
+        port => Some(serve::GrpcListen {
+            addr: SocketAddr::new(args.host, port),
+            tls: tls.as_ref().map(tractor::tls::TlsServer::for_h2).transpose()?,
+        }),
+    };
     let config = ServeConfig::try_from(args)?;
-    serve::run_with_tls(config, connections, tls, serve::shutdown_signal()).await?;
+    serve::run_with_grpc(config, connections, tls, grpc, serve::shutdown_signal()).await?;
     Ok(())
 }

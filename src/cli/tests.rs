@@ -73,6 +73,7 @@ fn placement(host: Option<&str>) -> ServePlacement {
     ServePlacement {
         host: host.map(str::to_string),
         port: 8123,
+        grpc_port: 8124,
         processing_file: "/etc/tractor/processing/processing.json".into(),
     }
 }
@@ -179,7 +180,14 @@ fn every_child() -> Vec<ChildArgs> {
             "127.0.0.1:9090",
             &RoutesAt::File("/state/routes.json".into()),
         ),
-        args::route("0.0.0.0:8080", "0.0.0.0:9090", &RoutesAt::ConfigMap("digits-routes".into())),
+        args::with_grpc_port(
+            args::route(
+                "0.0.0.0:8080",
+                "0.0.0.0:9090",
+                &RoutesAt::ConfigMap("digits-routes".into()),
+            ),
+            8081,
+        ),
         args::optimize(&optimize_files()),
         with_access(args::serve(&spec, &artifact(), &placement(None)), None),
         with_access(
@@ -268,10 +276,10 @@ fn child_env_names_are_the_variables_clap_reads() {
             }
         }
     }
-    // serve's nine flags and route's three (twice) all name a variable;
-    // so do the children with access flags: serve's eight without --host
-    // and its auth file, route's three and its ten access flags.
-    assert_eq!(checked, 15 + (8 + 1) + (3 + 10));
+    // serve's ten flags, route's three (twice) and its gRPC port all name a
+    // variable; so do the children with access flags: serve's nine without
+    // --host and its auth file, route's three and its ten access flags.
+    assert_eq!(checked, 17 + (9 + 1) + (3 + 10));
 }
 
 #[test]

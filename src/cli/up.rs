@@ -23,6 +23,10 @@ pub struct UpArgs {
     /// several files. The versions then accept only the router's own token.
     #[arg(long = "auth-file", env = "TRACTOR_AUTH_FILE", value_delimiter = ',')]
     pub auth_files: Vec<PathBuf>,
+    /// Port of the router's gRPC API (each version serves gRPC on a port
+    /// of its own behind it), e.g. 8081; 0, the default, turns it off.
+    #[arg(long, default_value_t = 0)]
+    pub grpc_port: u16,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -32,6 +36,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         json: args.json,
         auth_files: args.auth_files,
+        grpc_port: args.grpc_port,
         tractor: std::env::current_exe().context("finding the tractor binary")?,
     };
     tractor::local::up(config, tractor::serve::shutdown_signal()).await?;

@@ -76,6 +76,8 @@ pub struct ServePlacement {
     /// Listen address; `None` keeps serve's default (all interfaces).
     pub host: Option<String>,
     pub port: u16,
+    /// The gRPC port (`--grpc-port`); 0 turns it off.
+    pub grpc_port: u16,
     /// Where the executor puts the spec's processing document
     /// ([`processing_document`]) when the spec has one: a mounted
     /// ConfigMap in a pod, a file in the state directory locally.
@@ -110,6 +112,7 @@ pub fn serve(spec: &ValidSpec, artifact: &ServedArtifact<'_>, at: &ServePlacemen
         args.push("--host", "TRACTOR_HOST", host.clone());
     }
     args.push("--http-port", "TRACTOR_HTTP_PORT", at.port.to_string());
+    args.push("--grpc-port", "TRACTOR_GRPC_PORT", at.grpc_port.to_string());
     args.push("--max-batch-size", "TRACTOR_MAX_BATCH_SIZE", spec.max_batch_size.to_string());
     args.push(
         "--max-batch-delay-us",
@@ -143,6 +146,12 @@ pub fn route(listen: &str, admin_listen: &str, routes: &RoutesAt) -> ChildArgs {
         RoutesAt::File(path) => args.push("--routes-file", "TRACTOR_ROUTES_FILE", path.clone()),
     }
     args
+}
+
+/// `route` with its gRPC port too (`route --grpc-port`).
+pub fn with_grpc_port(mut route: ChildArgs, port: u16) -> ChildArgs {
+    route.push("--grpc-port", "TRACTOR_ROUTE_GRPC_PORT", port.to_string());
+    route
 }
 
 /// Files of one optimization run.

@@ -7,6 +7,7 @@
 //! above `crd`: it may import `crd` and nothing else of ours.
 
 pub mod args;
+pub mod grpc;
 pub mod job;
 pub mod routes;
 pub mod v2;

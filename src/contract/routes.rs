@@ -22,6 +22,10 @@ pub struct Backend {
     pub url: String,
     /// Percent of the traffic.
     pub weight: u32,
+    /// The version's gRPC endpoint (`http://HOST:PORT`), when it serves
+    /// gRPC: where the router's `--grpc-port` sends its requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<String>,
 }
 
 /// Figures of one version over the current window.

@@ -30,9 +30,13 @@ pub const DEPLOYMENT_LABEL: &str = "tractor.dev/deployment";
 pub const VERSION_LABEL: &str = "tractor.dev/version";
 /// The port `tractor serve` listens on in its pods.
 pub const SERVE_PORT: i32 = 8000;
+/// The serve pods' gRPC port: Triton's and KServe's 8001.
+pub const SERVE_GRPC_PORT: i32 = 8001;
 /// The router's traffic and admin ports.
 pub const ROUTE_PORT: i32 = 8080;
 pub const ROUTE_ADMIN_PORT: i32 = 9090;
+/// The router's gRPC port, next to its HTTP one.
+pub const ROUTE_GRPC_PORT: i32 = 8081;
 /// UID of the image's unprivileged user (distroless `nonroot`).
 const NON_ROOT_UID: i64 = 65532;
 
@@ -224,6 +228,7 @@ pub fn version_deployment(
         &ServePlacement {
             host: None,
             port: SERVE_PORT as u16,
+            grpc_port: SERVE_GRPC_PORT as u16,
             processing_file: format!("{PROCESSING_MOUNT}/{PROCESSING_KEY}"),
         },
     );
@@ -255,11 +260,14 @@ pub fn version_deployment(
         args: Some(child.flags_without_env()),
         env: Some(env),
         env_from: store_env_from(config),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: SERVE_PORT,
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: SERVE_PORT,
+                ..ContainerPort::default()
+            },
+            grpc_container_port(SERVE_GRPC_PORT),
+        ]),
         readiness_probe: Some(http_probe("/v2/health/ready", SERVE_PORT, 2)),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(5),
@@ -330,7 +338,26 @@ pub fn version_service(md: &ModelDeployment, version: &str) -> Service {
         md,
         version_object_name(md, version),
         labels(md, "serve", Some(version)),
-        vec![port("http", SERVE_PORT)],
+        vec![port("http", SERVE_PORT), grpc_port(SERVE_GRPC_PORT)],
+    )
+}
+
+/// A Service port for gRPC: `appProtocol: grpc` tells meshes and gateways
+/// to speak HTTP/2 to it.
+fn grpc_port(number: i32) -> ServicePort {
+    ServicePort { app_protocol: Some("grpc".into()), ..port("grpc", number) }
+}
+
+fn grpc_container_port(number: i32) -> ContainerPort {
+    ContainerPort { name: Some("grpc".into()), container_port: number, ..ContainerPort::default() }
+}
+
+/// In-cluster gRPC URL of a version's Service.
+pub fn version_grpc_url(md: &ModelDeployment, version: &str) -> String {
+    format!(
+        "http://{}.{}.svc:{SERVE_GRPC_PORT}",
+        version_object_name(md, version),
+        md.namespace().unwrap_or_else(|| "default".into())
     )
 }
 
@@ -366,6 +393,7 @@ pub fn routes_configmap(
                 version: version.clone(),
                 url: version_url(md, version),
                 weight: *weight,
+                grpc: Some(version_grpc_url(md, version)),
             })
             .collect(),
         shadow: shadow.map(str::to_string),
@@ -383,10 +411,13 @@ pub fn routes_configmap(
 /// at once and survive restarts without a rollout of the router.
 pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deployment {
     let labels = labels(md, "route", None);
-    let mut child = args::route(
-        &format!("0.0.0.0:{ROUTE_PORT}"),
-        &format!("0.0.0.0:{ROUTE_ADMIN_PORT}"),
-        &RoutesAt::ConfigMap(routes_configmap_name(md)),
+    let mut child = args::with_grpc_port(
+        args::route(
+            &format!("0.0.0.0:{ROUTE_PORT}"),
+            &format!("0.0.0.0:{ROUTE_ADMIN_PORT}"),
+            &RoutesAt::ConfigMap(routes_configmap_name(md)),
+        ),
+        ROUTE_GRPC_PORT as u16,
     );
     let mut access = access::Mounts::default();
     access::route_access(md, &mut child, &mut access);
@@ -419,6 +450,7 @@ pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deplo
                 container_port: ROUTE_ADMIN_PORT,
                 ..ContainerPort::default()
             },
+            grpc_container_port(ROUTE_GRPC_PORT),
         ]),
         readiness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 2)),
         liveness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 10)),
@@ -498,7 +530,7 @@ pub fn router_service(md: &ModelDeployment) -> Service {
         labels(md, "route", None),
         // The admin port has a Service of its own: exposing this one
         // (Ingress, LoadBalancer) must not expose statistics and their reset.
-        vec![port("http", ROUTE_PORT)],
+        vec![port("http", ROUTE_PORT), grpc_port(ROUTE_GRPC_PORT)],
     )
 }
 
@@ -651,6 +683,21 @@ pub fn model_version(md: &ModelDeployment, spec: ModelVersionSpec) -> ModelVersi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_name_the_grpc_ports_with_app_protocol_grpc() {
+        let (md, _) = optimized(serde_json::json!({}));
+        for (service, number) in
+            [(version_service(&md, "1"), SERVE_GRPC_PORT), (router_service(&md), ROUTE_GRPC_PORT)]
+        {
+            let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
+            let grpc =
+                ports.iter().find(|p| p.name.as_deref() == Some("grpc")).expect("a grpc port");
+            assert_eq!(grpc.app_protocol.as_deref(), Some("grpc"));
+            assert_eq!(grpc.port, number);
+        }
+        assert_eq!(version_grpc_url(&md, "1"), "http://digits-v1.default.svc:8001");
+    }
 
     #[test]
     fn names_are_dns_labels_and_stable() {

@@ -143,6 +143,7 @@ impl Runner {
                 continue;
             }
             let port = free_port()?;
+            let grpc_port = free_port()?;
             let log = self.dir.join(format!("serve-{}.log", desired.version));
             let processing_file = self.dir.join(format!("processing-{}.json", desired.version));
             if let Some(document) = args::processing_document(spec) {
@@ -154,13 +155,14 @@ impl Runner {
                 &ServePlacement {
                     host: Some("127.0.0.1".into()),
                     port,
+                    grpc_port,
                     processing_file: processing_file.display().to_string(),
                 },
             )
             .argv();
             args.extend(self.auth.iter().flat_map(super::auth::LocalAuth::serve_argv));
             let child = self.spawn(&format!("serve {}", desired.version), &args, &log)?;
-            self.servers.insert(desired.version.clone(), Server { child, port, log });
+            self.servers.insert(desired.version.clone(), Server { child, port, grpc_port, log });
         }
         let keep: Vec<&str> =
             plan.versions.iter().filter(|d| d.replicas > 0).map(|d| d.version.as_str()).collect();
@@ -232,6 +234,7 @@ impl Runner {
                         version: v.clone(),
                         url: format!("http://127.0.0.1:{}", s.port),
                         weight: *w,
+                        grpc: Some(format!("http://127.0.0.1:{}", s.grpc_port)),
                     })
                 })
                 .collect(),

@@ -32,6 +32,7 @@ pub(super) fn free_port() -> Result<u16, LocalError> {
 pub(super) struct Server {
     pub(super) child: Child,
     pub(super) port: u16,
+    pub(super) grpc_port: u16,
     pub(super) log: PathBuf,
 }
 
@@ -102,12 +103,15 @@ impl Runner {
         write_whole(&routes, b"{\"backends\": []}")?;
         self.routes = None;
         let admin = free_port()?;
-        let mut args = args::route(
+        let mut route = args::route(
             &format!("127.0.0.1:{}", self.config.port),
             &format!("127.0.0.1:{admin}"),
             &RoutesAt::File(routes.display().to_string()),
-        )
-        .argv();
+        );
+        if self.config.grpc_port != 0 {
+            route = args::with_grpc_port(route, self.config.grpc_port);
+        }
+        let mut args = route.argv();
         args.extend(self.auth.iter().flat_map(super::auth::LocalAuth::router_argv));
         let log = self.dir.join("route.log");
         let mut child = self.spawn("route", &args, &log)?;

@@ -75,6 +75,8 @@ pub struct UpConfig {
     pub tractor: PathBuf,
     /// Auth files for the router (docs/security.md); empty: no access control.
     pub auth_files: Vec<PathBuf>,
+    /// The router's gRPC port; 0 turns it off.
+    pub grpc_port: u16,
 }
 
 /// Everything `up` keeps between ticks, persisted under the state directory.

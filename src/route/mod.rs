@@ -12,6 +12,7 @@
 
 mod agreement;
 mod backend;
+pub mod grpc;
 mod stats;
 mod table;
 
@@ -98,6 +99,8 @@ struct Inner {
     table: RwLock<Arc<RouteTable>>,
     stats: Stats,
     http: HttpClient,
+    /// HTTP/2 to the versions' gRPC ports (`grpc.rs`).
+    grpc: HttpClient,
     backend_timeout: Duration,
     request_timeout: Duration,
     sticky_header: Option<HeaderName>,
@@ -119,6 +122,7 @@ impl RouterState {
         connector.enforce_http(false);
         let tls =
             config.backend_tls.clone().unwrap_or_else(crate::tls::BackendTls::trusting_nothing);
+        let grpc = grpc::client(connector.clone(), &tls);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.client_config())
             .https_or_http()
@@ -131,6 +135,7 @@ impl RouterState {
                 table: RwLock::new(Arc::new(table)),
                 stats: Stats::default(),
                 http,
+                grpc,
                 backend_timeout: config.backend_timeout,
                 request_timeout: config.request_timeout,
                 sticky_header: config
@@ -260,7 +265,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// A failed attempt: no answer, or a server error (retried on the stable).
 fn failed(result: &Result<axum::http::Response<Incoming>, BackendError>) -> bool {
-    result.as_ref().map_or(true, |a| a.status().is_server_error())
+    result.as_ref().map_or(true, |a| a.status().is_server_error() || grpc::failed(a.headers()))
 }
 
 /// One attempt on one backend, measured in its figures (until the answer's
@@ -270,11 +275,12 @@ async fn attempt(
     backend: &Backend,
     forward: &Forward<'_>,
     deadline: tokio::time::Instant,
+    over_grpc: bool,
 ) -> Result<axum::http::Response<Incoming>, BackendError> {
     let started = Instant::now();
     let inner = &state.inner;
-    let result =
-        backend::send(&inner.http, inner.backend_timeout, backend, forward, deadline).await;
+    let http = if over_grpc { &inner.grpc } else { &inner.http };
+    let result = backend::send(http, inner.backend_timeout, backend, forward, deadline).await;
     state.stats().record(&backend.version, started.elapsed(), failed(&result));
     result
 }
@@ -300,6 +306,7 @@ fn over_length_limit(error: &axum::Error) -> bool {
 }
 
 async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
+    let over_grpc = request.extensions().get::<grpc::GrpcTraffic>().is_some();
     let deadline = tokio::time::Instant::now() + state.inner.request_timeout;
     let (parts, body) = request.into_parts();
     // The body is read before an in-flight slot is taken: a slow client
@@ -318,6 +325,10 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
     };
     let table = state.table();
     let chosen = match choose(&table, &parts.headers, state.inner.sticky_header.as_ref()) {
+        Ok(b) if over_grpc => match grpc::backend(b) {
+            Ok(b) => b,
+            Err(message) => return error(StatusCode::SERVICE_UNAVAILABLE, message),
+        },
         Ok(b) => b.clone(),
         Err((status, message)) => return error(status, message),
     };
@@ -331,16 +342,18 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
     };
     let forward =
         Forward { method: &parts.method, target: &parts.uri, headers: &parts.headers, body };
-    let mut result = attempt(&state, &chosen, &forward, deadline).await;
+    let mut result = attempt(&state, &chosen, &forward, deadline, over_grpc).await;
     let mut answered_by = chosen.clone();
     if failed(&result)
         && !result.as_ref().is_err_and(BackendError::is_deadline)
         && state.inner.retry_on_stable
         && let Some(stable) = table.backends.first()
         && stable.version != chosen.version
+        && let Some(stable) =
+            if over_grpc { grpc::backend(stable).ok() } else { Some(stable.clone()) }
     {
-        result = attempt(&state, stable, &forward, deadline).await;
-        answered_by = stable.clone();
+        result = attempt(&state, &stable, &forward, deadline, over_grpc).await;
+        answered_by = stable;
     }
     let answer = match result {
         Ok(answer) => answer,
@@ -355,7 +368,8 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
     let shadow =
         table.shadow.as_ref().and_then(|s| table.backends.iter().find(|b| &b.version == s)).filter(
             |shadow| {
-                shadow.version != answered_by.version
+                !over_grpc
+                    && shadow.version != answered_by.version
                     && head.status.is_success()
                     && parts.method == Method::POST
             },
@@ -457,6 +471,20 @@ pub async fn run_with_tls(
     tls: Option<crate::tls::TlsServer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RouteError> {
+    run_with_grpc(config, tls, None, shutdown).await
+}
+
+/// As [`run_with_tls`], proxying gRPC too when `grpc` is given
+/// (`route --grpc-port`, `grpc.rs`).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_grpc(
+    config: RouteConfig,
+    tls: Option<crate::tls::TlsServer>,
+    grpc: Option<grpc::GrpcListen>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RouteError> {
     let initial = config.routes.load().await?;
     table::check_tls(&initial, config.backend_tls.is_some())?;
     let state = RouterState::new(&config, initial);
@@ -475,13 +503,36 @@ pub async fn run_with_tls(
         config.connections,
         std::future::pending(),
     ));
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let grpc_server = match grpc {
+        Some(grpc) => {
+            let listener = bind(grpc.addr).await?;
+            tracing::info!(grpc = %grpc.addr, "router proxying gRPC");
+            let stopped = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(grpc::serve(
+                listener,
+                state.clone(),
+                auth.clone(),
+                config.connections,
+                grpc.tls,
+                stopped,
+            )))
+        }
+        None => None,
+    };
     let draining = async move {
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");
+        let _ = stop.send(true);
     };
     let traffic =
         crate::auth::protect(app(state), auth.as_ref(), crate::auth::Surface::RouterTraffic);
     listen::serve_tls(listener, traffic, config.connections, tls, draining).await;
+    if let Some(grpc) = grpc_server {
+        let _ = grpc.await;
+    }
     watcher.abort();
     admin_server.abort();
     Ok(())
@@ -499,6 +550,7 @@ mod tests {
                     version: v.to_string(),
                     url: format!("http://{v}"),
                     weight: *w,
+                    grpc: None,
                 })
                 .collect(),
             shadow: None,

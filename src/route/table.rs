@@ -70,7 +70,7 @@ pub fn parse_backend(text: &str) -> Result<Backend, TableError> {
         return Err(bad());
     }
     check_url(version, url)?;
-    Ok(Backend { version: version.to_string(), url: url.to_string(), weight })
+    Ok(Backend { version: version.to_string(), url: url.to_string(), weight, grpc: None })
 }
 
 /// A backend URL the router can send requests to: `http://HOST[:PORT][/PREFIX]`,
@@ -303,7 +303,12 @@ mod tests {
     fn backends_parse_with_and_without_weights() {
         assert_eq!(
             parse_backend("2=http://127.0.0.1:9000@10").unwrap(),
-            Backend { version: "2".into(), url: "http://127.0.0.1:9000".into(), weight: 10 }
+            Backend {
+                version: "2".into(),
+                url: "http://127.0.0.1:9000".into(),
+                weight: 10,
+                grpc: None,
+            }
         );
         assert_eq!(parse_backend("1=http://h:1").unwrap().weight, 0);
         assert!(parse_backend("nourl").is_err());
@@ -328,7 +333,12 @@ mod tests {
 
     #[test]
     fn tables_are_checked() {
-        let b = |v: &str, w| Backend { version: v.into(), url: "http://x".into(), weight: w };
+        let b = |v: &str, w| Backend {
+            version: v.into(),
+            url: "http://x".into(),
+            weight: w,
+            grpc: None,
+        };
         assert!(
             check(&RouteTable { backends: vec![b("1", 90), b("2", 10)], shadow: Some("2".into()) })
                 .is_ok()
@@ -348,7 +358,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("routes.json");
         let table = |weight| RouteTable {
-            backends: vec![Backend { version: "1".into(), url: "http://x".into(), weight }],
+            backends: vec![Backend {
+                version: "1".into(),
+                url: "http://x".into(),
+                weight,
+                grpc: None,
+            }],
             shadow: None,
         };
         std::fs::write(&path, serde_json::to_vec(&table(100)).unwrap()).unwrap();

@@ -296,8 +296,19 @@ pub(super) async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let work = infer_one(&state, &at, &headers, body);
-    counted(&state, "v2", &at.name, work).await
+    infer_as(&state, &at, &headers, body, "v2").await
+}
+
+/// A V2 infer request (JSON, or with the binary extension) counted under
+/// `protocol`: the entry the gRPC service translates its requests into.
+pub(super) async fn infer_as(
+    state: &AppState,
+    at: &ModelPath,
+    headers: &HeaderMap,
+    body: Body,
+    protocol: &'static str,
+) -> Response {
+    counted(state, protocol, &at.name, infer_one(state, at, headers, body)).await
 }
 
 /// A V2 request once decoded.

@@ -9,6 +9,8 @@
 
 mod batcher;
 mod error;
+pub mod grpc;
+mod grpc_convert;
 mod infer;
 mod metadata;
 pub mod metrics;
@@ -26,6 +28,7 @@ use tower_http::compression::CompressionLayer;
 
 pub use batcher::BatchPolicy;
 pub use error::ApiError;
+pub use grpc::GrpcListen;
 pub use state::{
     AppState, Loaded, ServeConfig, ServeError, default_max_request_elements, default_model_name,
     load_model,
@@ -96,14 +99,47 @@ pub async fn run_with_tls(
     tls: Option<crate::tls::TlsServer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    run_with_grpc(config, connections, tls, None, shutdown).await
+}
+
+/// As [`run_with_tls`], serving the gRPC API too when `grpc` is given
+/// (`serve --grpc-port`), on the same state, limits and auth.
+///
+/// # Errors
+/// As [`run_with_limits`].
+pub async fn run_with_grpc(
+    config: ServeConfig,
+    connections: ConnectionLimits,
+    tls: Option<crate::tls::TlsServer>,
+    grpc: Option<GrpcListen>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let state = AppState::new(&config);
     let auth = crate::auth::Auth::start(&config.auth)?;
     let listener = bind(config.listen).await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(addr = %local, model = %config.name, version = %config.version, "listening");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let grpc_server = match grpc {
+        Some(grpc) => {
+            let listener = bind(grpc.addr).await?;
+            let addr = listener.local_addr().map_err(ServeError::Http)?;
+            tracing::info!(%addr, "gRPC listening");
+            Some(tokio::spawn(grpc::serve(
+                listener,
+                state.clone(),
+                auth.clone(),
+                connections,
+                grpc.tls,
+                stopped,
+            )))
+        }
+        None => None,
+    };
     let draining = async move {
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");
+        let _ = stop.send(true);
     };
     let routes =
         crate::auth::protect(app(state.clone()), auth.as_ref(), crate::auth::Surface::Serve);
@@ -119,10 +155,16 @@ pub async fn run_with_tls(
         }
         () = &mut server => {
             // Shut down before the model finished loading.
+            if let Some(grpc) = grpc_server {
+                let _ = grpc.await;
+            }
             return Ok(());
         }
     }
     server.await;
+    if let Some(grpc) = grpc_server {
+        let _ = grpc.await;
+    }
     tracing::info!("server stopped");
     Ok(())
 }

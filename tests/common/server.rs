@@ -31,6 +31,9 @@ impl ServeProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_tractor"))
             .current_dir(super::repo_path(""))
             .args(["serve", "--host", "127.0.0.1", "--http-port", &port.to_string()])
+            // Off unless the test asks: many servers run at once, and the
+            // default gRPC port is one port for all of them.
+            .args(if args.contains(&"--grpc-port") { &[][..] } else { &["--grpc-port", "0"][..] })
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -41,7 +41,7 @@ pub struct Seen {
 }
 
 /// A `serve`'s arguments, without those that only say where it runs
-/// (`--host`, `--http-port`, the processing file's path), and the
+/// (`--host`, `--http-port`, `--grpc-port`, the processing file's path), and the
 /// processing document read from where the executor put it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Serve {
@@ -59,7 +59,7 @@ impl Serve {
         let mut processing = None;
         for (flag, value) in pairs {
             match flag.as_str() {
-                "--host" | "--http-port" => {}
+                "--host" | "--http-port" | "--grpc-port" => {}
                 "--processing" => {
                     let document = read(&value)
                         .unwrap_or_else(|| panic!("--processing {value}: nothing readable there"));
