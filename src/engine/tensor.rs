@@ -486,7 +486,8 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
 
 /// Makes input tensors that fit `specs`: the batch axis (and any other
 /// variable axis) set to `batch` and 1, values drawn from a seeded generator
-/// in ranges any model accepts (0..1 floats, small integers).
+/// in ranges any model accepts (0..1 floats; integers 0 and 1, valid ids,
+/// masks and token types for any vocabulary, even a 2-row type table).
 pub fn synthetic_inputs(specs: &[TensorSpec], batch: usize, seed: u64) -> Vec<Tensor> {
     let mut rng = fastrand::Rng::with_seed(seed);
     specs
@@ -504,10 +505,10 @@ pub fn synthetic_inputs(specs: &[TensorSpec], batch: usize, seed: u64) -> Vec<Te
             let n = element_count(&shape).unwrap_or(0);
             let data = match spec.datatype {
                 DataType::Bool => TensorData::Bool((0..n).map(|_| rng.bool()).collect()),
-                DataType::U8 => TensorData::U8((0..n).map(|_| rng.u8(0..8)).collect()),
-                DataType::I8 => TensorData::I8((0..n).map(|_| rng.i8(0..8)).collect()),
-                DataType::I32 => TensorData::I32((0..n).map(|_| rng.i32(0..8)).collect()),
-                DataType::I64 => TensorData::I64((0..n).map(|_| rng.i64(0..8)).collect()),
+                DataType::U8 => TensorData::U8((0..n).map(|_| rng.u8(0..2)).collect()),
+                DataType::I8 => TensorData::I8((0..n).map(|_| rng.i8(0..2)).collect()),
+                DataType::I32 => TensorData::I32((0..n).map(|_| rng.i32(0..2)).collect()),
+                DataType::I64 => TensorData::I64((0..n).map(|_| rng.i64(0..2)).collect()),
                 DataType::F16 => {
                     TensorData::F16((0..n).map(|_| half::f16::from_f32(rng.f32())).collect())
                 }
