@@ -5,7 +5,7 @@
 #   2. ONNX Runtime in-process, one thread, batch 1, as a reference for c=1;
 #   3. the time to build a plan for one sequence length (the server's
 #      tractor_engine_plan_build_duration_seconds, one build per length).
-# Usage: benches/bert.sh [seconds per measurement, default 10]
+# Usage: benches/bert.sh [seconds per measurement, default 10]  (TRACTOR=binary: no build)
 # Needs $TRACTOR_PYTHON (or the venv) with onnxruntime and numpy.
 # Prints a Markdown table; raw JSON reports land in target/bench/.
 set -euo pipefail
@@ -16,8 +16,9 @@ out="target/bench"
 py="${TRACTOR_PYTHON:-$HOME/.cache/tractor/venv/bin/python}"
 model=tests/models/tiny-bert-sentiment.onnx
 mkdir -p "$out"
-cargo build --release --quiet --bin tractor
-tractor="$target/release/tractor"
+# TRACTOR=binary skips the build and measures that binary.
+if [ -z "${TRACTOR:-}" ]; then cargo build --release --quiet --bin tractor; fi
+tractor="${TRACTOR:-$target/release/tractor}"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
