@@ -85,6 +85,19 @@ pub struct ServeArgs {
     /// process may use (cgroup limit, else the machine's).
     #[arg(long, env = "TRACTOR_MAX_TENSOR_BYTES")]
     pub max_tensor_bytes: Option<usize>,
+    /// Engine plans kept for models planned per input shape (exported
+    /// transformers: one plan per sequence length), least recently used
+    /// out first.
+    #[arg(long, env = "TRACTOR_MAX_PLANS",
+        default_value_t = tractor::engine::plans::DEFAULT_MAX_PLANS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_plans: usize,
+    /// Longest variable non-batch dimension (sequence length) a request may
+    /// have, or a batch be padded to (400 above).
+    #[arg(long, env = "TRACTOR_MAX_SEQUENCE",
+        default_value_t = tractor::engine::plans::DEFAULT_MAX_SEQUENCE,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_sequence: usize,
     /// Where to write why the engine cannot recover, when liveness turns
     /// false (the kubelet's termination message); "" writes nowhere.
     #[arg(long, env = "TRACTOR_TERMINATION_LOG", default_value = "/dev/termination-log")]
@@ -159,6 +172,10 @@ impl TryFrom<ServeArgs> for ServeConfig {
             workers: args.workers,
             max_request_elements: args.max_request_elements,
             max_tensor_bytes: args.max_tensor_bytes,
+            plans: tractor::engine::PlanLimits {
+                max_plans: args.max_plans,
+                max_sequence: args.max_sequence,
+            },
             termination_log: (!args.termination_log.as_os_str().is_empty())
                 .then_some(args.termination_log),
             processing: args

@@ -7,26 +7,33 @@
 //!   row by row on it, each kept only when it measured faster at load.
 //! - Every input and output of a loaded model has a [`DataType`] tractor
 //!   serves; a model with any other type is refused at load.
+//! - A graph tract cannot type with every dimension symbolic (exported
+//!   transformers) gets a plan per concrete non-batch shape instead, the
+//!   batch still symbolic ([`plans`], [`shaped`]).
 
 pub mod declared;
 pub mod guard;
+mod onnx;
+pub mod plans;
 mod rows;
+mod shaped;
 mod tensor;
 
 use std::io::Cursor;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
 
 use tract_onnx::prelude::{
-    Datum, DatumType, Framework, InferenceFact, InferenceModelExt, IntoTValue, RunOptions, Symbol,
-    TDim, TValue, TVec, TypedFact, TypedModel, TypedSimplePlan, TypedSimpleState,
+    Datum, DatumType, Framework, IntoTValue, RunOptions, Symbol, TDim, TValue, TVec, TypedFact,
+    TypedModel,
 };
-use tract_onnx::tract_hir::infer::{DimFact, Factoid, ShapeFactoid};
+use tract_onnx::tract_hir::internal::DimLike;
 use tract_onnx::tract_hir::internal::tract_linalg::multithread::Executor;
-use tract_onnx::tract_hir::internal::{DimLike, EvalContext, OpState, SpecialOps, TypedNode};
 
 pub use guard::{NodeFailure, default_max_tensor_bytes};
+use onnx::{io_names, onnx_to_inference, onnx_to_typed, type_inference};
+use plans::Runner;
+pub use plans::{PlanEvent, PlanLimits, PlanObserver, PlanStats};
 pub use tensor::{
     DataType, Tensor, TensorData, TensorError, element_count, json_kind, synthetic_inputs,
 };
@@ -57,6 +64,10 @@ pub enum EngineError {
     /// allocate past the budget: the client's input, not the engine.
     #[error("the model cannot run on this input: {0}")]
     Refused(#[source] Box<NodeFailure>),
+    /// A shape this server will not (over `--max-sequence`) or cannot
+    /// (no plan types for it) run: the client's input.
+    #[error("the model cannot run on this input's shape: {0}")]
+    Shape(String),
     /// tract panicked outside any node (a state or a conversion); the
     /// state is dropped and the model still runs.
     #[error("the engine panicked: {0}")]
@@ -76,7 +87,7 @@ pub enum EngineError {
 impl EngineError {
     /// Whether the request's own values caused it (an HTTP 400).
     pub fn is_input_error(&self) -> bool {
-        matches!(self, EngineError::Refused(_))
+        matches!(self, EngineError::Refused(_) | EngineError::Shape(_))
     }
 }
 
@@ -225,13 +236,12 @@ pub struct EngineOptions {
 /// A model ready to run.
 #[derive(Debug, Clone)]
 pub struct Model {
-    /// The plan with the batch axis symbolic: any batch size.
-    any_batch: Runner,
-    /// A plan with the batch fixed to 1, kept only when it measured faster
-    /// at load (tract optimizes some graphs, convolutions above all, better
-    /// with every dimension known).
-    single: Option<Runner>,
-    split_rows: bool, // batches row by row on `single`: measured faster at load
+    plans: Plans,
+    /// Whether requests may share a batch: not when an op computes one
+    /// value over the whole batch (`DynamicQuantizeLinear`'s scale), which
+    /// would make a caller's answer depend on who it was batched with.
+    rows_independent: bool,
+    split_rows: bool, // batches row by row on the batch-1 plan: measured faster at load
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     threads: usize,
@@ -239,72 +249,30 @@ pub struct Model {
     weight_bytes: usize,
 }
 
+#[derive(Debug, Clone)]
+enum Plans {
+    Symbolic {
+        /// The plan with the batch axis symbolic: any batch size.
+        any_batch: Runner,
+        /// A plan with the batch fixed to 1, kept only when it measured
+        /// faster at load (tract optimizes some graphs, convolutions above
+        /// all, better with every dimension known).
+        single: Option<Runner>,
+        limits: PlanLimits,
+    },
+    /// Plans per concrete non-batch shape, the batch symbolic in each.
+    PerShape(Arc<shaped::ShapePlans>),
+}
+
+/// ONNX ops that compute one value across the whole batch: joining two
+/// callers' rows changes both answers.
+const ACROSS_BATCH_OPS: &[&str] = &["DynamicQuantizeLinear"];
+
 /// Largest model (weights) given a second, batch-1 plan: the plan packs its
 /// own copy of the weights, and a big model's run is compute-bound anyway.
 const SINGLE_PLAN_MAX_BYTES: usize = 16 << 20;
 /// A batch-1 plan must be at least this much faster to be kept.
 const SINGLE_PLAN_MIN_GAIN: f64 = 0.9;
-
-/// One optimized plan and the run states kept between its runs: tract's
-/// `plan.run` builds a fresh state per call, about 0.4-0.8 µs of a 6 µs
-/// small-MLP run. A state resets its turn (values, resolved batch size) at
-/// the end of every run, so one may serve any batch size next; a state
-/// whose run failed or panicked is dropped.
-///
-/// Every node runs through the plan's [`guard::Guard`]: sizes checked
-/// before data-dependent allocations, indices before gathers, panics caught.
-#[derive(Debug, Clone)]
-struct Runner {
-    plan: Arc<TypedSimplePlan>,
-    guard: Arc<guard::Guard>,
-    states: Arc<std::sync::Mutex<Vec<TypedSimpleState>>>,
-}
-
-impl Runner {
-    fn new(plan: Arc<TypedSimplePlan>) -> Runner {
-        let guard = Arc::new(guard::Guard::new(plan.model(), default_max_tensor_bytes()));
-        Runner { plan, guard, states: Arc::default() }
-    }
-
-    fn with_max_tensor_bytes(&self, bytes: usize) -> Runner {
-        Runner {
-            plan: self.plan.clone(),
-            guard: Arc::new(guard::Guard::new(self.plan.model(), bytes)),
-            states: self.states.clone(),
-        }
-    }
-
-    fn run(&self, values: TVec<TValue>) -> Result<TVec<TValue>, EngineError> {
-        // A poisoned pool only means a run panicked while holding it; the
-        // states in it are whole.
-        let pooled = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut state = match pooled {
-            Some(state) => state,
-            None => self.plan.spawn().map_err(|e| EngineError::Run(format!("{e:#}")))?,
-        };
-        let guard = &self.guard;
-        let ran = catch_unwind(AssertUnwindSafe(|| {
-            state.run_plan_with_eval(
-                values,
-                |ctx: &EvalContext<'_>,
-                 op_state: Option<&mut (dyn OpState + 'static)>,
-                 node: &TypedNode,
-                 inputs: TVec<TValue>| guard.eval(ctx, op_state, node, inputs),
-            )
-        }));
-        match ran {
-            Ok(Ok(outputs)) => {
-                self.states.lock().unwrap_or_else(|p| p.into_inner()).push(state);
-                Ok(outputs)
-            }
-            Ok(Err(e)) => Err(match e.downcast_ref::<NodeFailure>() {
-                Some(failure) => EngineError::Refused(Box::new(failure.clone())),
-                None => EngineError::Run(format!("{e:#}")),
-            }),
-            Err(panic) => Err(EngineError::Panicked(guard::panic_message(panic.as_ref()))),
-        }
-    }
-}
 
 impl Model {
     /// Loads a model file, guessing its format from the name and content.
@@ -329,7 +297,18 @@ impl Model {
         format: ModelFormat,
         options: &EngineOptions,
     ) -> Result<Model, EngineError> {
-        let (typed, batch, (input_names, output_names)) = match format {
+        let run_options = |weight_bytes: usize| {
+            let threads = match options.threads {
+                Threads::Count(n) => n,
+                Threads::Auto if weight_bytes >= AUTO_MULTITHREAD_MIN_BYTES => {
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+                }
+                Threads::Auto => 1,
+            };
+            let executor = (threads > 1).then(|| Executor::multithread(threads));
+            (threads, RunOptions { executor, ..RunOptions::default() })
+        };
+        let (typed, batch, (input_names, output_names), rows_independent) = match format {
             ModelFormat::Onnx => {
                 declared::check_load(bytes).map_err(|e| match e {
                     declared::DeclaredError::Decode(reason) => {
@@ -337,8 +316,30 @@ impl Model {
                     }
                     refused => EngineError::Declared(refused),
                 })?;
-                let onnx = onnx_to_typed(bytes)?;
-                (onnx.model, Some(onnx.batch), onnx.names)
+                let (inference, batch, names) = onnx_to_inference(bytes)?;
+                let rows_independent =
+                    !inference.nodes().iter().any(|n| ACROSS_BATCH_OPS.contains(&&*n.op.name()));
+                match type_inference(inference.clone()) {
+                    Ok(typed) => (typed, Some(batch), names, rows_independent),
+                    Err(symbolic) => {
+                        let loaded = shaped::ShapePlans::load(inference, batch, names, run_options)
+                            .map_err(|per_shape| {
+                                EngineError::Prepare(format!(
+                                    "{symbolic}; with the non-batch dimensions fixed: {per_shape}"
+                                ))
+                            })?;
+                        return Ok(Model {
+                            plans: Plans::PerShape(Arc::new(loaded.plans)),
+                            rows_independent,
+                            split_rows: false,
+                            inputs: loaded.inputs,
+                            outputs: loaded.outputs,
+                            threads: loaded.threads,
+                            format,
+                            weight_bytes: loaded.weight_bytes,
+                        });
+                    }
+                }
             }
             ModelFormat::Nnef => {
                 let typed = nnef_framework()
@@ -350,23 +351,13 @@ impl Model {
                     .and_then(|f| f.shape.iter().next().cloned())
                     .and_then(|d| if let TDim::Sym(s) = d { Some(s) } else { None });
                 let names = io_names(&typed);
-                (typed, batch, names)
+                (typed, batch, names, true)
             }
         };
         let inputs = describe(&typed, &typed.inputs, &input_names, batch.as_ref(), "input")?;
         let outputs = describe(&typed, &typed.outputs, &output_names, batch.as_ref(), "output")?;
         let weight_bytes = weight_bytes(&typed);
-        let threads = match options.threads {
-            Threads::Count(n) => n,
-            Threads::Auto if weight_bytes >= AUTO_MULTITHREAD_MIN_BYTES => {
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-            }
-            Threads::Auto => 1,
-        };
-        let run_options = RunOptions {
-            executor: (threads > 1).then(|| Executor::multithread(threads)),
-            ..RunOptions::default()
-        };
+        let (threads, run_options) = run_options(weight_bytes);
         let optimize = |typed: TypedModel| {
             typed
                 .into_optimized()
@@ -391,9 +382,18 @@ impl Model {
         };
         let any_batch = optimize(typed)?;
         let single = single.filter(|single| faster_at_batch_one(single, &any_batch, &inputs));
-        let split_rows = false; // until measured
-        Ok(Model { any_batch, single, split_rows, inputs, outputs, threads, format, weight_bytes }
-            .with_split_rows())
+        let plans = Plans::Symbolic { any_batch, single, limits: PlanLimits::default() };
+        let model = Model {
+            plans,
+            rows_independent,
+            split_rows: false,
+            inputs,
+            outputs,
+            threads,
+            format,
+            weight_bytes,
+        };
+        Ok(model.with_split_rows())
     }
 
     pub fn inputs(&self) -> &[TensorSpec] {
@@ -420,7 +420,22 @@ impl Model {
 
     /// Whether batch 1 runs on its own plan (measured faster at load).
     pub fn has_single_plan(&self) -> bool {
-        self.single.is_some()
+        matches!(&self.plans, Plans::Symbolic { single: Some(_), .. })
+    }
+
+    /// Whether plans are built per concrete non-batch shape (the graph did
+    /// not type with them symbolic).
+    pub fn has_plans_per_shape(&self) -> bool {
+        matches!(self.plans, Plans::PerShape(_))
+    }
+
+    /// Counts of the plans built per shape; `None` for a model with one
+    /// symbolic plan.
+    pub fn plan_stats(&self) -> Option<PlanStats> {
+        match &self.plans {
+            Plans::PerShape(plans) => Some(plans.stats()),
+            Plans::Symbolic { .. } => None,
+        }
     }
 
     /// True when every input and output has the batch axis first, so that
@@ -429,18 +444,57 @@ impl Model {
         self.inputs.iter().chain(&self.outputs).all(|t| t.shape.first() == Some(&Dim::Batch))
     }
 
+    /// Whether each row's answer depends on that row only, so that separate
+    /// requests may share a batch. A graph with `DynamicQuantizeLinear`
+    /// (one scale over the whole tensor) is not: batched with others, a
+    /// caller would get another answer than alone.
+    pub fn rows_independent(&self) -> bool {
+        self.rows_independent
+    }
+
     /// The same model with another budget for any one tensor the engine
     /// computes (default [`default_max_tensor_bytes`]): a node whose output
     /// would be larger is refused before it runs.
     pub fn with_max_tensor_bytes(mut self, bytes: usize) -> Model {
-        self.any_batch = self.any_batch.with_max_tensor_bytes(bytes);
-        self.single = self.single.map(|single| single.with_max_tensor_bytes(bytes));
+        self.plans = match self.plans {
+            Plans::Symbolic { any_batch, single, limits } => Plans::Symbolic {
+                any_batch: any_batch.with_max_tensor_bytes(bytes),
+                single: single.map(|single| single.with_max_tensor_bytes(bytes)),
+                limits,
+            },
+            Plans::PerShape(plans) => Plans::PerShape(Arc::new(plans.with_max_tensor_bytes(bytes))),
+        };
         self
+    }
+
+    /// The same model under other bounds on variable dimensions and plans
+    /// per shape, telling `observer` of each plan hit, build and eviction.
+    pub fn with_plan_limits(mut self, limits: PlanLimits, observer: Option<PlanObserver>) -> Model {
+        self.plans = match self.plans {
+            Plans::Symbolic { any_batch, single, .. } => {
+                Plans::Symbolic { any_batch, single, limits }
+            }
+            Plans::PerShape(plans) => {
+                Plans::PerShape(Arc::new(plans.with_limits(limits, observer)))
+            }
+        };
+        self
+    }
+
+    /// Bounds on variable dimensions (`--max-sequence`) and plans kept.
+    pub fn plan_limits(&self) -> PlanLimits {
+        match &self.plans {
+            Plans::Symbolic { limits, .. } => *limits,
+            Plans::PerShape(plans) => plans.limits(),
+        }
     }
 
     /// The budget for any one tensor the engine computes, in bytes.
     pub fn max_tensor_bytes(&self) -> usize {
-        self.any_batch.guard.max_tensor_bytes()
+        match &self.plans {
+            Plans::Symbolic { any_batch, .. } => any_batch.guard.max_tensor_bytes(),
+            Plans::PerShape(plans) => plans.max_tensor_bytes(),
+        }
     }
 
     /// Runs the model on inputs given in the model's input order.
@@ -475,11 +529,15 @@ impl Model {
             spec.check_shape(&tensor.shape)?;
             values.push(to_tract(tensor)?.into_tvalue());
         }
-        let runner = match &self.single {
-            Some(single) if inputs.iter().all(|t| t.shape.first() == Some(&1)) => single,
-            _ => &self.any_batch,
+        let outputs = match &self.plans {
+            Plans::Symbolic { single: Some(single), .. }
+                if inputs.iter().all(|t| t.shape.first() == Some(&1)) =>
+            {
+                single.run(values)?
+            }
+            Plans::Symbolic { any_batch, .. } => any_batch.run(values)?,
+            Plans::PerShape(plans) => plans.runner(inputs)?.run(values)?,
         };
-        let outputs = runner.run(values)?;
         outputs.iter().map(|v| from_tract(v)).collect()
     }
 }
@@ -571,30 +629,6 @@ pub fn onnx_to_nnef_with(
     }
 }
 
-struct TypedOnnx {
-    model: TypedModel,
-    batch: Symbol,
-    names: (Vec<String>, Vec<String>),
-}
-
-/// Parses ONNX and types it with the batch axis symbolic, decluttered.
-fn onnx_to_typed(bytes: &[u8]) -> Result<TypedOnnx, EngineError> {
-    let mut inference =
-        tract_onnx::onnx().model_for_read(&mut Cursor::new(bytes)).map_err(|e| {
-            EngineError::ParseModel { format: ModelFormat::Onnx, reason: format!("{e:#}") }
-        })?;
-    let batch = declare_input_symbols(&mut inference)?;
-    // Names are read before decluttering: once an Identity is folded away,
-    // an input and an output share one outlet.
-    let names = io_names(&inference);
-    let mut model = inference
-        .into_typed()
-        .and_then(|m| m.into_decluttered())
-        .map_err(|e| EngineError::Prepare(format!("{e:#}")))?;
-    cast_symbolic_outputs(&mut model).map_err(|e| EngineError::Prepare(format!("{e:#}")))?;
-    Ok(TypedOnnx { model, batch, names })
-}
-
 fn weight_bytes(model: &TypedModel) -> usize {
     model
         .nodes()
@@ -607,108 +641,6 @@ fn weight_bytes(model: &TypedModel) -> usize {
 fn nnef_framework() -> tract_nnef::internal::Nnef {
     use tract_onnx::WithOnnx;
     tract_nnef::nnef().with_onnx()
-}
-
-/// Makes every input shape fully symbolic where the file leaves it open, and
-/// returns the batch symbol.
-///
-/// Exporters write the batch axis as a named `dim_param` (`batch`, `N`), as
-/// `-1`/`?` or leave it unnamed (skl2onnx). Naming it once, the same symbol on
-/// every input, lets tract's analysis unify it with the outputs' declared
-/// shapes instead of failing with `Impossible to unify Sym(N) with Val(1)`
-/// as a concrete batch does.
-fn declare_input_symbols(
-    model: &mut tract_onnx::prelude::InferenceModel,
-) -> Result<Symbol, EngineError> {
-    let unsupported = |what, name: &str, reason: String| EngineError::UnsupportedModel {
-        what,
-        name: name.to_string(),
-        reason,
-    };
-    let declared_batch = (0..model.inputs.len()).find_map(|i| {
-        let fact = model.input_fact(i).ok()?;
-        match fact.shape.dim(0)?.concretize()? {
-            TDim::Sym(s) => Some(s),
-            _ => None,
-        }
-    });
-    let batch = declared_batch.unwrap_or_else(|| model.symbols.sym("batch"));
-    for i in 0..model.inputs.len() {
-        let name = model.node(model.inputs[i].node).name.clone();
-        let fact = model.input_fact(i).map_err(|e| unsupported("input", &name, e.to_string()))?;
-        let dt = fact
-            .datum_type
-            .concretize()
-            .ok_or_else(|| unsupported("input", &name, "declares no element type".into()))?;
-        if fact.shape.is_open() {
-            return Err(unsupported("input", &name, "declares no shape".into()));
-        }
-        let dims: Vec<DimFact> = fact
-            .shape
-            .dims()
-            .enumerate()
-            .map(|(axis, d)| {
-                DimFact::from(d.concretize().unwrap_or_else(|| {
-                    if axis == 0 {
-                        TDim::Sym(batch.clone())
-                    } else {
-                        TDim::Sym(model.symbols.sym(&format!("{name}_{axis}")))
-                    }
-                }))
-            })
-            .collect();
-        model
-            .set_input_fact(i, InferenceFact::dt_shape(dt, ShapeFactoid::closed(dims.into())))
-            .map_err(|e| unsupported("input", &name, format!("{e:#}")))?;
-    }
-    Ok(batch)
-}
-
-/// Input names (their source nodes) and output names (their labels, as
-/// ONNX names them) of a graph.
-fn io_names<F, O>(model: &tract_onnx::prelude::Graph<F, O>) -> (Vec<String>, Vec<String>)
-where
-    F: tract_onnx::prelude::Fact + Clone + 'static,
-    O: std::fmt::Debug
-        + std::fmt::Display
-        + AsRef<dyn tract_onnx::prelude::Op>
-        + AsMut<dyn tract_onnx::prelude::Op>
-        + Clone
-        + 'static,
-{
-    let inputs = model.inputs.iter().map(|o| model.node(o.node).name.clone()).collect();
-    let outputs = model
-        .outputs
-        .iter()
-        .map(|o| {
-            model
-                .outlet_label(*o)
-                .map(str::to_string)
-                .unwrap_or_else(|| model.node(o.node).name.clone())
-        })
-        .collect();
-    (inputs, outputs)
-}
-
-/// tract computes some integer outputs (an `ArgMax` feeding a `Gather`, in
-/// skl2onnx classifiers) as symbolic dimensions (`TDim`); ONNX declares them
-/// int64, so they are cast back to int64 at the output.
-fn cast_symbolic_outputs(model: &mut TypedModel) -> tract_onnx::prelude::TractResult<()> {
-    for i in 0..model.outputs.len() {
-        let outlet = model.outputs[i];
-        if model.outlet_fact(outlet)?.datum_type != DatumType::TDim {
-            continue;
-        }
-        let label = model.outlet_label(outlet).map(str::to_string);
-        let name = format!("{}.tractor_cast_i64", model.node(outlet.node).name);
-        let cast = tract_onnx::tract_core::ops::cast::cast(DatumType::I64);
-        let casted = model.wire_node(name, cast, &[outlet])?[0];
-        model.outputs[i] = casted;
-        if let Some(label) = label {
-            model.set_outlet_label(casted, label)?;
-        }
-    }
-    Ok(())
 }
 
 fn describe(

@@ -46,6 +46,8 @@ pub enum TensorError {
     Axis { name: String, shape: Vec<usize>, expected: String, axis: usize, size: usize },
     #[error("input {name:?} has an empty batch")]
     EmptyBatch { name: String },
+    #[error("cannot resize shape {from:?} to {to:?}: the ranks differ")]
+    ResizeRank { from: Vec<usize>, to: Vec<usize> },
 }
 
 /// The element types tractor serves, named as the Open Inference Protocol names them.
@@ -417,6 +419,66 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// The tensor cut or zero-padded to `shape`, of the same rank: each
+    /// element at an index inside both shapes is kept, the rest is zero
+    /// (`false`). Padding ragged rows to the longest, and cutting an
+    /// answer back to its caller's own length, are this one copy.
+    ///
+    /// # Errors
+    /// Another rank, or a `shape` too large to count.
+    pub fn resized(&self, shape: &[usize]) -> Result<Tensor, TensorError> {
+        if shape.len() != self.shape.len() || shape.is_empty() {
+            return Err(TensorError::ResizeRank { from: self.shape.clone(), to: shape.to_vec() });
+        }
+        if shape == self.shape {
+            return Ok(self.clone());
+        }
+        let len = element_count(shape).ok_or_else(|| TensorError::TooLarge(shape.to_vec()))?;
+        let data = map_same_variant!(&self.data, v => resize_block(v, &self.shape, shape, len));
+        Tensor::new(shape.to_vec(), data)
+    }
+}
+
+/// Copies the block both shapes share, last axis contiguous, into a
+/// zeroed buffer of `len` elements laid out as `to`.
+fn resize_block<T: Copy + Default>(src: &[T], from: &[usize], to: &[usize], len: usize) -> Vec<T> {
+    let mut out = vec![T::default(); len];
+    let common: Vec<usize> = from.iter().zip(to).map(|(a, b)| (*a).min(*b)).collect();
+    let last = common.len() - 1;
+    let run = common[last];
+    if run == 0 || common.contains(&0) {
+        return out;
+    }
+    let strides = |shape: &[usize]| {
+        let mut strides = vec![1; shape.len()];
+        for axis in (0..shape.len() - 1).rev() {
+            strides[axis] = strides[axis + 1] * shape[axis + 1];
+        }
+        strides
+    };
+    let (src_strides, dst_strides) = (strides(from), strides(to));
+    // Walks every index of the common block's outer axes, odometer-style.
+    let mut index = vec![0usize; last];
+    loop {
+        let src_at: usize = index.iter().zip(&src_strides).map(|(i, s)| i * s).sum();
+        let dst_at: usize = index.iter().zip(&dst_strides).map(|(i, s)| i * s).sum();
+        out[dst_at..dst_at + run].copy_from_slice(&src[src_at..src_at + run]);
+        let mut axis = last;
+        loop {
+            if axis == 0 {
+                return out;
+            }
+            axis -= 1;
+            index[axis] += 1;
+            if index[axis] < common[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+}
+
 /// Product of `shape`, or `None` on overflow.
 pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d))
@@ -424,7 +486,8 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
 
 /// Makes input tensors that fit `specs`: the batch axis (and any other
 /// variable axis) set to `batch` and 1, values drawn from a seeded generator
-/// in ranges any model accepts (0..1 floats, small integers).
+/// in ranges any model accepts (0..1 floats; integers 0 and 1, valid ids,
+/// masks and token types for any vocabulary, even a 2-row type table).
 pub fn synthetic_inputs(specs: &[TensorSpec], batch: usize, seed: u64) -> Vec<Tensor> {
     let mut rng = fastrand::Rng::with_seed(seed);
     specs
@@ -442,10 +505,10 @@ pub fn synthetic_inputs(specs: &[TensorSpec], batch: usize, seed: u64) -> Vec<Te
             let n = element_count(&shape).unwrap_or(0);
             let data = match spec.datatype {
                 DataType::Bool => TensorData::Bool((0..n).map(|_| rng.bool()).collect()),
-                DataType::U8 => TensorData::U8((0..n).map(|_| rng.u8(0..8)).collect()),
-                DataType::I8 => TensorData::I8((0..n).map(|_| rng.i8(0..8)).collect()),
-                DataType::I32 => TensorData::I32((0..n).map(|_| rng.i32(0..8)).collect()),
-                DataType::I64 => TensorData::I64((0..n).map(|_| rng.i64(0..8)).collect()),
+                DataType::U8 => TensorData::U8((0..n).map(|_| rng.u8(0..2)).collect()),
+                DataType::I8 => TensorData::I8((0..n).map(|_| rng.i8(0..2)).collect()),
+                DataType::I32 => TensorData::I32((0..n).map(|_| rng.i32(0..2)).collect()),
+                DataType::I64 => TensorData::I64((0..n).map(|_| rng.i64(0..2)).collect()),
                 DataType::F16 => {
                     TensorData::F16((0..n).map(|_| half::f16::from_f32(rng.f32())).collect())
                 }
@@ -474,6 +537,21 @@ mod tests {
         assert_eq!(joined.rows(0, 1).unwrap(), a);
         assert_eq!(joined.rows(1, 2).unwrap(), b);
         assert!(joined.rows(2, 2).is_err());
+    }
+
+    #[test]
+    fn resizing_pads_with_zeros_and_cuts_back_to_the_original() {
+        let ids = Tensor::new(vec![2, 2], TensorData::I64(vec![1, 2, 3, 4])).unwrap();
+        let padded = ids.resized(&[2, 4]).unwrap();
+        assert_eq!(padded.data, TensorData::I64(vec![1, 2, 0, 0, 3, 4, 0, 0]));
+        assert_eq!(padded.resized(&[2, 2]).unwrap(), ids);
+        let cube = f32s(&[1, 2, 2], &[1., 2., 3., 4.]);
+        let grown = cube.resized(&[1, 3, 3]).unwrap();
+        assert_eq!(grown.data, TensorData::F32(vec![1., 2., 0., 3., 4., 0., 0., 0., 0.]));
+        assert_eq!(grown.resized(&[1, 2, 2]).unwrap(), cube);
+        assert_eq!(cube.resized(&[1, 0, 2]).unwrap().data, TensorData::F32(vec![]));
+        assert!(matches!(cube.resized(&[4, 4]), Err(TensorError::ResizeRank { .. })));
+        assert!(matches!(cube.resized(&[usize::MAX, 2, 2]), Err(TensorError::TooLarge(_))));
     }
 
     #[test]

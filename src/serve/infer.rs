@@ -231,6 +231,8 @@ pub(super) async fn run_rows(
             }
             ApiError::BadRequest(EngineError::Refused(failure).to_string())
         }
+        // A shape over --max-sequence, or one no plan can be built for.
+        BatchError::Engine(e) if e.is_input_error() => ApiError::BadRequest(e.to_string()),
         BatchError::Engine(e @ EngineError::Panicked(_)) => {
             metrics.engine_panics.inc();
             ApiError::Internal(e.to_string())
@@ -517,6 +519,7 @@ mod tests {
             processing: None,
             max_request_elements: None,
             max_tensor_bytes: None,
+            plans: Default::default(),
             termination_log: None,
             auth: Default::default(),
             sources: Default::default(),

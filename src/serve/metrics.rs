@@ -61,6 +61,13 @@ pub struct Metrics {
     pub engine_workers: IntGauge,
     /// 1 once the engine cannot recover (liveness fails).
     pub engine_failed: IntGauge,
+    /// Plans built per input shape (models typed per sequence length).
+    pub plan_builds: IntCounter,
+    /// Requests served by a plan already kept.
+    pub plan_hits: IntCounter,
+    /// Plans dropped at `--max-plans`.
+    pub plan_evictions: IntCounter,
+    pub plan_build_seconds: Histogram,
 }
 
 impl Metrics {
@@ -134,8 +141,29 @@ impl Metrics {
         let engine_workers = gauge("tractor_engine_workers", "Engine workers able to take a batch");
         let engine_failed =
             gauge("tractor_engine_failed", "1 once the engine cannot recover and liveness fails");
+        let plan_builds = counter(
+            "tractor_engine_plan_builds_total",
+            "Engine plans built for a concrete input shape (sequence length)",
+        );
+        let plan_hits = counter(
+            "tractor_engine_plan_cache_hits_total",
+            "Requests run on an engine plan kept from an earlier one of the same shape",
+        );
+        let plan_evictions = counter(
+            "tractor_engine_plan_evictions_total",
+            "Engine plans dropped to stay within --max-plans",
+        );
+        let plan_build_seconds = hist(
+            "tractor_engine_plan_build_duration_seconds",
+            "Time to type and optimize an engine plan for one input shape",
+            latency_buckets(),
+        );
         Metrics {
             registry,
+            plan_builds,
+            plan_hits,
+            plan_evictions,
+            plan_build_seconds,
             requests,
             request_seconds,
             queue_seconds,

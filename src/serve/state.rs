@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::metrics::Metrics;
 use super::v2::DecodeLimits;
 use crate::crd::ProcessingSpec;
-use crate::engine::{EngineOptions, Model, ModelFormat, Threads};
+use crate::engine::{EngineOptions, Model, ModelFormat, PlanEvent, PlanLimits, Threads};
 use crate::listen::BindError;
 use crate::process::{ProcessError, ProcessingConfig, Processor};
 use crate::store;
@@ -48,6 +48,9 @@ pub struct ServeConfig {
     /// Bytes of any one tensor the engine computes; `None` is
     /// [`crate::engine::default_max_tensor_bytes`].
     pub max_tensor_bytes: Option<usize>,
+    /// Plans kept per input shape (`--max-plans`) and the longest variable
+    /// dimension served or padded to (`--max-sequence`).
+    pub plans: PlanLimits,
     /// Where the reason goes when the engine cannot recover (the
     /// kubelet's termination message); `None` writes nowhere.
     pub termination_log: Option<PathBuf>,
@@ -118,6 +121,7 @@ pub(super) struct Inner {
     pub(super) max_body_bytes: usize,
     pub(super) max_request_elements: usize,
     max_tensor_bytes: Option<usize>,
+    plans: PlanLimits,
     pub(super) request_timeout: Duration,
     policy: BatchPolicy,
     pub(super) health: Arc<EngineHealth>,
@@ -151,6 +155,7 @@ impl AppState {
                     .max_request_elements
                     .unwrap_or_else(|| default_max_request_elements(config.max_body_bytes)),
                 max_tensor_bytes: config.max_tensor_bytes,
+                plans: config.plans,
                 request_timeout: config.request_timeout,
                 policy: BatchPolicy {
                     max_batch_rows: config.max_batch_size,
@@ -196,6 +201,25 @@ impl AppState {
             Some(bytes) => model.with_max_tensor_bytes(bytes),
             None => model,
         };
+        let metrics = &self.inner.metrics;
+        let (builds, hits, evictions, seconds) = (
+            metrics.plan_builds.clone(),
+            metrics.plan_hits.clone(),
+            metrics.plan_evictions.clone(),
+            metrics.plan_build_seconds.clone(),
+        );
+        if let Some(loaded) = model.plan_stats() {
+            builds.inc_by(loaded.builds);
+        }
+        let observer: crate::engine::PlanObserver = Arc::new(move |event: PlanEvent| match event {
+            PlanEvent::Hit => hits.inc(),
+            PlanEvent::Built(took) => {
+                builds.inc();
+                seconds.observe(took.as_secs_f64());
+            }
+            PlanEvent::Evicted => evictions.inc(),
+        });
+        let model = model.with_plan_limits(self.inner.plans, Some(observer));
         let model = Arc::new(model);
         let mut policy = self.inner.policy;
         if policy.slots == 0 {
@@ -217,6 +241,10 @@ impl AppState {
             max_tensor_bytes = model.max_tensor_bytes(),
             max_request_elements = self.inner.max_request_elements,
             batch_one_plan = model.has_single_plan(),
+            plans_per_shape = model.has_plans_per_shape(),
+            max_plans = model.plan_limits().max_plans,
+            max_sequence = model.plan_limits().max_sequence,
+            separate_requests_batched = model.rows_independent(),
             slots = scheduler.policy().slots,
             processing = ?processor.input_steps().map(|(n, s)| (n, s.name())).collect::<Vec<_>>(),
             "model ready"

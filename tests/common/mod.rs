@@ -55,6 +55,7 @@ pub fn config(path: &Path, name: &str) -> ServeConfig {
         sources: Default::default(),
         max_request_elements: None,
         max_tensor_bytes: None,
+        plans: Default::default(),
         termination_log: None,
     }
 }
