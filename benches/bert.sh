@@ -39,7 +39,7 @@ serve() {
 }
 stop_last() { local p="${pids[-1]}"; kill "$p"; wait "$p" 2>/dev/null || true; unset 'pids[-1]'; }
 field() { python3 -c "import json,sys; r=json.load(open('$1'))['results'][$2]; print($3)"; }
-metric() { curl -sf "$url/metrics" | awk -v n="$1" '$1 ~ "^"n {print $2; exit}'; }
+metric() { curl -sf "$url/metrics" | awk -v n="$1" '!f && $1 ~ "^"n {print $2; f=1}'; }
 
 # One V2 body per length: a sentence of random word ids, mask 1, types 0.
 for seq in 16 32 64; do
