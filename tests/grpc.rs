@@ -106,12 +106,10 @@ fn serve(port: u16, grpc: u16, name: &str, onnx: &str, extra: &[&str]) -> ServeP
     ServeProcess::start_on(port, &[&args[..], extra].concat())
 }
 
-/// Known failure, not of the gRPC code: digits-cnn's "32 overlapping async
-/// requests" can stall one request until --request-timeout-ms when the
-/// server sat idle over ~10 s first and batching is on (reproduced by hand:
-/// idle 15 s, then the Python check; passes after 3 s idle, and with
-/// --max-batch-size 1). The stall is inside `run_rows` (the batcher or the
-/// engine), which the gRPC request reaches through the REST path.
+/// Its 32 overlapping requests of 1-5 rows are what found the batcher's
+/// carried-request stall (a request that did not fit one worker's batch
+/// waited for the queue lock held by another worker idle in `recv`), now
+/// `serve::batcher`'s `a_carried_request_is_answered_while_another_worker_waits_on_the_queue`.
 #[test]
 fn triton_grpc_client_and_onnxruntime_agree_direct_and_through_the_router() {
     let Some(python) = python::python_with("tritonclient.grpc, onnxruntime, numpy") else {
