@@ -982,7 +982,7 @@ async fn network_policies_let_only_the_router_and_the_operator_in() {
     assert_eq!(
         router["spec"]["ingress"],
         json!([
-            { "ports": [{ "port": 8080, "protocol": "TCP" }] },
+            { "ports": [{ "port": 8080, "protocol": "TCP" }, { "port": 8081, "protocol": "TCP" }] },
             { "from": [controller], "ports": [{ "port": 9090, "protocol": "TCP" }] }
         ])
     );
@@ -993,7 +993,11 @@ async fn network_policies_let_only_the_router_and_the_operator_in() {
         .iter()
         .map(|p| p["port"].as_i64().unwrap())
         .collect();
-    assert_eq!(ports, vec![8080], "the admin port is not in the traffic Service");
+    assert_eq!(
+        ports,
+        vec![8080, 8081],
+        "REST and gRPC; the admin port is not in the traffic Service"
+    );
     let admin = v.applied(&format!("{SERVICES}/digits-admin?"));
     assert_eq!(admin["spec"]["ports"][0]["port"], 9090);
     assert_eq!(admin["spec"]["selector"]["app.kubernetes.io/component"], "route");
