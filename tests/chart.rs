@@ -13,6 +13,8 @@ use serde_json::Value;
 
 #[path = "common/packaging.rs"]
 mod packaging;
+#[path = "common/skip.rs"]
+mod skip;
 use packaging::{allows, operator_rules, read, root};
 
 /// The YAML files of a directory, concatenated in name order.
@@ -54,10 +56,11 @@ fn tool(env: &str, name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("HOME")
         .map(|home| Path::new(&home).join(".cache/tractor/k8s-tools/bin").join(name))
         .filter(|cached| cached.is_file());
-    assert!(
-        found.is_some() || std::env::var("CI").as_deref() != Ok("true"),
-        "CI must run this test: {name} is not in ~/.cache/tractor/k8s-tools/bin and {env} is unset (bash .ci/manifests.sh installs it)"
-    );
+    if found.is_none() {
+        skip::skip_outside_ci(&format!(
+            "{name} is not in ~/.cache/tractor/k8s-tools/bin and {env} is unset (bash .ci/manifests.sh installs it)"
+        ));
+    }
     found
 }
 
@@ -80,9 +83,7 @@ fn run(tool: &Path, args: &[&str]) -> String {
 #[test]
 fn chart_and_kustomization_render_when_the_tools_are_here() {
     match tool("TRACTOR_HELM", "helm") {
-        None => println!(
-            "skipped helm: not in ~/.cache/tractor/k8s-tools/bin and TRACTOR_HELM unset (.ci/manifests.sh checks the chart)"
-        ),
+        None => {}
         Some(helm) => {
             run(&helm, &["lint", "--strict", "charts/tractor"]);
             let out = run(
@@ -130,9 +131,7 @@ fn chart_and_kustomization_render_when_the_tools_are_here() {
         }
     }
     match tool("TRACTOR_KUBECTL", "kubectl") {
-        None => println!(
-            "skipped kubectl: not in ~/.cache/tractor/k8s-tools/bin and TRACTOR_KUBECTL unset (.ci/manifests.sh checks deploy/)"
-        ),
+        None => {}
         Some(kubectl) => {
             let out = run(&kubectl, &["kustomize", "deploy/"]);
             assert!(
@@ -159,9 +158,6 @@ fn documents(text: &str) -> Vec<Value> {
 #[test]
 fn the_namespaced_install_has_no_cluster_role_when_helm_is_here() {
     let Some(helm) = tool("TRACTOR_HELM", "helm") else {
-        println!(
-            "skipped: helm is not in ~/.cache/tractor/k8s-tools/bin and TRACTOR_HELM unset (.ci/manifests.sh renders this too)"
-        );
         return;
     };
     let values = "rbac.namespaced=true,watchNamespaces={models,team-b},allowedImages={registry.example.com/ml/}";

@@ -21,6 +21,8 @@
 mod fake_router;
 #[path = "common/python.rs"]
 mod python;
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

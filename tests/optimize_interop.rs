@@ -10,6 +10,8 @@
 mod onnx_builder;
 #[path = "common/python.rs"]
 mod python;
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -7,6 +7,7 @@ pub mod fake_children;
 pub mod fake_router;
 pub mod python;
 pub mod server;
+pub mod skip;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
