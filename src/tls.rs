@@ -120,6 +120,14 @@ impl BackendTls {
     }
 }
 
+/// A client configuration trusting `roots`, on the process's one provider.
+pub fn client_config_with(roots: RootCertStore) -> ClientConfig {
+    match ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions() {
+        Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
+        Err(_) => unreachable!("aws-lc-rs supports the default protocol versions"),
+    }
+}
+
 /// The trust anchors of one CA bundle.
 fn read_roots(path: &Path, which: CaFile) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();

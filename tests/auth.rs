@@ -15,9 +15,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use tractor::auth::{AuthConfig, JwtConfig};
+use tractor::auth::{AuthConfig, JwksSource, JwtConfig};
 use tractor::contract::routes::{Backend, RouteTable};
 use tractor::route::{RouteConfig, RoutesSource};
+use tractor::serve::output_limits::OutputLimits;
 
 /// A rotation must show within this (the issue's acceptance bound).
 const ROTATION_BOUND: Duration = Duration::from_secs(2);
@@ -60,10 +61,15 @@ async fn wait_ready(url: &str) {
 }
 
 async fn serve(auth: AuthConfig) -> Served {
+    serve_limited(auth, OutputLimits::default()).await
+}
+
+async fn serve_limited(auth: AuthConfig, output_limits: OutputLimits) -> Served {
     let port = free_port();
     let mut config = common::config(&common::real_model("digits-mlp-v2.onnx"), "digits");
     config.listen = SocketAddr::from(([127, 0, 0, 1], port));
     config.auth = auth;
+    config.output_limits = output_limits;
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         if let Err(e) = tractor::serve::run(config, async {
@@ -180,6 +186,74 @@ async fn missing_wrong_and_right_tokens_and_scopes() {
         "{text}"
     );
     assert!(!text.contains("secret"), "a token never reaches the metrics");
+}
+
+/// POSTs `body` (JSON) with `token` and, when `limited`, the router's
+/// header; the JSON answer.
+async fn infer_json(url: &str, token: &str, body: Value, limited: bool) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{url}/v2/models/digits/infer"))
+        .bearer_auth(token)
+        .json(&body);
+    if limited {
+        request = request.header("x-tractor-limited-output", "true");
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn output_limits_answer_rounded_top_classes_unless_the_caller_has_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "auth.yaml",
+        "tokens:\n  - name: limits-app\n    value: app-secret\n    scopes: [infer]\n  \
+         - name: limits-raw\n    value: raw-secret\n    scopes: [infer, raw]\n",
+    );
+    let limits = OutputLimits { top_k: Some(3), digits: Some(2) };
+    let served = serve_limited(auth_files(&[&file]), limits).await;
+    let url = &served.url;
+    let request: Value = serde_json::from_slice(&infer_body()).unwrap();
+    let asking = |outputs: Value| {
+        let mut r = request.clone();
+        r["outputs"] = outputs;
+        r
+    };
+
+    let (status, whole) = infer_json(url, "raw-secret", request.clone(), false).await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["outputs"][0]["datatype"], "FP32");
+    let logits: Vec<f64> = serde_json::from_value(whole["outputs"][0]["data"].clone()).unwrap();
+    assert_eq!(logits.len(), 10);
+    let mut order: Vec<usize> = (0..10).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+
+    let (status, limited) = infer_json(url, "app-secret", request.clone(), false).await;
+    assert_eq!(status, 200, "{limited}");
+    let out = &limited["outputs"][0];
+    assert_eq!((&out["datatype"], &out["shape"]), (&json!("BYTES"), &json!([1, 3])), "{out}");
+    let expected: Vec<String> = order[..3]
+        .iter()
+        .map(|&i| format!("{:.2}:{i}", (logits[i] * 100.0).round() / 100.0))
+        .collect();
+    assert_eq!(out["data"], json!(expected));
+
+    // The router's header limits even a raw token; asking for classes
+    // never gets more than the limit, and a raw caller may ask for fewer.
+    let (_, relayed) = infer_json(url, "raw-secret", request.clone(), true).await;
+    assert_eq!(relayed["outputs"][0], *out);
+    let five = asking(json!([{"name": "logits", "parameters": {"classification": 5}}]));
+    let (_, clamped) = infer_json(url, "app-secret", five, false).await;
+    assert_eq!(clamped["outputs"][0]["shape"], json!([1, 3]), "{clamped}");
+    let two = asking(json!([{"name": "logits", "parameters": {"classification": 2}}]));
+    let (_, classes) = infer_json(url, "raw-secret", two, false).await;
+    let best = format!("{}:{}", logits[order[0]] as f32, order[0]);
+    assert_eq!(classes["outputs"][0]["data"][0], json!(best), "raw classes keep every digit");
+    let zero = asking(json!([{"name": "logits", "parameters": {"classification": 0}}]));
+    let (status, refused) = infer_json(url, "raw-secret", zero, false).await;
+    assert_eq!(status, 400);
+    assert!(refused["error"].as_str().unwrap().contains("classification"), "{refused}");
 }
 
 #[tokio::test]
@@ -299,7 +373,7 @@ async fn jwts_good_expired_wrong_audience_wrong_key_and_rotated_jwks() {
     let jwks = write(dir.path(), "jwks.json", &jwks_of(&[(&a, "a")]));
     let served = serve(AuthConfig {
         jwt: Some(JwtConfig {
-            jwks: jwks.clone(),
+            jwks: JwksSource::File(jwks.clone()),
             issuer: "https://issuer.test".into(),
             audience: "tractor".into(),
         }),
@@ -338,6 +412,90 @@ async fn jwts_good_expired_wrong_audience_wrong_key_and_rotated_jwks() {
     assert_eq!(infer(&url, Some(&good_token)).await.status, 401);
 }
 
+/// An identity provider on loopback: serves whatever JWKS is set, and
+/// counts how often it was asked.
+struct Provider {
+    url: String,
+    jwks: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn provider(jwks: String) -> Provider {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let (document, fetches) = (Arc::new(Mutex::new(jwks)), Arc::new(AtomicUsize::new(0)));
+    let (served, counted) = (document.clone(), fetches.clone());
+    let app = axum::Router::new().route(
+        "/keys",
+        axum::routing::get(move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            served.lock().unwrap().clone()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Provider { url: format!("http://{addr}/keys"), jwks: document, fetches }
+}
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_refreshed_asked_again_for_new_keys_but_not_flooded() {
+    use std::sync::atomic::Ordering;
+    let a = EncodingKey::from_rsa_pem(&key("rsa-a.pem")).unwrap();
+    let b = EncodingKey::from_rsa_pem(&key("rsa-b.pem")).unwrap();
+    let idp = provider(jwks_of(&[(&a, "a")])).await;
+    let config = AuthConfig {
+        jwt: Some(JwtConfig {
+            jwks: idp.url.parse().unwrap(),
+            issuer: "https://issuer.test".into(),
+            audience: "tractor".into(),
+        }),
+        jwks_refresh: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let served = serve(config.clone()).await;
+    let url = served.url.clone();
+    let now = get_current_timestamp();
+    assert_eq!(infer(&url, Some(&jwt(&a, "a", now + 600, "tractor", "infer"))).await.status, 200);
+
+    // The provider rotates to key b: a token signed with it is accepted
+    // once the keys are fetched again, and a's tokens no longer are.
+    *idp.jwks.lock().unwrap() = jwks_of(&[(&b, "b")]);
+    let with_b = jwt(&b, "b", now + 600, "tractor", "infer");
+    within_rotation_bound("the provider's new key", || async {
+        infer(&url, Some(&with_b)).await.status == 200
+    })
+    .await;
+    assert_eq!(infer(&url, Some(&jwt(&a, "a", now + 600, "tractor", "infer"))).await.status, 401);
+
+    // Tokens naming keys nobody has ask for the keys again, but the
+    // provider hears at most one fetch per period however many come.
+    let before = idp.fetches.load(Ordering::SeqCst);
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let invented = jwt(&a, &format!("invented-{sent}"), now + 600, "tractor", "infer");
+        assert_eq!(infer(&url, Some(&invented)).await.status, 401);
+        sent += 1;
+    }
+    let fetched = idp.fetches.load(Ordering::SeqCst) - before;
+    assert!(sent > 20 && fetched <= 4, "{sent} invented key ids caused {fetched} fetches in 2 s");
+
+    // A provider that cannot be reached at start stops the server.
+    let gone = AuthConfig {
+        jwt: Some(JwtConfig {
+            jwks: format!("http://127.0.0.1:{}/keys", free_port()).parse().unwrap(),
+            ..config.jwt.clone().unwrap()
+        }),
+        ..config.clone()
+    };
+    let refused = tractor::auth::Auth::start(&gone).await.err().expect("no keys, no start");
+    assert!(refused.to_string().contains("cannot fetch"), "{refused}");
+    // Plain http:// to anything but loopback is refused as a flag value.
+    let plain = "http://idp.example.com/keys".parse::<JwksSource>().unwrap_err();
+    assert!(plain.contains("must be https://"), "{plain}");
+}
+
 /// Issue 12: JWT callers are limited like tokens, each subject on its own.
 #[tokio::test]
 async fn jwt_subjects_are_limited_each_on_its_own() {
@@ -347,7 +505,7 @@ async fn jwt_subjects_are_limited_each_on_its_own() {
     let jwks = write(dir.path(), "jwks.json", &jwks_of(&[(&a, "a")]));
     let served = serve(AuthConfig {
         jwt: Some(JwtConfig {
-            jwks,
+            jwks: JwksSource::File(jwks),
             issuer: "https://issuer.test".into(),
             audience: "tractor".into(),
         }),
@@ -383,8 +541,9 @@ async fn backend(version: &'static str) -> String {
             .get("authorization")
             .map(|v| v.to_str().unwrap_or_default().to_string())
             .unwrap_or_default();
+        let limited = headers.contains_key("x-tractor-limited-output");
         axum::Json(json!({"model_name": "digits", "model_version": version,
-            "authorization": authorization, "outputs": []}))
+            "authorization": authorization, "limited": limited, "outputs": []}))
     };
     let app = axum::Router::new().route("/v2/models/digits/infer", axum::routing::post(handler));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -435,7 +594,8 @@ async fn the_router_admin_needs_admin_pins_need_pin_and_backends_get_the_router_
         "auth.yaml",
         "tokens:\n  - name: router-caller\n    value: caller-token\n    scopes: [infer]\n  \
          - name: router-pinner\n    value: pinner-token\n    scopes: [infer, pin]\n  \
-         - name: router-ops\n    value: ops-token\n    scopes: [admin, metrics]\n",
+         - name: router-ops\n    value: ops-token\n    scopes: [admin, metrics]\n  \
+         - name: router-raw\n    value: raw-token\n    scopes: [infer, raw]\n",
     );
     let backend_token = write(dir.path(), "backend.token", "router-own-token\n");
     let (traffic, admin, _stop) =
@@ -469,6 +629,11 @@ async fn the_router_admin_needs_admin_pins_need_pin_and_backends_get_the_router_
     let ignored = pinned("caller-token").await;
     assert_eq!(ignored["model_version"], "1", "a pin without the pin scope is ignored");
     assert_eq!(ignored["authorization"], "Bearer router-own-token");
+    assert_eq!(ignored["limited"], true, "a caller without raw gets limited answers");
+    let raw = infer(&traffic, Some("raw-token")).await;
+    assert_eq!(raw.body["limited"], false, "{}", raw.body);
+    // A caller cannot lift the header it is sent with.
+    assert_eq!(infer(&traffic, Some("caller-token")).await.body["limited"], true);
     assert_eq!(pinned("pinner-token").await["model_version"], "2");
     let text = metrics(&admin, "ops-token").await;
     assert!(text.contains(r#"tractor_auth_pin_ignored_total{token="router-caller"} 1"#), "{text}");

@@ -87,6 +87,7 @@ async fn deploys_and_promotes_on_a_real_cluster() {
             store_credentials: None,
             log_format: "json".into(),
             allowed_images: vec!["registry.example.com/team/".into()],
+            allowed_jwks_urls: vec!["https://idp.example.com/".into()],
             operator_namespace: "tractor-system".into(),
             admin_token: tractor::controller::access::AdminToken::from_token(
                 "controller-token".into(),

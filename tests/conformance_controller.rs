@@ -50,6 +50,7 @@ impl Cluster {
                 store_credentials: None,
                 log_format: "json".into(),
                 allowed_images: vec!["registry.example.com/team/".into()],
+                allowed_jwks_urls: vec!["https://idp.example.com/".into()],
                 operator_namespace: "tractor-system".into(),
                 admin_token: tractor::controller::access::AdminToken::from_token(
                     "controller-token".into(),

@@ -122,6 +122,7 @@ fn start_controller(client: &Client, router: Arc<FakeRouter>) -> Running {
             store_credentials: None,
             log_format: "json".into(),
             allowed_images: vec!["registry.example.com/team/".into()],
+            allowed_jwks_urls: vec!["https://idp.example.com/".into()],
             operator_namespace: "tractor-system".into(),
             admin_token: tractor::controller::access::AdminToken::from_token(
                 "controller-token".into(),

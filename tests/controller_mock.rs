@@ -35,6 +35,7 @@ fn context(client: Client, router: Arc<FakeRouter>, now: i64) -> Arc<Context> {
             store_credentials: Some("store-creds".into()),
             log_format: "json".into(),
             allowed_images: vec!["registry.example.com/team/".into()],
+            allowed_jwks_urls: vec!["https://idp.example.com/".into()],
             operator_namespace: "tractor-system".into(),
             admin_token: tractor::controller::access::AdminToken::from_token(
                 "controller-token".into(),
@@ -829,7 +830,7 @@ async fn auth_secrets_are_mounted_into_the_router_and_passed_as_flags() {
     assert_eq!(specs.len(), 1, "{serve_file}");
     assert!(serve_file.contains(&sha256_hex(&token)), "{serve_file}");
     assert!(!serve_file.contains(&token), "the serving pods hold the digest only");
-    assert!(serve_file.contains("scopes: [infer, metadata, metrics]"), "{serve_file}");
+    assert!(serve_file.contains("scopes: [infer, metadata, metrics, raw]"), "{serve_file}");
 
     let router = v.applied(&format!("{DEPLOYMENTS}/digits?"));
     let container = &pod_of(&router)["containers"][0];
@@ -1044,4 +1045,37 @@ async fn an_image_outside_the_allow_list_is_a_degraded_condition() {
     let v = first_reconcile(spec("1", allowed), false).await;
     let serve = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
     assert_eq!(pod_of(&serve)["containers"][0]["image"], "registry.example.com/team/tractor:2");
+}
+
+/// Issue 12: `spec.serving.auth.jwks.url` reaches the router as `--jwks`
+/// (no volume) under an allowed prefix; outside it, a Degraded condition
+/// naming the field, and nothing is applied.
+#[tokio::test]
+async fn a_jwks_url_reaches_the_router_only_under_an_allowed_prefix() {
+    let jwks = |url: &str| {
+        json!({ "serving": { "auth": { "jwks": {
+            "url": url, "issuer": "https://idp.example.com", "audience": "tractor" } } } })
+    };
+    let v = first_reconcile(spec("1", jwks("https://idp.example.com/realms/ml/certs")), true).await;
+    let router = v.applied(&format!("{DEPLOYMENTS}/digits?"));
+    let pod = pod_of(&router);
+    assert_eq!(
+        flag(&pod["containers"][0], "--jwks", "TRACTOR_JWKS").as_deref(),
+        Some("https://idp.example.com/realms/ml/certs")
+    );
+    let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+    assert!(volumes.iter().all(|v| v["name"] != "jwks"), "nothing to mount: {pod}");
+
+    let evil = jwks("https://idp.example.com.evil.net/certs");
+    let md = model_deployment(spec("1", evil), Value::Null, json!({}));
+    let v = run(md, Arc::default(), NOW, async |v| v.patch_status().await.event().await).await;
+    let status = v.status_patch();
+    let degraded =
+        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap();
+    let message = degraded["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.serving.auth.jwks.url")
+            && message.contains("allowed prefixes are https://idp.example.com/"),
+        "{message}"
+    );
 }

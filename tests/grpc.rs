@@ -229,13 +229,14 @@ async fn health_tokens_scopes_and_pins_over_grpc() {
         "tokens:\n  - name: grpc-app\n    value: grpc-app-secret\n    scopes: [infer, metadata]\n  \
          - name: grpc-reader\n    value: grpc-reader-secret\n    scopes: [metadata]\n  \
          - name: grpc-pinner\n    value: grpc-pinner-secret\n    scopes: [infer, pin]\n  \
-         - name: grpc-ops\n    value: grpc-ops-secret\n    scopes: [admin]\n",
+         - name: grpc-ops\n    value: grpc-ops-secret\n    scopes: [admin]\n  \
+         - name: grpc-raw\n    value: grpc-raw-secret\n    scopes: [infer, raw]\n",
     )
     .unwrap();
     let auth = tokens.to_str().unwrap().to_string();
     let ports = free_ports(4);
-    let mut server =
-        serve(ports[0], ports[1], "digits", "digits-mlp-v2.onnx", &["--auth-file", &auth]);
+    let limits = ["--auth-file", &auth, "--limit-top-k", "3", "--limit-digits", "2"];
+    let mut server = serve(ports[0], ports[1], "digits", "digits-mlp-v2.onnx", &limits);
     tokio::task::block_in_place(|| server.wait_ready());
 
     // Health: open, and SERVING once the model is loaded.
@@ -276,8 +277,22 @@ async fn health_tokens_scopes_and_pins_over_grpc() {
         code(direct.model_infer(infer_request(Some("grpc-reader-secret"), None)).await),
         Some(tonic::Code::PermissionDenied)
     );
-    let answer = direct.model_infer(infer_request(Some("grpc-app-secret"), None)).await.unwrap();
-    assert_eq!(answer.into_inner().raw_output_contents[0].len(), 40, "10 FP32 logits");
+    let whole = direct.model_infer(infer_request(Some("grpc-raw-secret"), None)).await.unwrap();
+    let whole = whole.into_inner();
+    assert_eq!(whole.raw_output_contents[0].len(), 40, "10 FP32 logits for a raw caller");
+    let limited = direct.model_infer(infer_request(Some("grpc-app-secret"), None)).await.unwrap();
+    let limited = limited.into_inner();
+    assert_eq!(limited.outputs[0].datatype, "BYTES");
+    assert_eq!(limited.outputs[0].shape, [1, 3], "the 3 best classes without raw");
+    let first = &limited.raw_output_contents[0];
+    let len = u32::from_le_bytes(first[..4].try_into().unwrap()) as usize;
+    let best = std::str::from_utf8(&first[4..4 + len]).unwrap();
+    let logits: Vec<f32> = whole.raw_output_contents[0]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let argmax = (0..10).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
+    assert_eq!(best, format!("{:.2}:{argmax}", logits[argmax]), "score rounded to 2 decimals");
 
     // Through the router: two versions (the same server), all weight on "1".
     let router = Router::start(&[

@@ -109,6 +109,7 @@ fn operator_config() -> OperatorConfig {
         store_credentials: Some("tractor-store".into()),
         log_format: "json".into(),
         allowed_images: vec!["registry.example.com/team/".into()],
+        allowed_jwks_urls: vec!["https://idp.example.com/".into()],
         operator_namespace: "tractor-system".into(),
         admin_token: tractor::controller::access::AdminToken::from_token("controller-token".into()),
     }
@@ -323,7 +324,7 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
     let mut configmaps = names_of("ConfigMap");
     // The JWKS ConfigMap is the user's, named by the spec.
     let jwks = md.spec.serving.auth.as_ref().and_then(|a| a.jwks.as_ref());
-    configmaps.extend(jwks.map(|j| j.config_map_ref.name.clone()));
+    configmaps.extend(jwks.and_then(|j| j.config_map_ref.as_ref()).map(|m| m.name.clone()));
     for kind in KINDS {
         let mut names = names_of(kind);
         let count = names.len();

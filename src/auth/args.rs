@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{AuthConfig, JwtConfig};
+use super::{AuthConfig, JwksSource, JwtConfig};
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct AuthArgs {
@@ -13,9 +13,18 @@ pub struct AuthArgs {
     /// commas) for several files; their tokens add up.
     #[arg(long = "auth-file", env = "TRACTOR_AUTH_FILE", value_delimiter = ',')]
     pub auth_files: Vec<PathBuf>,
-    /// JWKS file whose RS256/ES256 keys sign accepted JWTs, re-read when it changes.
+    /// The RS256/ES256 keys that sign accepted JWTs: a JWKS file, re-read
+    /// when it changes, or an identity provider's https:// `jwks_uri`,
+    /// fetched at start and every 5 minutes (sooner for an unknown key id).
     #[arg(long, env = "TRACTOR_JWKS", requires_all = ["jwt_issuer", "jwt_audience"])]
-    pub jwks: Option<PathBuf>,
+    pub jwks: Option<JwksSource>,
+    /// CA bundle (PEM) trusted for an https:// --jwks besides the system's roots.
+    #[arg(long, env = "TRACTOR_JWKS_CA", requires = "jwks")]
+    pub jwks_ca: Option<PathBuf>,
+    /// How often an https:// --jwks is fetched again ("5m", "1h"); a token
+    /// naming an unknown key asks sooner, at most every 30 s.
+    #[arg(long, env = "TRACTOR_JWKS_REFRESH", requires = "jwks", value_parser = humantime::parse_duration)]
+    pub jwks_refresh: Option<std::time::Duration>,
     /// The `iss` a JWT must carry.
     #[arg(long, env = "TRACTOR_JWT_ISSUER", requires = "jwks")]
     pub jwt_issuer: Option<String>,
@@ -60,6 +69,8 @@ impl AuthArgs {
             metrics_open: self.metrics_open,
             backend_token_file: None,
             jwt_limits: super::JwtLimits { rate, quota: self.jwt_quota },
+            jwks_ca: self.jwks_ca.clone(),
+            jwks_refresh: self.jwks_refresh,
         }
     }
 }

@@ -22,9 +22,47 @@ const MAX_SUBJECT_CHARS: usize = 64;
 /// Where the keys are and what a token must say about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtConfig {
-    pub jwks: PathBuf,
+    pub jwks: JwksSource,
     pub issuer: String,
     pub audience: String,
+}
+
+/// A JWKS file (watched), or an identity provider's `jwks_uri` (fetched
+/// and refreshed, `jwks_url.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(url::Url),
+}
+
+impl std::str::FromStr for JwksSource {
+    type Err = String;
+
+    /// `https://…` (or `http://` to a loopback address) is a URL, anything
+    /// else a path.
+    fn from_str(text: &str) -> Result<Self, String> {
+        if !(text.starts_with("https://") || text.starts_with("http://")) {
+            return Ok(JwksSource::File(PathBuf::from(text)));
+        }
+        let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+        super::jwks_url::check(&url)?;
+        Ok(JwksSource::Url(url))
+    }
+}
+
+impl From<&str> for JwksSource {
+    fn from(path: &str) -> Self {
+        JwksSource::File(PathBuf::from(path))
+    }
+}
+
+impl std::fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksSource::File(path) => write!(f, "{}", path.display()),
+            JwksSource::Url(url) => write!(f, "{url}"),
+        }
+    }
 }
 
 /// What is wrong with a JWKS file.
@@ -149,6 +187,11 @@ pub struct Verified {
     pub expires_at: u64,
 }
 
+/// The `kid` a JWT's header names, if it can be read.
+pub fn key_id(token: &str) -> Option<String> {
+    jsonwebtoken::decode_header(token).ok()?.kid
+}
+
 /// Whether a bearer token has the shape of a JWT (three base64url parts),
 /// so that a refusal can say why the JWT failed rather than "unknown token".
 pub fn looks_like_jwt(token: &str) -> bool {
@@ -156,6 +199,12 @@ pub fn looks_like_jwt(token: &str) -> bool {
 }
 
 impl KeySet {
+    /// Whether a token naming key `kid` names one of these keys; a token
+    /// naming none is tried against every key.
+    pub fn knows(&self, kid: Option<&str>) -> bool {
+        kid.is_none_or(|kid| self.keys.iter().any(|k| k.id.as_deref() == Some(kid)))
+    }
+
     /// A set with no keys: every token refused.
     #[cfg(test)]
     pub fn empty() -> KeySet {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::jwt::JwtRefusal;
 use super::limit::{Exceeded, retry_after_seconds};
 use super::{Auth, Caller, Scope, metrics};
-use crate::contract::v2::VERSION_HEADER;
+use crate::contract::v2::{LIMITED_OUTPUT_HEADER, VERSION_HEADER};
 
 /// Which server a layer guards: the paths and their scopes differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +210,13 @@ async fn guard(State(guard): State<Guard>, mut request: Request, next: Next) -> 
         }
     };
     if guard.surface == Surface::RouterTraffic {
+        // The router's token at its versions has `raw`; what its caller
+        // may have is the router's to say (serve::output_limits).
+        let headers = request.headers_mut();
+        headers.remove(LIMITED_OUTPUT_HEADER);
+        if !caller.as_ref().is_some_and(|c| c.scopes.contains(Scope::Raw)) {
+            headers.insert(LIMITED_OUTPUT_HEADER, HeaderValue::from_static("true"));
+        }
         // A pin chooses which version's figures a request writes, weight-0
         // and shadow versions included: only callers trusted with that may.
         if let Some(caller) = &caller

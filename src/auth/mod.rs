@@ -14,6 +14,7 @@
 mod args;
 mod file;
 pub mod grpc;
+mod jwks_url;
 mod jwt;
 mod layer;
 mod limit;
@@ -31,7 +32,7 @@ pub use args::AuthArgs;
 pub use file::{
     FileError, MAX_TOKEN_BYTES, Rate, TokenSpec, digest, parse as parse_auth_file_text,
 };
-pub use jwt::{JwksError, JwtConfig, JwtRefusal};
+pub use jwt::{JwksError, JwksSource, JwtConfig, JwtRefusal};
 pub use layer::{Access, Refusal, Surface, access, protect};
 pub use limit::Exceeded;
 pub use metrics::metrics_text;
@@ -52,7 +53,7 @@ pub enum Scope {
     Pin,
     /// The router's admin API.
     Admin,
-    /// Answers without the output limits processing would enforce.
+    /// Answers without the output limits (`--limit-top-k`, `--limit-digits`).
     Raw,
 }
 
@@ -103,20 +104,12 @@ impl std::fmt::Debug for Scopes {
 }
 
 /// Who made a request, once authenticated: in the request's extensions
-/// for handlers that adapt to it (output limits without `raw`).
+/// for handlers that adapt to it ([`crate::serve::output_limits`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The token's name, or `jwt:SUBJECT`; never the token.
     pub name: Arc<str>,
     pub scopes: Scopes,
-}
-
-impl Caller {
-    /// Whether a request may have whole answers: always when auth is off
-    /// (no caller), else with the `raw` scope.
-    pub fn may_have_raw(caller: Option<&Caller>) -> bool {
-        caller.is_none_or(|c| c.scopes.contains(Scope::Raw))
-    }
 }
 
 /// What a server is told about access control.
@@ -132,6 +125,10 @@ pub struct AuthConfig {
     /// Limits of each JWT caller (by `sub`), as an auth file's `rps`,
     /// `burst` and `quota` limit a token.
     pub jwt_limits: JwtLimits,
+    /// CA bundle trusted for a JWKS URL besides the system's roots.
+    pub jwks_ca: Option<PathBuf>,
+    /// How often a JWKS URL is fetched again (`None`: [`jwks_url::REFRESH`]).
+    pub jwks_refresh: Option<std::time::Duration>,
 }
 
 /// The `rps`/`burst` and daily `quota` every JWT subject gets on its own.
@@ -170,12 +167,14 @@ pub enum AuthError {
     },
     #[error("the token name {name:?} is in both {first} and {second}; names must be unique")]
     DuplicateName { name: String, first: String, second: String },
-    #[error("JWKS file {path}: {source}")]
+    #[error("JWKS {path}: {source}")]
     Jwks {
         path: String,
         #[source]
         source: JwksError,
     },
+    #[error("JWKS: {0}")]
+    JwksFetch(String),
     #[error("backend token file {path}: the token {reason}")]
     BackendToken { path: String, reason: String },
 }
@@ -208,6 +207,9 @@ struct JwtState {
     limits: JwtLimits,
     /// Limit state by caller name (`jwt:` and the subject).
     subjects: Mutex<HashMap<Arc<str>, Arc<TokenLimits>>>,
+    /// Asks a JWKS URL's refresher for the keys again (a token named a
+    /// key the set lacks); `None` for a file, which is watched.
+    refetch: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl JwtState {
@@ -307,9 +309,9 @@ impl Auth {
     /// Must run inside a tokio runtime (the watchers are tasks).
     ///
     /// # Errors
-    /// A file that cannot be read or is not valid: the server should not
-    /// start half-protected.
-    pub fn start(config: &AuthConfig) -> Result<Option<Auth>, AuthError> {
+    /// A file that cannot be read or is not valid, a JWKS URL that cannot
+    /// be fetched: the server should not start half-protected.
+    pub async fn start(config: &AuthConfig) -> Result<Option<Auth>, AuthError> {
         if !config.checks_callers() {
             tracing::warn!(
                 "access control is off: no --auth-file or --jwks, every endpoint is open to every caller"
@@ -337,11 +339,28 @@ impl Auth {
                 }
             }
         }
+        let mut jwks_fetcher = None;
         let jwt = match &config.jwt {
             Some(jwt_config) => {
-                let bytes = read(&jwt_config.jwks, jwt::MAX_JWKS_BYTES)?;
+                let bytes = match &jwt_config.jwks {
+                    JwksSource::File(path) => read(path, jwt::MAX_JWKS_BYTES)?,
+                    JwksSource::Url(url) => {
+                        let extra = config
+                            .jwks_ca
+                            .as_deref()
+                            .map(crate::tls::BackendTls::from_ca_file)
+                            .transpose()
+                            .map_err(|e| AuthError::JwksFetch(e.to_string()))?;
+                        let client =
+                            jwks_url::client(extra.as_ref()).map_err(AuthError::JwksFetch)?;
+                        let bytes =
+                            jwks_url::fetch(&client, url).await.map_err(AuthError::JwksFetch)?;
+                        jwks_fetcher = Some((client, url.clone()));
+                        bytes
+                    }
+                };
                 let keys = jwt::parse_jwks(&bytes).map_err(|source| AuthError::Jwks {
-                    path: jwt_config.jwks.display().to_string(),
+                    path: jwt_config.jwks.to_string(),
                     source,
                 })?;
                 Some((
@@ -351,6 +370,9 @@ impl Auth {
                         verified: Mutex::new(HashMap::new()),
                         limits: config.jwt_limits,
                         subjects: Mutex::new(HashMap::new()),
+                        refetch: jwks_fetcher
+                            .as_ref()
+                            .map(|_| Arc::new(tokio::sync::Notify::new())),
                     },
                     bytes,
                 ))
@@ -402,14 +424,30 @@ impl Auth {
                 move |inner: &Inner, read| inner.reload_auth_file(index, read),
             ));
         }
-        if let Some(path) = config.jwt.as_ref().map(|j| j.jwks.clone()) {
-            tokio::spawn(watch::watch_file(
-                path,
-                jwt::MAX_JWKS_BYTES,
-                jwks_bytes,
-                Arc::downgrade(&inner),
-                Inner::reload_jwks,
-            ));
+        match (config.jwt.as_ref().map(|j| &j.jwks), jwks_fetcher, jwks_bytes) {
+            (Some(JwksSource::File(path)), _, bytes) => {
+                tokio::spawn(watch::watch_file(
+                    path.clone(),
+                    jwt::MAX_JWKS_BYTES,
+                    bytes,
+                    Arc::downgrade(&inner),
+                    Inner::reload_jwks,
+                ));
+            }
+            (Some(JwksSource::Url(_)), Some((client, url)), Some(bytes)) => {
+                let asked = inner.jwt.as_ref().and_then(|j| j.refetch.clone()).unwrap_or_default();
+                let every = config.jwks_refresh.unwrap_or(jwks_url::REFRESH);
+                tokio::spawn(jwks_url::refresh(
+                    client,
+                    url,
+                    every,
+                    bytes,
+                    asked,
+                    Arc::downgrade(&inner),
+                    Inner::reload_jwks,
+                ));
+            }
+            _ => {}
         }
         if let Some((path, bytes, _)) = backend {
             tokio::spawn(watch::watch_file(
@@ -509,7 +547,7 @@ impl Inner {
 
     fn reload_jwks(&self, read: std::io::Result<Vec<u8>>) {
         let Some(state) = &self.jwt else { return };
-        let path = state.config.jwks.display().to_string();
+        let path = state.config.jwks.to_string();
         let parsed = read
             .map_err(|e| e.to_string())
             .and_then(|bytes| jwt::parse_jwks(&bytes).map_err(|e| e.to_string()));
@@ -582,7 +620,15 @@ impl Inner {
                     None => {
                         let keys =
                             state.keys.read().map(|k| k.clone()).map_err(|_| Refusal::Unknown)?;
-                        let verified = keys.verify(token, &state.config).map_err(Refusal::Jwt)?;
+                        let verified = keys.verify(token, &state.config).map_err(|refusal| {
+                            if let Some(refetch) = &state.refetch
+                                && refusal == JwtRefusal::BadSignature
+                                && !keys.knows(jwt::key_id(token).as_deref())
+                            {
+                                refetch.notify_one();
+                            }
+                            Refusal::Jwt(refusal)
+                        })?;
                         state.remember(presented, &verified, now);
                         verified
                     }
@@ -636,6 +682,7 @@ mod tests {
     fn remembered_jwts_expire_with_the_token_and_the_cache_bound() {
         let state = JwtState {
             config: JwtConfig { jwks: "x".into(), issuer: "i".into(), audience: "a".into() },
+            refetch: None,
             keys: RwLock::new(Arc::new(jwt::KeySet::empty())),
             verified: Mutex::new(HashMap::new()),
             limits: JwtLimits::default(),

@@ -42,6 +42,11 @@ pub struct ControllerArgs {
     /// ending in '/', ':' or '@'); empty: only the operator's own image.
     #[arg(long, env = "TRACTOR_ALLOWED_IMAGES", value_delimiter = ',')]
     allowed_images: Vec<String>,
+    /// URL prefixes `spec.serving.auth.jwks.url` may name (comma-separated,
+    /// each https://HOST/...): the identity providers routers may fetch
+    /// keys from; empty: JWKS from ConfigMaps only.
+    #[arg(long, env = "TRACTOR_ALLOWED_JWKS_URLS", value_delimiter = ',')]
+    allowed_jwks_urls: Vec<String>,
     /// Watch only these namespaces (comma-separated), for an install with a
     /// Role in each instead of a ClusterRole; empty: every namespace.
     #[arg(long, env = "TRACTOR_WATCH_NAMESPACES", value_delimiter = ',')]
@@ -51,6 +56,8 @@ pub struct ControllerArgs {
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     controller::access::check_image_prefixes(&args.allowed_images)
         .map_err(|e| anyhow::anyhow!("--allowed-images: {e}"))?;
+    controller::access::check_jwks_prefixes(&args.allowed_jwks_urls)
+        .map_err(|e| anyhow::anyhow!("--allowed-jwks-urls: {e}"))?;
     for namespace in &args.watch_namespaces {
         tractor::crd::check_object_name("--watch-namespaces", namespace)?;
     }
@@ -88,6 +95,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             store_credentials: args.store_credentials,
             log_format: std::env::var("TRACTOR_LOG_FORMAT").unwrap_or_else(|_| "json".into()),
             allowed_images: args.allowed_images,
+            allowed_jwks_urls: args.allowed_jwks_urls,
             operator_namespace: args.lease_namespace.clone(),
             admin_token: admin_token.clone(),
         },

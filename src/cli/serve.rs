@@ -98,6 +98,18 @@ pub struct ServeArgs {
         default_value_t = tractor::engine::plans::DEFAULT_MAX_SEQUENCE,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_sequence: usize,
+    /// Classes a caller without the `raw` scope gets of each floating
+    /// output wider than this: its best classes as "score:index" strings
+    /// (the classification extension), against model extraction.
+    #[arg(long, env = "TRACTOR_LIMIT_TOP_K",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+            .range(1..=tractor::serve::output_limits::MAX_TOP_K as u64))]
+    pub limit_top_k: Option<usize>,
+    /// Decimals kept of every score a caller without the `raw` scope gets.
+    #[arg(long, env = "TRACTOR_LIMIT_DIGITS",
+        value_parser = clap::value_parser!(u32)
+            .range(0..=i64::from(tractor::serve::output_limits::MAX_DIGITS)))]
+    pub limit_digits: Option<u32>,
     /// Where to write why the engine cannot recover, when liveness turns
     /// false (the kubelet's termination message); "" writes nowhere.
     #[arg(long, env = "TRACTOR_TERMINATION_LOG", default_value = "/dev/termination-log")]
@@ -175,6 +187,10 @@ impl TryFrom<ServeArgs> for ServeConfig {
             plans: tractor::engine::PlanLimits {
                 max_plans: args.max_plans,
                 max_sequence: args.max_sequence,
+            },
+            output_limits: tractor::serve::output_limits::OutputLimits {
+                top_k: args.limit_top_k,
+                digits: args.limit_digits,
             },
             termination_log: (!args.termination_log.as_os_str().is_empty())
                 .then_some(args.termination_log),

@@ -59,6 +59,7 @@ fn spec(serving: &str) -> ValidSpec {
 const SERVING: &str = "serving:
   batching: {maxBatchSize: 8, maxBatchDelay: 2ms}
   processing: {outputs: [{name: y, softmax: true}]}
+  outputLimits: {topK: 3, digits: 2}
 ";
 
 fn artifact() -> ServedArtifact<'static> {
@@ -116,6 +117,7 @@ fn serve_child_argv_parses_to_the_spec_values() {
     assert_eq!(u128::from(serve.max_batch_delay_us), spec.max_batch_delay.as_micros());
     assert_eq!(serve.max_batch_delay_us, 2_000);
     assert_eq!(serve.processing, Some(PathBuf::from("/etc/tractor/processing/processing.json")));
+    assert_eq!((serve.limit_top_k, serve.limit_digits), (Some(3), Some(2)));
 }
 
 #[test]
@@ -127,6 +129,7 @@ fn serve_child_without_host_or_processing_keeps_serve_defaults() {
     assert_eq!(serve.host, "0.0.0.0".parse::<IpAddr>().unwrap());
     assert_eq!(serve.sha256, None);
     assert_eq!(serve.processing, None);
+    assert_eq!((serve.limit_top_k, serve.limit_digits), (None, None));
     assert_eq!(serve.max_batch_size, spec.max_batch_size as usize);
     assert_eq!(u128::from(serve.max_batch_delay_us), spec.max_batch_delay.as_micros());
 }
@@ -235,7 +238,7 @@ fn access_flags_of_the_children_parse_to_the_same_files() {
         parsed.auth.auth_files,
         vec![PathBuf::from("/a/callers.yaml"), PathBuf::from("/a/admin.yaml")]
     );
-    assert_eq!(parsed.auth.jwks, Some(PathBuf::from("/j/jwks.json")));
+    assert_eq!(parsed.auth.jwks, Some(tractor::auth::JwksSource::File("/j/jwks.json".into())));
     assert_eq!(parsed.auth.jwt_audience.as_deref(), Some("tractor"));
     let limits = parsed.auth.config().jwt_limits;
     assert_eq!(limits.rate, Some(tractor::auth::Rate { per_second: 20, burst: 40 }));

@@ -122,6 +122,12 @@ pub fn serve(spec: &ValidSpec, artifact: &ServedArtifact<'_>, at: &ServePlacemen
     if spec.processing.is_some() {
         args.push("--processing", "TRACTOR_PROCESSING", at.processing_file.clone());
     }
+    if let Some(k) = spec.output_limits.top_k {
+        args.push("--limit-top-k", "TRACTOR_LIMIT_TOP_K", k.to_string());
+    }
+    if let Some(digits) = spec.output_limits.digits {
+        args.push("--limit-digits", "TRACTOR_LIMIT_DIGITS", digits.to_string());
+    }
     args
 }
 

@@ -19,6 +19,11 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 /// every answer of the router carries.
 pub const VERSION_HEADER: &str = "x-tractor-version";
 
+/// Header the router sends with a request whose caller lacks the `raw`
+/// scope, so that `serve` applies its output limits although the router's
+/// own token has `raw` (any value counts; see `serve::output_limits`).
+pub const LIMITED_OUTPUT_HEADER: &str = "x-tractor-limited-output";
+
 /// An inference request; `D` is what each input's `data` holds.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound(deserialize = "D: Deserialize<'de>"))]

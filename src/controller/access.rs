@@ -46,8 +46,10 @@ const JWKS_MOUNT: &str = "/etc/tractor/auth/jwks";
 const TLS_MOUNT: &str = "/etc/tractor/tls";
 
 /// Scopes of the router's token at its versions: what it forwards, and
-/// the metrics a person may read through it.
-const ROUTER_SCOPES: &str = "[infer, metadata, metrics]";
+/// the metrics a person may read through it; `raw` because the router
+/// itself says which of its callers get limited answers
+/// (`x-tractor-limited-output`).
+const ROUTER_SCOPES: &str = "[infer, metadata, metrics, raw]";
 /// Scopes of the controller's token at a router: statistics and metrics.
 const CONTROLLER_SCOPES: &str = "[admin, metrics]";
 
@@ -242,10 +244,18 @@ pub fn route_access(md: &ModelDeployment, child: &mut ChildArgs, mounts: &mut Mo
             access.auth_files.push(format!("{CALLERS_MOUNT}/{}", callers.key()));
         }
         if let Some(jwks) = &auth.jwks {
-            let key = jwks.config_map_ref.key();
-            mounts.add(configmap_volume("jwks", &jwks.config_map_ref.name, &[key]), JWKS_MOUNT);
+            let source = match (&jwks.config_map_ref, &jwks.url) {
+                (Some(map), _) => {
+                    let key = map.key();
+                    mounts.add(configmap_volume("jwks", &map.name, &[key]), JWKS_MOUNT);
+                    format!("{JWKS_MOUNT}/{key}")
+                }
+                // Checked against --allowed-jwks-urls before any object is made.
+                (None, Some(url)) => url.clone(),
+                (None, None) => String::new(),
+            };
             access.jwt = Some(JwtFiles {
-                jwks: format!("{JWKS_MOUNT}/{key}"),
+                jwks: source,
                 issuer: jwks.issuer.clone(),
                 audience: jwks.audience.clone(),
                 rps: jwks.rps,
@@ -421,6 +431,49 @@ pub fn check_image(md: &ModelDeployment, config: &OperatorConfig) -> Result<(), 
         field: "spec.serving.image".into(),
         reason: format!("{image:?} is not an allowed image: {allowed}"),
     })
+}
+
+/// `spec.serving.auth.jwks.url` must start with one of the operator's
+/// allowed prefixes: the router fetches it from inside the cluster, so
+/// without the operator's leave a spec could point it anywhere.
+///
+/// # Errors
+/// The URL is not under any allowed prefix (or none is configured).
+pub fn check_jwks_url(md: &ModelDeployment, config: &OperatorConfig) -> Result<(), SpecError> {
+    let url =
+        md.spec.serving.auth.as_ref().and_then(|a| a.jwks.as_ref()).and_then(|j| j.url.as_deref());
+    let Some(url) = url else { return Ok(()) };
+    if config.allowed_jwks_urls.iter().any(|p| url.starts_with(p.as_str())) {
+        return Ok(());
+    }
+    let allowed = if config.allowed_jwks_urls.is_empty() {
+        "the operator allows no JWKS URL (--allowed-jwks-urls is empty); use configMapRef"
+            .to_string()
+    } else {
+        format!("allowed prefixes are {}", config.allowed_jwks_urls.join(", "))
+    };
+    Err(SpecError {
+        field: "spec.serving.auth.jwks.url".into(),
+        reason: format!("{url:?} is not an allowed JWKS URL: {allowed}"),
+    })
+}
+
+/// Checks a list of JWKS URL prefixes as the operator's flag gives it:
+/// https://, with a host and a path that starts at `/`, so that
+/// `https://idp.example.com` cannot also allow `https://idp.example.com.evil/`.
+///
+/// # Errors
+/// The first prefix that is not of that form.
+pub fn check_jwks_prefixes(prefixes: &[String]) -> Result<(), String> {
+    for prefix in prefixes {
+        let rest = prefix.strip_prefix("https://").unwrap_or_default();
+        if !rest.contains('/') || rest.starts_with('/') {
+            return Err(format!(
+                "JWKS URL prefix {prefix:?} must be https://HOST/ and a path (e.g. https://idp.example.com/)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a list of image prefixes as the operator's flag gives it: a

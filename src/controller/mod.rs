@@ -271,7 +271,8 @@ async fn reconcile_inner(md: &ModelDeployment, ctx: &Context) -> Result<Action, 
     let namespace = md.namespace().ok_or(Error::NoNamespace)?;
     let now = (ctx.now)();
     let checked = crate::crd::validate(&md.spec)
-        .and_then(|spec| access::check_image(md, &ctx.config).map(|()| spec));
+        .and_then(|spec| access::check_image(md, &ctx.config).map(|()| spec))
+        .and_then(|spec| access::check_jwks_url(md, &ctx.config).map(|()| spec));
     let spec = match checked {
         Ok(spec) => spec,
         Err(invalid) => {

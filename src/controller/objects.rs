@@ -53,6 +53,8 @@ pub struct OperatorConfig {
     pub log_format: String,
     /// Prefixes `spec.serving.image` must start with (`--allowed-images`).
     pub allowed_images: Vec<String>,
+    /// Prefixes `spec.serving.auth.jwks.url` must start with (`--allowed-jwks-urls`).
+    pub allowed_jwks_urls: Vec<String>,
     /// The operator's own namespace, whose controller pods the
     /// NetworkPolicies let in.
     pub operator_namespace: String,
@@ -736,6 +738,7 @@ mod tests {
             store_credentials: None,
             log_format: "json".into(),
             allowed_images: Vec::new(),
+            allowed_jwks_urls: Vec::new(),
             operator_namespace: "tractor-system".into(),
             admin_token: access::AdminToken::from_token("t".into()),
         };

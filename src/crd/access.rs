@@ -23,6 +23,22 @@ pub struct ServingAuthSpec {
     pub tls: Option<TlsSpec>,
 }
 
+/// What callers without the `raw` scope may see of the model's outputs,
+/// against extraction by querying (docs/security.md#output-limits).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputLimitsSpec {
+    /// Classes answered of each floating output wider than this, as
+    /// "score:index" strings (the classification extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub top_k: Option<u32>,
+    /// Decimals kept of every score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 12))]
+    pub digits: Option<u32>,
+}
+
 /// A key of a Secret in the `ModelDeployment`'s namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -41,7 +57,15 @@ pub struct AuthFileRef {
 pub struct JwksSpec {
     /// A ConfigMap in the `ModelDeployment`'s namespace holding the JWKS
     /// (JSON), passed to the router as `--jwks` and re-read when it changes.
-    pub config_map_ref: ConfigMapKeyRef,
+    /// One of `configMapRef` and `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapKeyRef>,
+    /// An identity provider's `jwks_uri` (https://), fetched by the router
+    /// and refreshed every 5 minutes; only under a prefix of the
+    /// operator's `--allowed-jwks-urls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 2048))]
+    pub url: Option<String>,
     /// The `iss` every accepted JWT carries.
     #[schemars(length(min = 1))]
     pub issuer: String,

@@ -20,7 +20,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use access::ServingAuthSpec;
+pub use access::{OutputLimitsSpec, ServingAuthSpec};
 pub use processing::ProcessingSpec;
 pub use recipe::Recipe;
 pub use validate::{
@@ -146,6 +146,9 @@ pub struct ServingSpec {
     /// Who may call the router: tokens, JWTs, TLS (docs/security.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<ServingAuthSpec>,
+    /// Top-k classes and rounded scores for callers without the `raw` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_limits: Option<OutputLimitsSpec>,
     /// The ServiceAccount of the serving pods (the namespace's `default`
     /// when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +182,7 @@ impl Default for ServingSpec {
             processing: None,
             token_secret: None,
             auth: None,
+            output_limits: None,
             service_account_name: None,
             automount_service_account_token: None,
             node_selector: BTreeMap::new(),

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use super::processing::{ProcessingError, ValidProcessing};
-use super::{ModelDeployment, ModelDeploymentSpec, OnNoData, Recipe, SourceFormat};
+use super::{
+    ModelDeployment, ModelDeploymentSpec, OnNoData, OutputLimitsSpec, Recipe, SourceFormat,
+};
 
 /// Defaults, with where the numbers come from.
 pub mod defaults {
@@ -56,6 +58,8 @@ pub struct ValidSpec {
     /// `spec.serving.processing`, checked as far as it can be without the
     /// model; it serializes as the document the user wrote.
     pub processing: Option<ValidProcessing>,
+    /// `spec.serving.outputLimits`, in range.
+    pub output_limits: OutputLimitsSpec,
     pub rollout: Rollout,
 }
 
@@ -214,8 +218,28 @@ fn check_access(serving: &super::ServingSpec) -> Result<(), SpecError> {
         check_key("spec.serving.auth.tokenSecretRef.key", secret.key())?;
     }
     if let Some(jwks) = &auth.jwks {
-        check_object_name("spec.serving.auth.jwks.configMapRef.name", &jwks.config_map_ref.name)?;
-        check_key("spec.serving.auth.jwks.configMapRef.key", jwks.config_map_ref.key())?;
+        match (&jwks.config_map_ref, &jwks.url) {
+            (Some(map), None) => {
+                check_object_name("spec.serving.auth.jwks.configMapRef.name", &map.name)?;
+                check_key("spec.serving.auth.jwks.configMapRef.key", map.key())?;
+            }
+            (None, Some(url)) => {
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| invalid("spec.serving.auth.jwks.url", e.to_string()))?;
+                if parsed.scheme() != "https" || parsed.host().is_none() {
+                    return Err(invalid(
+                        "spec.serving.auth.jwks.url",
+                        "must be an https:// URL with a host",
+                    ));
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "spec.serving.auth.jwks",
+                    "needs exactly one of configMapRef and url",
+                ));
+            }
+        }
         let zero = [
             ("rps", jwks.rps.map(u64::from)),
             ("burst", jwks.burst.map(u64::from)),
@@ -314,6 +338,13 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
             }
             other => invalid("spec.serving.processing", other.to_string()),
         })?;
+    let output_limits = spec.serving.output_limits.unwrap_or_default();
+    if output_limits.top_k.is_some_and(|k| !(1..=1000).contains(&k)) {
+        return Err(invalid("spec.serving.outputLimits.topK", "must be from 1 to 1000"));
+    }
+    if output_limits.digits.is_some_and(|d| d > 12) {
+        return Err(invalid("spec.serving.outputLimits.digits", "must be from 0 to 12"));
+    }
     let rollout = &spec.rollout;
     let mut steps = Vec::with_capacity(rollout.steps.len());
     for (i, step) in rollout.steps.iter().enumerate() {
@@ -360,6 +391,7 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
         max_batch_size,
         max_batch_delay,
         processing,
+        output_limits,
         rollout: Rollout {
             steps,
             analysis,
@@ -452,6 +484,17 @@ mod tests {
                 "serving: {auth: {jwks: {configMapRef: {name: j}, issuer: i, audience: a, quota: 0}}}",
                 "spec.serving.auth.jwks.quota",
             ),
+            ("serving: {auth: {jwks: {issuer: i, audience: a}}}", "spec.serving.auth.jwks"),
+            (
+                "serving: {auth: {jwks: {configMapRef: {name: j}, url: 'https://idp/k', issuer: i, audience: a}}}",
+                "spec.serving.auth.jwks",
+            ),
+            (
+                "serving: {auth: {jwks: {url: 'http://idp/keys', issuer: i, audience: a}}}",
+                "spec.serving.auth.jwks.url",
+            ),
+            ("serving: {outputLimits: {topK: 0}}", "spec.serving.outputLimits.topK"),
+            ("serving: {outputLimits: {digits: 13}}", "spec.serving.outputLimits.digits"),
             (
                 "serving: {processing: {inputs: [{name: x, image: {}, tensor: {}}]}}",
                 "spec.serving.processing.inputs[0]",
@@ -477,7 +520,13 @@ mod tests {
         validate(&md).unwrap();
         let auth = md.serving.auth.unwrap();
         assert_eq!(auth.token_secret_ref.unwrap().key(), "tokens.yaml");
-        assert_eq!(auth.jwks.unwrap().config_map_ref.key(), "jwks.json", "the default key");
+        assert_eq!(
+            auth.jwks.unwrap().config_map_ref.unwrap().key(),
+            "jwks.json",
+            "the default key"
+        );
+        let by_url = "serving:\n  auth:\n    jwks: {url: 'https://idp.example.com/keys', issuer: 'https://i', audience: tractor}\n";
+        validate(&spec(&format!("{BASE}{by_url}"))).unwrap();
     }
 
     #[test]

@@ -105,6 +105,11 @@ impl DataType {
         DataType::ALL.map(DataType::v2_name).join(", ")
     }
 
+    /// Whether values of this type are scores rather than labels or counts.
+    pub fn is_float(self) -> bool {
+        matches!(self, DataType::F16 | DataType::F32 | DataType::F64)
+    }
+
     /// Bytes one element takes in the binary tensor data extension.
     pub fn size_of(self) -> usize {
         match self {

@@ -66,7 +66,7 @@ impl LocalAuth {
         let internal = format!(
             "# Written by tractor up for this run; replaced at every start.\n\
              tokens:\n  - name: tractor-up\n    sha256: {}\n    scopes: [admin, metrics]\n  \
-             - name: tractor-router\n    sha256: {}\n    scopes: [infer, metadata, metrics]\n",
+             - name: tractor-router\n    sha256: {}\n    scopes: [infer, metadata, metrics, raw]\n",
             digest(&up_token),
             digest(&router_token)
         );

@@ -428,17 +428,7 @@ impl Processor {
     /// [`ProcessError::Output`] when an output does not have the rows or
     /// the width the spec expects.
     pub fn answers(&self, outputs: &[Tensor], rows: usize) -> Result<Vec<Value>, ProcessError> {
-        let mut columns = self.answers_by_output(outputs, rows)?;
-        if columns.len() == 1 {
-            return Ok(columns.pop().map(|(_, c)| c).unwrap_or_default());
-        }
-        let mut answers = vec![Map::new(); rows];
-        for (name, column) in columns {
-            for (answer, value) in answers.iter_mut().zip(column) {
-                answer.insert(name.clone(), value);
-            }
-        }
-        Ok(answers.into_iter().map(Value::Object).collect())
+        Ok(merge_columns(self.answers_by_output(outputs, rows)?, rows))
     }
 
     /// Per output (name, one answer per instance), as [`Processor::answers`]
@@ -640,6 +630,21 @@ impl ProcessingConfig {
     ) -> Result<Processor, ProcessError> {
         Processor::new(&self.spec, inputs, outputs, self.base_dir.as_deref())
     }
+}
+
+/// The answers of [`Processor::answers_by_output`] as one per instance:
+/// the single output's, or an object keyed by output name.
+pub fn merge_columns(mut columns: Vec<(String, Vec<Value>)>, rows: usize) -> Vec<Value> {
+    if columns.len() == 1 {
+        return columns.pop().map(|(_, c)| c).unwrap_or_default();
+    }
+    let mut answers = vec![Map::new(); rows];
+    for (name, column) in columns {
+        for (answer, value) in answers.iter_mut().zip(column) {
+            answer.insert(name.clone(), value);
+        }
+    }
+    answers.into_iter().map(Value::Object).collect()
 }
 
 #[cfg(test)]

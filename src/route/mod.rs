@@ -488,7 +488,7 @@ pub async fn run_with_grpc(
     let initial = config.routes.load().await?;
     table::check_tls(&initial, config.backend_tls.is_some())?;
     let state = RouterState::new(&config, initial);
-    let auth = crate::auth::Auth::start(&config.auth)?;
+    let auth = crate::auth::Auth::start(&config.auth).await?;
     let listener = bind(config.listen).await?;
     let admin = bind(config.admin_listen).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin_listen, routes = ?state.table(), "router listening");

@@ -23,8 +23,10 @@ use tonic_health::ServingStatus;
 use super::error::ApiError;
 use super::grpc_convert;
 use super::metrics::Outcome;
+use super::output_limits::OutputLimits;
 use super::state::{AppState, ModelPath};
 use super::{infer, metadata};
+use crate::auth::Caller;
 use crate::auth::grpc::{code_of, error_message};
 use crate::contract::grpc::grpc_inference_service_server::{
     GrpcInferenceService, GrpcInferenceServiceServer,
@@ -242,7 +244,12 @@ impl GrpcInferenceService for Service {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let deadline = grpc_timeout(request.metadata());
-        let work = self.infer(request.into_inner());
+        let limits = self
+            .state
+            .inner
+            .output_limits
+            .for_request(request.extensions().get::<Caller>(), request.metadata().as_ref());
+        let work = self.infer(request.into_inner(), limits);
         match deadline {
             Some(wait) => tokio::time::timeout(wait, work).await.unwrap_or_else(|_| {
                 self.state.metrics().count_request("grpc", Outcome::Timeout);
@@ -261,6 +268,7 @@ impl Service {
     async fn infer(
         &self,
         message: pb::ModelInferRequest,
+        limits: Option<OutputLimits>,
     ) -> Result<pb::ModelInferResponse, Status> {
         let state = &self.state;
         let refused = |e: Status, outcome: Outcome| {
@@ -288,7 +296,8 @@ impl Service {
         drop(message);
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_LENGTH, HeaderValue::from(rest.header_length));
-        let answer = infer::infer_as(state, &at, &headers, Body::from(rest.body), "grpc").await;
+        let answer =
+            infer::infer_as(state, &at, &headers, Body::from(rest.body), limits, "grpc").await;
         let header_length = answer
             .headers()
             .get(HEADER_LENGTH)

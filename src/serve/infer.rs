@@ -18,7 +18,7 @@ use std::io::Read;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::OwnedSemaphorePermit;
@@ -26,8 +26,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::batcher::BatchError;
 use super::error::ApiError;
 use super::metrics::Outcome;
+use super::output_limits::OutputLimits;
 use super::state::{AppState, Loaded, ModelPath};
 use super::v2;
+use crate::auth::Caller;
 use crate::contract::v2::HEADER_LENGTH;
 use crate::engine::{EngineError, Tensor};
 use crate::process::{Cancel, ProcessError, json_values_upper_bound};
@@ -295,22 +297,26 @@ async fn decode_where_cheap<T: Send + 'static>(
 pub(super) async fn infer(
     State(state): State<AppState>,
     Path(at): Path<ModelPath>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    infer_as(&state, &at, &headers, body, "v2").await
+    let limits = state.inner.output_limits.for_request(caller.as_deref(), &headers);
+    infer_as(&state, &at, &headers, body, limits, "v2").await
 }
 
 /// A V2 infer request (JSON, or with the binary extension) counted under
-/// `protocol`: the entry the gRPC service translates its requests into.
+/// `protocol`, answered under `limits` (`None`: whole answers): the entry
+/// the gRPC service translates its requests into.
 pub(super) async fn infer_as(
     state: &AppState,
     at: &ModelPath,
     headers: &HeaderMap,
     body: Body,
+    limits: Option<OutputLimits>,
     protocol: &'static str,
 ) -> Response {
-    counted(state, protocol, &at.name, infer_one(state, at, headers, body)).await
+    counted(state, protocol, &at.name, infer_one(state, at, headers, body, limits)).await
 }
 
 /// A V2 request once decoded.
@@ -324,6 +330,7 @@ async fn infer_one(
     at: &ModelPath,
     headers: &HeaderMap,
     body: Body,
+    output_limits: Option<OutputLimits>,
 ) -> Result<Response, ApiError> {
     let loaded = state.serving(at)?;
     let header_length = headers
@@ -360,11 +367,14 @@ async fn infer_one(
     })
     .await?;
     match work {
-        V2Work::Tensors(request) => answer_tensors(state, loaded, request).await,
+        V2Work::Tensors(request) => answer_tensors(state, loaded, request, output_limits).await,
         V2Work::Processed { header, inputs, rows } => {
             let outputs = run_rows(state, loaded, inputs, rows).await?;
-            let answers =
+            let mut answers =
                 loaded.processor.answers_by_output(&outputs, rows).map_err(process_error)?;
+            if let Some(limits) = output_limits {
+                answers.iter_mut().flat_map(|(_, c)| c).for_each(|a| limits.limit_answer(a));
+            }
             let body = v2::encode_processed(
                 &state.inner.name,
                 &state.inner.version,
@@ -388,18 +398,29 @@ async fn answer_tensors(
     state: &AppState,
     loaded: &Loaded,
     mut request: v2::DecodedRequest,
+    limits: Option<OutputLimits>,
 ) -> Result<Response, ApiError> {
     // The tensors go to the engine; the rest of the request shapes the answer.
     let inputs = std::mem::take(&mut request.inputs);
-    let outputs = run_rows(state, loaded, inputs, request.rows).await?;
+    let mut outputs = run_rows(state, loaded, inputs, request.rows).await?;
+    if let Some(limits) = &limits {
+        outputs.iter_mut().for_each(|t| limits.round_tensor(t));
+    }
     let output_bytes: usize = outputs
         .iter()
         .map(|t| t.data.len().saturating_mul(t.datatype().size_of()))
         .fold(0, usize::saturating_add);
     let (name, version) = (state.inner.name.clone(), state.inner.version.clone());
     let encoded = decode_where_cheap(state, output_bytes <= INLINE_MAX_BYTES, move |loaded, _| {
-        v2::encode_response(&name, &version, &request, loaded.model.outputs(), &outputs)
-            .map_err(|e| ApiError::Internal(e.to_string()))
+        v2::encode_response(
+            &name,
+            &version,
+            &request,
+            loaded.model.outputs(),
+            &outputs,
+            limits.as_ref(),
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))
     })
     .await?;
     let mut response = Response::new(Body::from(encoded.body));
@@ -520,6 +541,7 @@ mod tests {
             max_request_elements: None,
             max_tensor_bytes: None,
             plans: Default::default(),
+            output_limits: Default::default(),
             termination_log: None,
             auth: Default::default(),
             sources: Default::default(),

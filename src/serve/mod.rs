@@ -14,6 +14,7 @@ mod grpc_convert;
 mod infer;
 mod metadata;
 pub mod metrics;
+pub mod output_limits;
 mod state;
 mod tensor_json;
 pub mod v1;
@@ -115,7 +116,7 @@ pub async fn run_with_grpc(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let state = AppState::new(&config);
-    let auth = crate::auth::Auth::start(&config.auth)?;
+    let auth = crate::auth::Auth::start(&config.auth).await?;
     let listener = bind(config.listen).await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(addr = %local, model = %config.name, version = %config.version, "listening");

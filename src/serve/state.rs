@@ -48,6 +48,9 @@ pub struct ServeConfig {
     /// Bytes of any one tensor the engine computes; `None` is
     /// [`crate::engine::default_max_tensor_bytes`].
     pub max_tensor_bytes: Option<usize>,
+    /// What callers without the `raw` scope may see of the outputs
+    /// (`--limit-top-k`, `--limit-digits`).
+    pub output_limits: super::output_limits::OutputLimits,
     /// Plans kept per input shape (`--max-plans`) and the longest variable
     /// dimension served or padded to (`--max-sequence`).
     pub plans: PlanLimits,
@@ -122,6 +125,7 @@ pub(super) struct Inner {
     pub(super) max_request_elements: usize,
     max_tensor_bytes: Option<usize>,
     plans: PlanLimits,
+    pub(super) output_limits: super::output_limits::OutputLimits,
     pub(super) request_timeout: Duration,
     policy: BatchPolicy,
     pub(super) health: Arc<EngineHealth>,
@@ -156,6 +160,7 @@ impl AppState {
                     .unwrap_or_else(|| default_max_request_elements(config.max_body_bytes)),
                 max_tensor_bytes: config.max_tensor_bytes,
                 plans: config.plans,
+                output_limits: config.output_limits,
                 request_timeout: config.request_timeout,
                 policy: BatchPolicy {
                     max_batch_rows: config.max_batch_size,

@@ -3,7 +3,7 @@
 //! each instance holds is up to the processing (see `crate::process`).
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,7 +15,9 @@ use super::infer::{
     run_rows, take_slot,
 };
 use super::metadata::readiness;
+use super::output_limits::OutputLimits;
 use super::state::AppState;
+use crate::auth::Caller;
 use crate::engine::Tensor;
 use crate::process::{Cancel, InputStep, InputValue, ProcessError, Processor};
 
@@ -84,16 +86,18 @@ pub(super) async fn model_ready(
 pub(super) async fn predict(
     State(state): State<AppState>,
     Path(target): Path<String>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let limits = state.inner.output_limits.for_request(caller.as_deref(), &headers);
     let Some(name) = target.strip_suffix(":predict") else {
         return ApiError::NotFound(format!(
             "no such endpoint; V1 inference is POST /v1/models/{target}:predict"
         ))
         .into_response();
     };
-    let work = predict_one(&state, name, &headers, body);
+    let work = predict_one(&state, name, &headers, body, limits);
     counted(&state, "v1", name, work).await
 }
 
@@ -107,6 +111,7 @@ async fn predict_one(
     name: &str,
     headers: &HeaderMap,
     body: Body,
+    output_limits: Option<OutputLimits>,
 ) -> Result<Response, ApiError> {
     state.check_model(name, None)?;
     let loaded = state.loaded()?;
@@ -152,7 +157,11 @@ async fn predict_one(
     })
     .await?;
     let outputs = run_rows(state, loaded, inputs, rows).await?;
-    let predictions = loaded.processor.answers(&outputs, rows).map_err(process_error)?;
+    let mut columns = loaded.processor.answers_by_output(&outputs, rows).map_err(process_error)?;
+    if let Some(limits) = output_limits {
+        columns.iter_mut().flat_map(|(_, c)| c).for_each(|a| limits.limit_answer(a));
+    }
+    let predictions = crate::process::merge_columns(columns, rows);
     Ok(axum::Json(json!({ "predictions": predictions })).into_response())
 }
 

@@ -57,6 +57,7 @@ pub fn config(path: &Path, name: &str) -> ServeConfig {
         max_request_elements: None,
         max_tensor_bytes: None,
         plans: Default::default(),
+        output_limits: Default::default(),
         termination_log: None,
     }
 }

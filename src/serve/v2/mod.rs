@@ -12,12 +12,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::output_limits::{self, OutputLimits};
 use super::tensor_json;
-use crate::contract::v2::{
-    HEADER_LENGTH, InferResponse, PROCESSED_DATATYPE, ProcessedRequest, ResponseOutput,
-};
+use crate::contract::v2::{HEADER_LENGTH, InferResponse, ResponseOutput};
 use crate::engine::{DataType, Tensor, TensorData, TensorSpec, element_count};
-use crate::process::{InputValue, Processor};
+
+mod processed;
+pub use processed::{
+    ProcessedHeader, decode_processed, encode_processed, mentions_processing, processed_columns,
+    wants_processing,
+};
 
 /// Largest `id` or `parameters` (of the request, an input or an output)
 /// accepted, in bytes of JSON text: they are parsed into `Value` trees,
@@ -111,8 +115,8 @@ pub enum V2Error {
     #[error("output {0:?} is requested twice")]
     RepeatedOutput(String),
     #[error(
-        "output {0:?}: the classification extension is not supported; \
-         use output processing (top_k) instead"
+        "output {0:?}: \"classification\" must be a whole number of classes from 1 to {max}",
+        max = super::output_limits::MAX_TOP_K
     )]
     Classification(String),
 }
@@ -139,6 +143,9 @@ pub struct DecodedRequest {
 pub struct OutputSelection {
     pub index: usize,
     pub binary: bool,
+    /// The classification extension's class count: the output comes back
+    /// as its best classes, `"score:index"` strings.
+    pub classes: Option<usize>,
 }
 
 /// Splits a body into its JSON header and binary tail.
@@ -424,7 +431,7 @@ fn select_outputs(
 ) -> Result<Vec<OutputSelection>, V2Error> {
     let Some(requested) = requested else {
         return Ok((0..model_outputs.len())
-            .map(|index| OutputSelection { index, binary: binary_default })
+            .map(|index| OutputSelection { index, binary: binary_default, classes: None })
             .collect());
     };
     let mut selected: Vec<OutputSelection> = Vec::with_capacity(requested.len());
@@ -440,15 +447,21 @@ fn select_outputs(
         }
         let params = parameters(out.parameters, "an output's parameters")?;
         let params = params.as_ref();
-        if params.and_then(|p| p.get("classification")).is_some_and(|v| !v.is_null()) {
-            return Err(V2Error::Classification(out.name.clone()));
-        }
+        let classes = match params.and_then(|p| p.get("classification")) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|k| usize::try_from(k).ok())
+                    .filter(|k| (1..=super::output_limits::MAX_TOP_K).contains(k))
+                    .ok_or_else(|| V2Error::Classification(out.name.clone()))?,
+            ),
+        };
         let binary = params
             .and_then(|p| p.get("binary_data"))
             .map(|v| flag(v, "binary_data"))
             .transpose()?
             .unwrap_or(binary_default);
-        selected.push(OutputSelection { index, binary });
+        selected.push(OutputSelection { index, binary, classes });
     }
     Ok(selected)
 }
@@ -489,7 +502,19 @@ pub struct EncodedResponse {
     pub header_length: Option<usize>,
 }
 
-/// Encodes the selected outputs, JSON or binary as each asks.
+/// What one output's `data` holds: the tensor's values, or the
+/// classification extension's strings.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum OutputData<'a> {
+    Tensor(JsonData<'a>),
+    Classes(&'a [String]),
+}
+
+/// Encodes the selected outputs, JSON or binary as each asks; outputs
+/// asked as classes, or wider than the limits allow, as their best classes
+/// (`BYTES`). `limits` are the ones this request gets; the caller has
+/// already rounded the tensors.
 ///
 /// # Errors
 /// Only JSON serialization failures, which cannot happen for these types.
@@ -499,27 +524,49 @@ pub fn encode_response(
     request: &DecodedRequest,
     model_outputs: &[TensorSpec],
     outputs: &[Tensor],
+    limits: Option<&OutputLimits>,
 ) -> Result<EncodedResponse, serde_json::Error> {
+    let classified: Vec<Option<(Vec<usize>, Vec<String>)>> = request
+        .outputs
+        .iter()
+        .map(|selection| {
+            let tensor = &outputs[selection.index];
+            let floating = tensor.datatype().is_float();
+            let width = tensor.shape.last().copied().unwrap_or(1);
+            OutputLimits::classes(limits, selection.classes, floating, width)
+                .map(|k| output_limits::classify(tensor, k, limits))
+        })
+        .collect();
     let mut binary_tail: Vec<u8> = Vec::new();
     let mut encoded = Vec::with_capacity(request.outputs.len());
-    for selection in &request.outputs {
+    for (selection, classes) in request.outputs.iter().zip(&classified) {
         let tensor = &outputs[selection.index];
         let spec = &model_outputs[selection.index];
-        let (parameters, data) = if selection.binary {
-            let bytes = tensor.data.to_le_bytes();
+        let bytes = |binary_tail: &mut Vec<u8>, bytes: Vec<u8>| {
             let params = serde_json::json!({ "binary_data_size": bytes.len() });
             binary_tail.extend_from_slice(&bytes);
-            (Some(params), None)
-        } else {
-            (None, Some(JsonData(&tensor.data)))
+            Some(params)
         };
-        encoded.push(ResponseOutput {
-            name: &spec.name,
-            datatype: tensor.datatype().v2_name(),
-            shape: &tensor.shape,
-            parameters,
-            data,
-        });
+        let (datatype, shape, parameters, data) = match (classes, selection.binary) {
+            (Some((shape, strings)), true) => {
+                let params = bytes(&mut binary_tail, output_limits::bytes_tensor_le(strings));
+                ("BYTES", shape.as_slice(), params, None)
+            }
+            (Some((shape, strings)), false) => {
+                ("BYTES", shape.as_slice(), None, Some(OutputData::Classes(strings)))
+            }
+            (None, true) => {
+                let params = bytes(&mut binary_tail, tensor.data.to_le_bytes());
+                (tensor.datatype().v2_name(), tensor.shape.as_slice(), params, None)
+            }
+            (None, false) => (
+                tensor.datatype().v2_name(),
+                tensor.shape.as_slice(),
+                None,
+                Some(OutputData::Tensor(JsonData(&tensor.data))),
+            ),
+        };
+        encoded.push(ResponseOutput { name: &spec.name, datatype, shape, parameters, data });
     }
     let response = InferResponse {
         model_name,
@@ -533,111 +580,6 @@ pub fn encode_response(
         (!binary_tail.is_empty() || request.outputs.iter().any(|o| o.binary)).then_some(body.len());
     body.extend_from_slice(&binary_tail);
     Ok(EncodedResponse { body, header_length })
-}
-
-/// Whether the JSON holds the word `"processing"` at all: a byte search,
-/// much cheaper than the parse [`wants_processing`] does.
-pub fn mentions_processing(json: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"\"processing\"";
-    json.windows(NEEDLE.len()).any(|w| w == NEEDLE)
-}
-
-/// Whether a request asks for processing: `"parameters": {"processing": true}`.
-///
-/// # Errors
-/// Malformed JSON, or a `processing` parameter that is not a boolean.
-pub fn wants_processing(json: &[u8]) -> Result<bool, V2Error> {
-    #[derive(Deserialize)]
-    struct Peek {
-        #[serde(default)]
-        parameters: Option<Map<String, Value>>,
-    }
-    let peek: Peek = serde_json::from_slice(json).map_err(V2Error::ParseRequest)?;
-    peek.parameters
-        .as_ref()
-        .and_then(|p| p.get("processing"))
-        .map(|v| flag(v, "processing"))
-        .transpose()
-        .map(|f| f.unwrap_or(false))
-}
-
-/// Parses a processed V2 request.
-///
-/// # Errors
-/// Malformed JSON or an input without a `data` array.
-pub fn decode_processed(json: &[u8]) -> Result<ProcessedRequest, V2Error> {
-    serde_json::from_slice(json).map_err(V2Error::ParseProcessed)
-}
-
-/// One column of values per model input of a processed request, in the
-/// processor's (the model's) input order.
-///
-/// # Errors
-/// An unknown, repeated or missing input.
-pub fn processed_columns<'a>(
-    request: &'a ProcessedRequest,
-    processor: &Processor,
-) -> Result<Vec<Vec<InputValue<'a>>>, V2Error> {
-    let names: Vec<&str> = processor.input_steps().map(|(n, _)| n).collect();
-    let mut columns: Vec<Option<Vec<InputValue<'a>>>> = vec![None; names.len()];
-    for input in &request.inputs {
-        let index = names.iter().position(|n| *n == input.name).ok_or_else(|| {
-            V2Error::UnknownInput { name: input.name.clone(), known: names.join(", ") }
-        })?;
-        if columns[index].is_some() {
-            return Err(V2Error::RepeatedInput(input.name.clone()));
-        }
-        columns[index] = Some(input.data.iter().map(InputValue::Json).collect());
-    }
-    columns
-        .into_iter()
-        .zip(&names)
-        .map(|(c, name)| c.ok_or_else(|| V2Error::MissingInput(name.to_string())))
-        .collect()
-}
-
-/// What a processed answer echoes of its request.
-#[derive(Debug)]
-pub struct ProcessedHeader {
-    pub id: Option<Value>,
-    pub parameters: Option<Map<String, Value>>,
-}
-
-impl From<ProcessedRequest> for ProcessedHeader {
-    fn from(request: ProcessedRequest) -> ProcessedHeader {
-        ProcessedHeader { id: request.id, parameters: request.parameters }
-    }
-}
-
-/// A processed V2 answer: each output a `BYTES` tensor of `rows` JSON answers.
-///
-/// # Errors
-/// Only JSON serialization failures, which cannot happen for these types.
-pub fn encode_processed(
-    model_name: &str,
-    model_version: &str,
-    request: &ProcessedHeader,
-    answers: &[(String, Vec<Value>)],
-    rows: usize,
-) -> Result<Vec<u8>, serde_json::Error> {
-    let shape = [rows];
-    let outputs = answers
-        .iter()
-        .map(|(name, data)| ResponseOutput {
-            name,
-            datatype: PROCESSED_DATATYPE,
-            shape: &shape,
-            parameters: None,
-            data: Some(data),
-        })
-        .collect();
-    serde_json::to_vec(&InferResponse {
-        model_name,
-        model_version,
-        id: request.id.as_ref(),
-        parameters: request.parameters.as_ref(),
-        outputs,
-    })
 }
 
 #[cfg(test)]
@@ -691,7 +633,7 @@ mod tests {
                       "outputs":[{"name":"label","parameters":{"binary_data":true}}]}"#;
         let req = decode(json, &bytes).unwrap();
         assert_eq!(req.inputs[0].data, TensorData::F32(vec![1.0, 2.0]));
-        assert_eq!(req.outputs, vec![OutputSelection { index: 1, binary: true }]);
+        assert_eq!(req.outputs, vec![OutputSelection { index: 1, binary: true, classes: None }]);
         let short = decode(json, &bytes[..4]).unwrap_err().to_string();
         assert!(short.contains("declares 8 binary bytes"), "{short}");
         let mut long = bytes.clone();
@@ -768,7 +710,7 @@ mod tests {
             Tensor::new(vec![1, 3], TensorData::F32(vec![0.5, 1.5, 2.5])).unwrap(),
             Tensor::new(vec![1], TensorData::I64(vec![7])).unwrap(),
         ];
-        let encoded = encode_response("m", "2", &req, &outs, &outputs).unwrap();
+        let encoded = encode_response("m", "2", &req, &outs, &outputs, None).unwrap();
         let header_len = encoded.header_length.unwrap();
         let header: Value = serde_json::from_slice(&encoded.body[..header_len]).unwrap();
         assert_eq!(header["model_name"], "m");
@@ -777,5 +719,50 @@ mod tests {
         assert_eq!(header["outputs"][0]["data"], serde_json::json!([0.5, 1.5, 2.5]));
         assert_eq!(header["outputs"][1]["parameters"]["binary_data_size"], 8);
         assert_eq!(&encoded.body[header_len..], &7i64.to_le_bytes());
+    }
+
+    #[test]
+    fn classification_answers_strings_and_limits_force_it() {
+        let (ins, outs) = mlp_io();
+        let decode_with = |outputs: &str| {
+            let json = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}}],
+                    "outputs":{outputs}}}"#
+            );
+            decode_request(json.as_bytes(), &[], &ins, &outs, true, &UNLIMITED)
+        };
+        let outputs = vec![
+            Tensor::new(vec![1, 3], TensorData::F32(vec![0.5, 2.5, 1.5])).unwrap(),
+            Tensor::new(vec![1], TensorData::I64(vec![1])).unwrap(),
+        ];
+        let header = |req: &DecodedRequest, limits: Option<&OutputLimits>| {
+            let encoded = encode_response("m", "2", req, &outs, &outputs, limits).unwrap();
+            let len = encoded.header_length.unwrap_or(encoded.body.len());
+            (serde_json::from_slice::<Value>(&encoded.body[..len]).unwrap(), encoded)
+        };
+        let asked = decode_with(r#"[{"name":"y","parameters":{"classification":2}}]"#).unwrap();
+        let (h, _) = header(&asked, None);
+        assert_eq!(h["outputs"][0]["datatype"], "BYTES");
+        assert_eq!(h["outputs"][0]["shape"], serde_json::json!([1, 2]));
+        assert_eq!(h["outputs"][0]["data"], serde_json::json!(["2.5:1", "1.5:2"]));
+
+        let limits = OutputLimits { top_k: Some(1), digits: Some(1) };
+        let all =
+            decode_with(r#"[{"name":"y","parameters":{"binary_data":true}},{"name":"label"}]"#)
+                .unwrap();
+        let (h, encoded) = header(&all, Some(&limits));
+        assert_eq!(h["outputs"][0]["shape"], serde_json::json!([1, 1]));
+        let tail = &encoded.body[encoded.header_length.unwrap()..];
+        assert_eq!(tail, [&5u32.to_le_bytes()[..], b"2.5:1"].concat());
+        assert_eq!(h["outputs"][1]["datatype"], "INT64", "integer outputs stay tensors");
+
+        for bad in ["0", "1001", "-1", "1.5", "\"3\""] {
+            let err = decode_with(&format!(
+                r#"[{{"name":"y","parameters":{{"classification":{bad}}}}}]"#
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("whole number of classes from 1 to 1000"), "{bad}: {err}");
+        }
     }
 }
