@@ -250,10 +250,15 @@ async fn ragged_requests_share_batches_and_each_gets_its_own_answer() {
 }
 
 /// The real server, fp32 and dynamic int8 (`tractor optimize`), over
-/// Triton's HTTP client, against ONNX Runtime on the same inputs.
+/// Triton's HTTP client (and, for fp32, its gRPC client too), against ONNX
+/// Runtime on the same inputs.
 #[test]
 fn triton_client_and_onnxruntime_agree_on_tiny_bert() {
-    let Some(python) = python::python_with("tritonclient.http, onnxruntime, numpy") else { return };
+    let Some(python) =
+        python::python_with("tritonclient.http, tritonclient.grpc, onnxruntime, numpy")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let fp32 = real_model(MODEL);
     let int8 = dir.path().join("tiny-bert-dynamic.onnx");
@@ -268,12 +273,15 @@ fn triton_client_and_onnxruntime_agree_on_tiny_bert() {
         .unwrap();
     assert!(optimized.status.success(), "{}", String::from_utf8_lossy(&optimized.stderr));
 
+    let grpc_port = common::server::free_ports(1)[0].to_string();
     let mut servers: Vec<ServeProcess> = [&fp32, &int8]
         .iter()
-        .map(|model| {
+        .enumerate()
+        .map(|(i, model)| {
             let model = model.to_str().unwrap();
             let args = ["--model", model, "--name", "bert", "--max-batch-size", "32"];
-            ServeProcess::start(&[&args[..], &["--max-batch-delay-us", "2000"]].concat())
+            let grpc: &[&str] = if i == 0 { &["--grpc-port", &grpc_port] } else { &[] };
+            ServeProcess::start(&[&args[..], &["--max-batch-delay-us", "2000"], grpc].concat())
         })
         .collect();
     for server in &mut servers {
@@ -281,10 +289,17 @@ fn triton_client_and_onnxruntime_agree_on_tiny_bert() {
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/bert_triton_check.py");
     let data = real_model("tiny-bert-test.npz");
-    for (server, (onnx, form)) in servers.iter_mut().zip([(&fp32, "fp32"), (&int8, "int8")]) {
+    let checks = [
+        (0, &fp32, "fp32", "http", servers[0].port.to_string()),
+        (0, &fp32, "fp32", "grpc", grpc_port.clone()),
+        (1, &int8, "int8", "http", servers[1].port.to_string()),
+    ];
+    for (index, onnx, form, protocol, port) in checks {
+        let server = &mut servers[index];
         let output = Command::new(&python)
             .arg(&script)
-            .args(["--url", &format!("127.0.0.1:{}", server.port), "--model", "bert"])
+            .args(["--url", &format!("127.0.0.1:{port}"), "--model", "bert"])
+            .args(["--protocol", protocol])
             .arg("--onnx")
             .arg(onnx)
             .arg("--data")
@@ -296,11 +311,11 @@ fn triton_client_and_onnxruntime_agree_on_tiny_bert() {
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
-            "{form}:\n{stdout}\n{}\n--- server:\n{}",
+            "{form} over {protocol}:\n{stdout}\n{}\n--- server:\n{}",
             String::from_utf8_lossy(&output.stderr),
             server.log()
         );
-        println!("{form}:\n{stdout}");
+        println!("{form} over {protocol}:\n{stdout}");
         server.assert_running();
     }
 }

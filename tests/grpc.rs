@@ -22,7 +22,8 @@ use tractor::contract::grpc::grpc_inference_service_client::GrpcInferenceService
 use tractor::contract::grpc::{ModelInferRequest, ServerLiveRequest};
 
 /// (name, ONNX file, npz whose `x` holds inputs). The two-output
-/// scikit-learn model among them; tiny-bert is not on main yet.
+/// scikit-learn model among them; tiny-bert, with its three INT64 inputs,
+/// has its gRPC check in `tests/bert.rs`.
 const CASES: &[(&str, &str, &str)] = &[
     ("digits-mlp-v2", "digits-mlp-v2.onnx", "digits-test.npz"),
     ("digits-sklearn-mlp", "digits-sklearn-mlp.onnx", "digits-test.npz"),
@@ -319,6 +320,51 @@ async fn health_tokens_scopes_and_pins_over_grpc() {
     assert_eq!(stats["versions"]["2"]["requests"], 1, "{stats}");
     assert_eq!(stats["versions"]["1"]["requests"], 2, "{stats}");
     server.assert_running();
+}
+
+/// Shadowing over gRPC: the router relays each answer as it streams, and
+/// mirrors the request to the shadow version's gRPC port; once both have
+/// ended, their outputs are compared as REST's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_requests_are_mirrored_to_the_shadow_and_compared() {
+    let ports = free_ports(6);
+    let mut stable = serve(ports[0], ports[1], "digits", "digits-mlp-v2.onnx", &[]);
+    let mut shadow = serve(ports[2], ports[3], "digits", "digits-mlp-v2.onnx", &[]);
+    tokio::task::block_in_place(|| {
+        stable.wait_ready();
+        shadow.wait_ready();
+    });
+    let router = Router::start(&[
+        format!("--listen=127.0.0.1:{}", ports[4]),
+        format!("--grpc-port={}", ports[5]),
+        format!("--backend=1=http://127.0.0.1:{}@100", ports[0]),
+        format!("--backend=2=http://127.0.0.1:{}@0", ports[2]),
+        format!("--grpc-backend=1=http://127.0.0.1:{}", ports[1]),
+        format!("--grpc-backend=2=http://127.0.0.1:{}", ports[3]),
+        "--shadow=2".into(),
+    ]);
+    let mut routed = client(ports[5]).await;
+    const REQUESTS: u64 = 8;
+    for _ in 0..REQUESTS {
+        let answer = routed.model_infer(infer_request(None, None)).await.unwrap().into_inner();
+        assert_eq!(answer.raw_output_contents[0].len(), 40, "the caller's answer is whole");
+    }
+    // The copies run in the background: wait for their figures.
+    let started = Instant::now();
+    let stats = loop {
+        let stats = tokio::task::block_in_place(|| router.stats(None));
+        let mirrored = &stats["versions"]["2"];
+        if mirrored["requests"] == REQUESTS && mirrored["agreement"].is_number() {
+            break stats;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{stats}\n{}", router.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(stats["versions"]["1"]["requests"], REQUESTS, "{stats}");
+    assert_eq!(stats["versions"]["2"]["errors"], 0, "{stats}");
+    assert_eq!(stats["versions"]["2"]["agreement"], 1.0, "the same model agrees: {stats}");
+    stable.assert_running();
+    shadow.assert_running();
 }
 
 /// `--tls-cert` serves the gRPC port over TLS too (ALPN `h2`): Triton's

@@ -1,6 +1,7 @@
 //! Output agreement between two V2 answers to the same request: per row,
 //! the same top-1 class for classifier-shaped outputs (`[N, C]` floats with
-//! C > 1), otherwise every value within a small tolerance.
+//! C > 1, or the classification extension's `"score:index"` strings that
+//! output limits answer), otherwise every value within a small tolerance.
 
 use axum::http::HeaderMap;
 use serde_json::Value;
@@ -13,9 +14,18 @@ use crate::engine::{DataType, TensorData};
 /// change a person would call a different answer.
 const TOLERANCE: f64 = 1e-3;
 
+/// How an output's values are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Float,
+    Other,
+    /// Class indices, best first per row (a `BYTES` classification answer).
+    Classes,
+}
+
 /// The outputs of one V2 answer, as floats, by name.
 pub struct Decoded {
-    outputs: Vec<(String, Vec<usize>, Vec<f64>, bool)>,
+    outputs: Vec<(String, Vec<usize>, Vec<f64>, Kind)>,
 }
 
 impl Decoded {
@@ -33,31 +43,123 @@ impl Decoded {
         let mut outputs = Vec::new();
         for out in value.get("outputs")?.as_array()? {
             let name = out.get("name")?.as_str()?.to_string();
-            let datatype = DataType::from_v2_name(out.get("datatype")?.as_str()?).ok()?;
+            let datatype = out.get("datatype")?.as_str()?;
             let shape: Vec<usize> = out
                 .get("shape")?
                 .as_array()?
                 .iter()
                 .filter_map(|d| d.as_u64().map(|d| d as usize))
                 .collect();
-            let is_float = matches!(datatype, DataType::F16 | DataType::F32 | DataType::F64);
-            let values: Vec<f64> =
-                match out.get("parameters").and_then(|p| p.get("binary_data_size")) {
-                    Some(size) => {
-                        let size = size.as_u64()? as usize;
-                        if size > tail.len() {
-                            return None;
-                        }
-                        let (bytes, rest) = tail.split_at(size);
-                        tail = rest;
-                        TensorData::from_le_bytes(datatype, bytes).ok()?.to_f64()
+            let binary = match out.get("parameters").and_then(|p| p.get("binary_data_size")) {
+                Some(size) => {
+                    let size = usize::try_from(size.as_u64()?).ok()?;
+                    if size > tail.len() {
+                        return None;
                     }
-                    None => flatten(out.get("data")?),
+                    let (bytes, rest) = tail.split_at(size);
+                    tail = rest;
+                    Some(bytes)
+                }
+                None => None,
+            };
+            if datatype == "BYTES" {
+                let indices = match binary {
+                    Some(bytes) => class_indices_binary(bytes)?,
+                    None => class_indices_json(out.get("data")?)?,
                 };
-            outputs.push((name, shape, values, is_float));
+                outputs.push((name, shape, indices, Kind::Classes));
+                continue;
+            }
+            let datatype = DataType::from_v2_name(datatype).ok()?;
+            let kind = if datatype.is_float() { Kind::Float } else { Kind::Other };
+            let values: Vec<f64> = match binary {
+                Some(bytes) => TensorData::from_le_bytes(datatype, bytes).ok()?.to_f64(),
+                None => flatten(out.get("data")?),
+            };
+            outputs.push((name, shape, values, kind));
         }
         Some(Decoded { outputs })
     }
+
+    /// Reads a gRPC `ModelInferResponse` as it travels: one uncompressed
+    /// length-prefixed message; `None` when it is not one.
+    pub fn from_grpc(body: &[u8]) -> Option<Decoded> {
+        use crate::contract::grpc::ModelInferResponse;
+        use prost::Message as _;
+        let (&compressed, rest) = body.split_first()?;
+        let (length, message) = rest.split_first_chunk::<4>()?;
+        let length = usize::try_from(u32::from_be_bytes(*length)).ok()?;
+        if compressed != 0 || message.len() != length {
+            return None;
+        }
+        let answer = ModelInferResponse::decode(message).ok()?;
+        let mut outputs = Vec::with_capacity(answer.outputs.len());
+        for (i, out) in answer.outputs.iter().enumerate() {
+            let shape: Vec<usize> =
+                out.shape.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<_>>()?;
+            let raw = answer.raw_output_contents.get(i).map(Vec::as_slice);
+            if out.datatype == "BYTES" {
+                let indices = match (raw, &out.contents) {
+                    (Some(bytes), _) => class_indices_binary(bytes)?,
+                    (None, Some(c)) => c
+                        .bytes_contents
+                        .iter()
+                        .map(|b| class_index(std::str::from_utf8(b).ok()?))
+                        .collect::<Option<_>>()?,
+                    (None, None) => return None,
+                };
+                outputs.push((out.name.clone(), shape, indices, Kind::Classes));
+                continue;
+            }
+            let datatype = DataType::from_v2_name(&out.datatype).ok()?;
+            let kind = if datatype.is_float() { Kind::Float } else { Kind::Other };
+            let values = match (raw, &out.contents) {
+                (Some(bytes), _) => TensorData::from_le_bytes(datatype, bytes).ok()?.to_f64(),
+                (None, Some(c)) => typed_values(c),
+                (None, None) => return None,
+            };
+            outputs.push((out.name.clone(), shape, values, kind));
+        }
+        Some(Decoded { outputs })
+    }
+}
+
+/// The values of typed gRPC contents, whichever field holds them.
+fn typed_values(c: &crate::contract::grpc::InferTensorContents) -> Vec<f64> {
+    let mut values: Vec<f64> = c.fp32_contents.iter().map(|&x| f64::from(x)).collect();
+    values.extend(c.fp64_contents.iter().copied());
+    values.extend(c.int_contents.iter().map(|&x| f64::from(x)));
+    values.extend(c.int64_contents.iter().map(|&x| x as f64));
+    values.extend(c.uint_contents.iter().map(|&x| f64::from(x)));
+    values.extend(c.uint64_contents.iter().map(|&x| x as f64));
+    values.extend(c.bool_contents.iter().map(|&b| f64::from(u8::from(b))));
+    values
+}
+
+/// The class index of one `"score:index[:label]"` string.
+fn class_index(text: &str) -> Option<f64> {
+    let index: u32 = text.split(':').nth(1)?.parse().ok()?;
+    Some(f64::from(index))
+}
+
+fn class_indices_json(data: &Value) -> Option<Vec<f64>> {
+    data.as_array()?.iter().map(|v| class_index(v.as_str()?)).collect()
+}
+
+/// `BYTES` binary data: each element's 4-byte little-endian length, then it.
+fn class_indices_binary(mut bytes: &[u8]) -> Option<Vec<f64>> {
+    let mut indices = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        if len > rest.len() {
+            return None;
+        }
+        let (text, rest) = rest.split_at(len);
+        indices.push(class_index(std::str::from_utf8(text).ok()?)?);
+        bytes = rest;
+    }
+    Some(indices)
 }
 
 fn flatten(value: &Value) -> Vec<f64> {
@@ -76,7 +178,7 @@ fn argmax(row: &[f64]) -> Option<usize> {
 pub fn compare(ours: &Decoded, theirs: &Decoded) -> Option<(u64, u64)> {
     let mut agreed = 0;
     let mut compared = 0;
-    for (name, shape, values, is_float) in &ours.outputs {
+    for (name, shape, values, kind) in &ours.outputs {
         let Some((_, their_shape, their_values, _)) = theirs.outputs.iter().find(|o| &o.0 == name)
         else {
             continue;
@@ -89,7 +191,9 @@ pub fn compare(ours: &Decoded, theirs: &Decoded) -> Option<(u64, u64)> {
         for r in 0..rows {
             let (a, b) =
                 (&values[r * width..(r + 1) * width], &their_values[r * width..(r + 1) * width]);
-            let same = if *is_float && shape.len() == 2 && width > 1 {
+            let same = if *kind == Kind::Classes {
+                a.first() == b.first()
+            } else if *kind == Kind::Float && shape.len() == 2 && width > 1 {
                 argmax(a) == argmax(b)
             } else {
                 a.iter().zip(b).all(|(x, y)| (x - y).abs() <= TOLERANCE * x.abs().max(1.0))
@@ -119,6 +223,28 @@ mod tests {
             json!({ "outputs": [{ "name": "logits", "datatype": "FP32", "shape": [2, 3], "data": [0, 4, 3, 1, 9, 1] }] }),
         );
         assert_eq!(compare(&a, &b), Some((1, 2)));
+    }
+
+    #[test]
+    fn classification_answers_agree_on_their_first_class_json_or_binary() {
+        let a = decoded(json!({ "outputs": [{ "name": "logits", "datatype": "BYTES",
+            "shape": [2, 2], "data": ["0.9:3", "0.1:1", "0.5:2", "0.4:0"] }] }));
+        // Four 5-byte strings, each after its 4-byte length: 36 bytes.
+        let header = json!({ "outputs": [{ "name": "logits", "datatype": "BYTES", "shape": [2, 2],
+            "parameters": { "binary_data_size": 36 } }] })
+        .to_string();
+        let mut body = header.clone().into_bytes();
+        for s in ["0.8:3", "0.2:2", "0.6:0", "0.3:2"] {
+            body.extend(5u32.to_le_bytes());
+            body.extend(s.as_bytes());
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_LENGTH, header.len().into());
+        let b = Decoded::from_answer(&headers, &body).unwrap();
+        assert_eq!(compare(&a, &b), Some((1, 2)));
+        let broken = json!({ "outputs": [{ "name": "logits", "datatype": "BYTES",
+            "shape": [1, 1], "data": ["no index"] }] });
+        assert!(Decoded::from_answer(&HeaderMap::new(), broken.to_string().as_bytes()).is_none());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::{Instant, Sleep};
 
 use crate::contract::routes::Backend;
@@ -190,9 +190,28 @@ pub(super) async fn collect(
     limit: u64,
     deadline: Instant,
 ) -> Result<Bytes, BackendError> {
+    collect_with_trailers(version, body, limit, deadline).await.map(|copied| copied.bytes)
+}
+
+/// A whole answer and its trailers (a gRPC answer's `grpc-status`).
+pub(super) struct Copied {
+    pub bytes: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+/// As [`collect`], keeping the trailers.
+pub(super) async fn collect_with_trailers(
+    version: &str,
+    body: Incoming,
+    limit: u64,
+    deadline: Instant,
+) -> Result<Copied, BackendError> {
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match tokio::time::timeout_at(deadline, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(collected)) => {
+            let trailers = collected.trailers().cloned();
+            Ok(Copied { bytes: collected.to_bytes(), trailers })
+        }
         Ok(Err(e)) => Err(BackendError::new(version, Failure::Body(e.to_string()))),
         Err(_) => Err(BackendError::new(version, Failure::Deadline)),
     }
@@ -210,6 +229,18 @@ pub(super) struct RelayBody {
     limit: u64,
     deadline: Pin<Box<Sleep>>,
     _slot: OwnedSemaphorePermit,
+    copy: Option<AnswerCopy>,
+}
+
+/// A copy of a relayed answer, for comparing it with the shadow's without
+/// holding the caller's answer back: kept while under its limit (past it,
+/// or when the answer is cut short, the receiver learns nothing), sent
+/// once the answer has ended.
+struct AnswerCopy {
+    bytes: Vec<u8>,
+    limit: usize,
+    trailers: Option<HeaderMap>,
+    done: oneshot::Sender<Copied>,
 }
 
 impl RelayBody {
@@ -227,6 +258,34 @@ impl RelayBody {
             limit,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             _slot: slot,
+            copy: None,
+        }
+    }
+
+    /// Also copies the answer, up to `limit` bytes, to `done` once it ends.
+    pub(super) fn with_copy(mut self, limit: u64, done: oneshot::Sender<Copied>) -> RelayBody {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.copy = Some(AnswerCopy { bytes: Vec::new(), limit, trailers: None, done });
+        self
+    }
+
+    fn copy_frame(&mut self, frame: &Frame<Bytes>) {
+        let Some(copy) = &mut self.copy else { return };
+        if let Some(data) = frame.data_ref() {
+            if copy.bytes.len().saturating_add(data.len()) > copy.limit {
+                self.copy = None;
+                return;
+            }
+            copy.bytes.extend_from_slice(data);
+        } else if let Some(trailers) = frame.trailers_ref() {
+            copy.trailers = Some(trailers.clone());
+        }
+    }
+
+    fn finish_copy(&mut self) {
+        if let Some(copy) = self.copy.take() {
+            let _ =
+                copy.done.send(Copied { bytes: Bytes::from(copy.bytes), trailers: copy.trailers });
         }
     }
 }
@@ -273,6 +332,11 @@ impl HttpBody for RelayBody {
                     }
                     this.remaining -= len;
                 }
+                this.copy_frame(&frame);
+                // hyper may stop polling once the body says it has ended.
+                if this.inner.is_end_stream() {
+                    this.finish_copy();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(source))) => {
@@ -281,7 +345,10 @@ impl HttpBody for RelayBody {
                     source,
                 }))))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.finish_copy();
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }

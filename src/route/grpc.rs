@@ -6,7 +6,9 @@
 //! and per-version figures. Only the transport differs: an HTTP/2 client to
 //! each version's `grpc` endpoint of the routing table, and errors read
 //! from `grpc-status` (gRPC answers HTTP 200 whatever happened). The
-//! messages are relayed as bytes, never decoded. Shadowing is REST only.
+//! messages are relayed as bytes; with a shadow version, a copy of the
+//! caller's answer is decoded after it has been relayed, to compare with
+//! the shadow's (`agreement.rs`).
 
 use std::net::SocketAddr;
 

@@ -365,16 +365,35 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
         Ok(length) => length,
         Err(reason) => return gateway_error(&answered_by.version, &reason),
     };
-    let shadow =
-        table.shadow.as_ref().and_then(|s| table.backends.iter().find(|b| &b.version == s)).filter(
-            |shadow| {
-                !over_grpc
-                    && shadow.version != answered_by.version
-                    && head.status.is_success()
-                    && parts.method == Method::POST
-            },
+    let shadow = table
+        .shadow
+        .as_ref()
+        .and_then(|s| table.backends.iter().find(|b| &b.version == s))
+        .filter(|shadow| {
+            shadow.version != answered_by.version
+                && head.status.is_success()
+                && parts.method == Method::POST
+        })
+        // Over gRPC, to the shadow's gRPC endpoint, when it has one.
+        .and_then(
+            |shadow| if over_grpc { grpc::backend(shadow).ok() } else { Some(shadow.clone()) },
         );
+    let copy = ShadowCopy {
+        target: &parts.uri,
+        headers: &parts.headers,
+        body: forward.body.clone(),
+        over_grpc,
+    };
+    let relay =
+        |answer| RelayBody::new(answer, answered_by.version.clone(), max_response, deadline, slot);
     let body = match shadow {
+        // gRPC answers stream (no length up front): relayed as they come,
+        // with a copy for the comparison once they end.
+        Some(shadow) if over_grpc => {
+            let (done, copied) = tokio::sync::oneshot::channel();
+            shadow_copy(&state, &shadow, copy, Primary::Relayed(copied));
+            Body::new(relay(answer).with_copy(AGREEMENT_MAX_BYTES, done))
+        }
         // Small enough to compare: read whole, then both sides are known.
         Some(shadow) if length.is_some_and(|n| n <= AGREEMENT_MAX_BYTES) => {
             let whole =
@@ -385,20 +404,14 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
                     Err(reason) => return gateway_error(&answered_by.version, &reason),
                 };
             let primary = agreement::Decoded::from_answer(&head.headers, &whole);
-            shadow_copy(&state, shadow, &parts.uri, &parts.headers, forward.body, primary);
+            shadow_copy(&state, &shadow, copy, primary.map_or(Primary::Unknown, Primary::Read));
             Body::from(whole)
         }
         shadow => {
             if let Some(shadow) = shadow {
-                shadow_copy(&state, shadow, &parts.uri, &parts.headers, forward.body, None);
+                shadow_copy(&state, &shadow, copy, Primary::Unknown);
             }
-            Body::new(RelayBody::new(
-                answer,
-                answered_by.version.clone(),
-                max_response,
-                deadline,
-                slot,
-            ))
+            Body::new(relay(answer))
         }
     };
     let mut response = Response::from_parts(head, body);
@@ -408,19 +421,40 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
     response
 }
 
+/// The request a shadow gets a copy of.
+struct ShadowCopy<'a> {
+    target: &'a Uri,
+    headers: &'a HeaderMap,
+    body: Bytes,
+    over_grpc: bool,
+}
+
+/// The caller's answer, as far as the comparison can know it.
+enum Primary {
+    /// Streamed without a copy (too large, or of unknown size on REST).
+    Unknown,
+    /// Read whole before it was relayed.
+    Read(agreement::Decoded),
+    /// Relayed as it came; its copy arrives when it has ended (gRPC).
+    Relayed(tokio::sync::oneshot::Receiver<backend::Copied>),
+}
+
+/// Whether a gRPC answer succeeded: `grpc-status: 0` in its trailers (or
+/// its head, for a trailers-only answer).
+fn grpc_ok(head: &HeaderMap, trailers: Option<&HeaderMap>) -> bool {
+    trailers
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| head.get("grpc-status"))
+        .is_some_and(|status| status == "0")
+}
+
 /// Sends the shadow version a copy of the request, in the background: the
 /// caller never waits for it. Its errors and latency are measured, and,
-/// when the caller's answer was read whole (`primary`), its agreement.
-fn shadow_copy(
-    state: &RouterState,
-    shadow: &Backend,
-    target: &Uri,
-    headers: &HeaderMap,
-    body: Bytes,
-    primary: Option<agreement::Decoded>,
-) {
+/// when the caller's answer is known (`primary`), its agreement.
+fn shadow_copy(state: &RouterState, shadow: &Backend, copy: ShadowCopy<'_>, primary: Primary) {
     let (state, shadow) = (state.clone(), shadow.clone());
-    let (target, headers) = (target.clone(), headers.clone());
+    let (target, headers, body, over_grpc) =
+        (copy.target.clone(), copy.headers.clone(), copy.body, copy.over_grpc);
     let span = tracing::debug_span!("shadow", version = %shadow.version);
     tokio::spawn(
         async move {
@@ -429,20 +463,50 @@ fn shadow_copy(
             let forward =
                 Forward { method: &Method::POST, target: &target, headers: &headers, body };
             let started = Instant::now();
-            let copy =
-                backend::send(&inner.http, inner.backend_timeout, &shadow, &forward, deadline)
-                    .await;
-            state.stats().record_shadow(&shadow.version, started.elapsed(), failed(&copy));
-            let (Some(primary), Ok(copy)) = (primary, copy) else { return };
-            if !copy.status().is_success() {
-                return;
+            let http = if over_grpc { &inner.grpc } else { &inner.http };
+            let answer =
+                backend::send(http, inner.backend_timeout, &shadow, &forward, deadline).await;
+            // A REST answer's head says how it went; a gRPC one's trailers do.
+            if !over_grpc || answer.is_err() {
+                state.stats().record_shadow(&shadow.version, started.elapsed(), failed(&answer));
             }
-            let (head, body) = copy.into_parts();
-            if let Ok(whole) =
-                backend::collect(&shadow.version, body, AGREEMENT_MAX_BYTES, deadline).await
-                && let Some(theirs) = agreement::Decoded::from_answer(&head.headers, &whole)
-                && let Some((agreed, compared)) = agreement::compare(&primary, &theirs)
-            {
+            let Ok(answer) = answer else { return };
+            let (head, body) = answer.into_parts();
+            let whole = if head.status.is_success() {
+                backend::collect_with_trailers(&shadow.version, body, AGREEMENT_MAX_BYTES, deadline)
+                    .await
+                    .ok()
+            } else {
+                None
+            };
+            let trailers = whole.as_ref().and_then(|w| w.trailers.as_ref());
+            if over_grpc {
+                let failed = grpc::failed(&head.headers) || trailers.is_some_and(grpc::failed);
+                state.stats().record_shadow(&shadow.version, started.elapsed(), failed);
+            }
+            let theirs = match whole {
+                Some(w) if over_grpc && grpc_ok(&head.headers, w.trailers.as_ref()) => {
+                    agreement::Decoded::from_grpc(&w.bytes)
+                }
+                Some(w) if !over_grpc => agreement::Decoded::from_answer(&head.headers, &w.bytes),
+                _ => None,
+            };
+            let Some(theirs) = theirs else { return };
+            let ours = match primary {
+                Primary::Unknown => return,
+                Primary::Read(ours) => ours,
+                Primary::Relayed(copied) => {
+                    let Ok(Ok(copied)) = tokio::time::timeout_at(deadline, copied).await else {
+                        return;
+                    };
+                    if !grpc_ok(&HeaderMap::new(), copied.trailers.as_ref()) {
+                        return;
+                    }
+                    let Some(ours) = agreement::Decoded::from_grpc(&copied.bytes) else { return };
+                    ours
+                }
+            };
+            if let Some((agreed, compared)) = agreement::compare(&ours, &theirs) {
                 state.stats().record_agreement(&shadow.version, agreed, compared);
             }
         }

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Cross-check a tractor server serving a BERT-style encoder with Triton's
-HTTP client and ONNX Runtime.
+HTTP or gRPC client (``--protocol``) and ONNX Runtime.
 
 The server at ``--url`` serves ``--onnx`` (inputs ``input_ids``,
 ``attention_mask``, ``token_type_ids``: INT64 [batch, seq]) as ``--model``.
 Sentences come from ``--data`` (an npz with those three arrays, zero-padded
 to one length). Every answer is held against ONNX Runtime on the very same
-inputs, within ``--atol``:
+inputs, within ``--atol``. Over gRPC (``--url`` the gRPC port) the JSON and
+binary cases are the same request (gRPC has one encoding):
 
 * metadata: every input [-1, -1] (batch and sequence variable);
 * sentences of several lengths, one per request, unpadded (cut to their own
@@ -17,7 +18,7 @@ inputs, within ``--atol``:
   batcher may pad them into shared batches: each must still get its own
   answer;
 * a sequence over the server's ``--max-sequence`` (default 512) is a 400
-  naming the limit.
+  (INVALID_ARGUMENT over gRPC) naming the limit.
 
 One line per check; exit 0 when all pass, 1 otherwise.
 """
@@ -25,11 +26,11 @@ One line per check; exit 0 when all pass, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
 
 import numpy as np
 import onnxruntime as ort
-import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -44,10 +45,20 @@ def main() -> int:
     parser.add_argument("--atol", type=float, default=1e-4)
     parser.add_argument("--batched", choices=["yes", "no"], default="yes")
     parser.add_argument("--max-sequence", type=int, default=512)
+    parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
     args = parser.parse_args()
+    grpc = args.protocol == "grpc"
+    if grpc:
+        import tritonclient.grpc as client_module
+    else:
+        import tritonclient.http as client_module
 
     session = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
-    client = httpclient.InferenceServerClient(args.url, concurrency=16)
+    client = (
+        client_module.InferenceServerClient(args.url)
+        if grpc
+        else client_module.InferenceServerClient(args.url, concurrency=16)
+    )
     data = np.load(args.data)
     ids, mask, types = (data[n] for n in NAMES)
     lengths = mask.sum(axis=1)
@@ -66,16 +77,21 @@ def main() -> int:
     def ort_logits(inputs: list[np.ndarray]) -> np.ndarray:
         return session.run(["logits"], dict(zip(NAMES, inputs)))[0]
 
-    def request(inputs: list[np.ndarray], binary: bool) -> list[httpclient.InferInput]:
+    def request(inputs: list[np.ndarray], binary: bool) -> list:
         out = []
         for name, array in zip(NAMES, inputs):
-            tensor = httpclient.InferInput(name, list(array.shape), "INT64")
-            tensor.set_data_from_numpy(array, binary_data=binary)
+            tensor = client_module.InferInput(name, list(array.shape), "INT64")
+            if grpc:
+                tensor.set_data_from_numpy(array)
+            else:
+                tensor.set_data_from_numpy(array, binary_data=binary)
             out.append(tensor)
         return out
 
-    def outputs(binary: bool) -> list[httpclient.InferRequestedOutput]:
-        return [httpclient.InferRequestedOutput("logits", binary_data=binary)]
+    def outputs(binary: bool) -> list:
+        if grpc:
+            return [client_module.InferRequestedOutput("logits")]
+        return [client_module.InferRequestedOutput("logits", binary_data=binary)]
 
     def compare(label: str, inputs: list[np.ndarray], result) -> None:
         got = result.as_numpy("logits")
@@ -87,7 +103,8 @@ def main() -> int:
         check(label, diff <= args.atol, f"max |tractor - ORT| {diff:.2e}")
 
     meta = client.get_model_metadata(args.model)
-    shapes = [list(map(int, t["shape"])) for t in meta["inputs"]]
+    tensors = meta.inputs if grpc else meta["inputs"]
+    shapes = [list(map(int, t.shape if grpc else t["shape"])) for t in tensors]
     check("metadata: inputs [-1, -1]", shapes == [[-1, -1]] * 3, str(shapes))
 
     padded_len = ids.shape[1]
@@ -108,12 +125,31 @@ def main() -> int:
 
     if args.batched == "yes":
         cases = [arrays(i, int(lengths[i])) for i in picked] * 2
-        pending = [
-            client.async_infer(args.model, request(c, True), outputs=outputs(True)) for c in cases
-        ]
+        if grpc:
+            done = queue.Queue()
+            for k, c in enumerate(cases):
+                client.async_infer(
+                    args.model,
+                    request(c, True),
+                    lambda result, error, k=k: done.put((k, result, error)),
+                    outputs=outputs(True),
+                )
+            answers = {}
+            for _ in cases:
+                k, result, error = done.get(timeout=60)
+                if error is not None:
+                    raise error
+                answers[k] = result
+            results = [answers[k] for k in range(len(cases))]
+        else:
+            pending = [
+                client.async_infer(args.model, request(c, True), outputs=outputs(True))
+                for c in cases
+            ]
+            results = [handle.get_result() for handle in pending]
         worst = 0.0
-        for case, handle in zip(cases, pending):
-            got = handle.get_result().as_numpy("logits")
+        for case, result in zip(cases, results):
+            got = result.as_numpy("logits")
             worst = max(worst, float(np.max(np.abs(got - ort_logits(case)))))
         check(
             f"{len(cases)} overlapping unpadded requests of {len(picked)} lengths",
@@ -127,9 +163,10 @@ def main() -> int:
         check(f"length {args.max_sequence + 1} refused", False, "it was answered")
     except InferenceServerException as e:
         said = f"{e.status()} {e.message()}"
+        refused = "INVALID_ARGUMENT" if grpc else "400"
         check(
-            f"length {args.max_sequence + 1} refused with 400",
-            "400" in str(e.status()) and "--max-sequence" in e.message(),
+            f"length {args.max_sequence + 1} refused with {refused}",
+            refused in str(e.status()) and "--max-sequence" in e.message(),
             said,
         )
 
