@@ -904,6 +904,71 @@ async fn auth_secrets_are_mounted_into_the_router_and_passed_as_flags() {
     }
 }
 
+/// `spec.serving.auth.backendTls`: the versions serve HTTPS and gRPC over
+/// TLS with the Secret's certificate and key, their probes say HTTPS, the
+/// routing table names them https://, and the router verifies them with
+/// the Secret's `ca.crt` only (the versions never get the CA, the router
+/// never gets the key).
+#[tokio::test]
+async fn backend_tls_makes_the_versions_serve_https_verified_by_the_router() {
+    let auth =
+        json!({ "auth": { "backendTls": { "secretRef": { "name": "digits-backend-tls" } } } });
+    let v = first_reconcile(spec("1", json!({ "serving": auth })), false).await;
+
+    let serve = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
+    let container = &pod_of(&serve)["containers"][0];
+    assert_eq!(
+        flag(container, "--tls-cert", "TRACTOR_TLS_CERT").as_deref(),
+        Some("/etc/tractor/backend-tls/tls.crt")
+    );
+    assert_eq!(
+        flag(container, "--tls-key", "TRACTOR_TLS_KEY").as_deref(),
+        Some("/etc/tractor/backend-tls/tls.key")
+    );
+    let served = volume_at(&serve, "/etc/tractor/backend-tls");
+    assert_eq!(served["secret"]["secretName"], "digits-backend-tls");
+    assert_eq!(
+        served["secret"]["items"],
+        json!([{ "key": "tls.crt", "path": "tls.crt" }, { "key": "tls.key", "path": "tls.key" }])
+    );
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}: {container}");
+    }
+
+    let routes = v.applied(&format!("{CONFIGMAPS}/digits-routes?"));
+    let table: Value =
+        serde_json::from_str(routes["data"]["routes.json"].as_str().unwrap()).unwrap();
+    assert_eq!(table["backends"][0]["url"], "https://digits-v1.default.svc:8000", "{table}");
+    assert_eq!(table["backends"][0]["grpc"], "https://digits-v1.default.svc:8001", "{table}");
+
+    let router = v.applied(&format!("{DEPLOYMENTS}/digits?"));
+    let container = &pod_of(&router)["containers"][0];
+    assert_eq!(
+        flag(container, "--backend-ca", "TRACTOR_BACKEND_CA").as_deref(),
+        Some("/etc/tractor/backend-tls/ca.crt")
+    );
+    assert_eq!(
+        flag(container, "--tls-cert", "TRACTOR_TLS_CERT"),
+        None,
+        "the traffic port stays plain"
+    );
+    let ca = volume_at(&router, "/etc/tractor/backend-tls");
+    assert_eq!(ca["secret"]["items"], json!([{ "key": "ca.crt", "path": "ca.crt" }]));
+    assert_eq!(flag(container, "--auth-file", "TRACTOR_AUTH_FILE"), None, "callers stay unchecked");
+}
+
+/// Without backendTls the versions are plain HTTP inside their NetworkPolicy.
+#[tokio::test]
+async fn without_backend_tls_the_versions_serve_plain_http() {
+    let v = first_reconcile(spec("1", json!({})), false).await;
+    let serve = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
+    let container = &pod_of(&serve)["containers"][0];
+    assert_eq!(flag(container, "--tls-cert", "TRACTOR_TLS_CERT"), None);
+    assert!(container["readinessProbe"]["httpGet"].get("scheme").is_none(), "{container}");
+    let router = v.applied(&format!("{DEPLOYMENTS}/digits?"));
+    assert_eq!(flag(&pod_of(&router)["containers"][0], "--backend-ca", "TRACTOR_BACKEND_CA"), None);
+}
+
 /// Without `spec.serving.auth` the router checks no callers (so it gets no
 /// admin auth file, which would close its traffic port too), but the
 /// serving pods still take the router's token only.

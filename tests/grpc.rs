@@ -371,23 +371,9 @@ async fn grpc_requests_are_mirrored_to_the_shadow_and_compared() {
 /// gRPC client with `ssl=True` and the CA reaches it and infers.
 #[test]
 fn the_grpc_port_speaks_tls_with_the_rest_ports_certificate() {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let Some(python) = python::python_with("tritonclient.grpc, numpy") else { return };
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, "grpc test CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path, ca_path) =
-        (dir.path().join("tls.crt"), dir.path().join("tls.key"), dir.path().join("ca.crt"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    std::fs::write(&ca_path, ca_pem).unwrap();
+    let certs = Certificates::new();
+    let (cert_path, key_path, ca_path) = (&certs.cert, &certs.key, &certs.ca);
     let ports = free_ports(2);
     let tls = ["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()];
     let mut server = serve(ports[0], ports[1], "digits", "digits-mlp-v2.onnx", &tls);
@@ -418,4 +404,79 @@ print(c.infer("digits", [i]).as_numpy("logits").shape)
         server.log()
     );
     server.assert_running();
+}
+
+/// A CA and a leaf for `localhost` it signed, written as a
+/// `kubernetes.io/tls` Secret holds them: `tls.crt`, `tls.key`, `ca.crt`.
+struct Certificates {
+    _dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+impl Certificates {
+    fn new() -> Certificates {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name.push(DnType::CommonName, "grpc test CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path, ca_path) =
+            (dir.path().join("tls.crt"), dir.path().join("tls.key"), dir.path().join("ca.crt"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        std::fs::write(&ca_path, ca_pem).unwrap();
+        Certificates { _dir: dir, cert: cert_path, key: key_path, ca: ca_path }
+    }
+}
+
+/// What `spec.serving.auth.backendTls` sets up in the cluster, with real
+/// processes: a version serving TLS on both ports, and a router reaching it
+/// over https:// for REST and gRPC, verified with `--backend-ca` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_reaches_a_tls_version_over_rest_and_grpc_with_backend_ca() {
+    let certs = Certificates::new();
+    let ports = free_ports(4);
+    let tls =
+        ["--tls-cert", certs.cert.to_str().unwrap(), "--tls-key", certs.key.to_str().unwrap()];
+    let mut version = serve(ports[0], ports[1], "digits", "digits-mlp-v2.onnx", &tls);
+    let router = Router::start(&[
+        format!("--listen=127.0.0.1:{}", ports[2]),
+        format!("--grpc-port={}", ports[3]),
+        format!("--backend=1=https://localhost:{}@100", ports[0]),
+        format!("--grpc-backend=1=https://localhost:{}", ports[1]),
+        format!("--backend-ca={}", certs.ca.display()),
+    ]);
+    // The version loads its model behind TLS, where `wait_ready` (plain
+    // HTTP) cannot look: ask through the router until it answers.
+    let started = Instant::now();
+    let mut routed = client(ports[3]).await;
+    let answer = loop {
+        match routed.model_infer(infer_request(None, None)).await {
+            Ok(answer) => break answer.into_inner(),
+            Err(status) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{status:?}\n--- router:\n{}\n--- version:\n{}",
+                    router.log(),
+                    version.log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(answer.raw_output_contents[0].len(), 40, "10 FP32 logits");
+    let rest = tokio::task::block_in_place(|| http_get(ports[2], "/v2/models/digits"));
+    let rest = rest.unwrap_or_else(|| panic!("REST through the router: {}", router.log()));
+    assert!(rest.contains("\"name\":\"digits\""), "{rest}");
+    let stats = tokio::task::block_in_place(|| router.stats(None));
+    assert_eq!(stats["versions"]["1"]["errors"], 0, "{stats}");
+    version.assert_running();
 }

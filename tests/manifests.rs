@@ -540,14 +540,20 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
 }
 
 /// Serving pods mount no ServiceAccount token unless the spec asks, and no
-/// Secret but the `auth.yaml` key of their router's token Secret.
+/// Secret but the `auth.yaml` key of their router's token Secret and, with
+/// `backendTls`, that Secret's certificate and key (never its CA).
 fn check_serving_pod(what: &str, md: &ModelDeployment, pod: &PodSpec) {
     let asked = md.spec.serving.automount_service_account_token.unwrap_or(false);
     assert_eq!(pod.automount_service_account_token, Some(asked), "{what}: automounted token");
+    let backend_tls = tractor::crd::access::backend_tls(md).map(|t| t.secret_ref.name.clone());
     for volume in pod.volumes.iter().flatten() {
         let Some(secret) = &volume.secret else { continue };
-        assert_eq!(secret.secret_name, Some(access::token_secret_name(md)), "{what}");
         let keys: Vec<&str> = secret.items.iter().flatten().map(|i| i.key.as_str()).collect();
+        if secret.secret_name.is_some() && secret.secret_name == backend_tls {
+            assert_eq!(keys, vec!["tls.crt", "tls.key"], "{what}: the pair, never the CA");
+            continue;
+        }
+        assert_eq!(secret.secret_name, Some(access::token_secret_name(md)), "{what}");
         assert_eq!(keys, vec![access::SERVE_AUTH_KEY], "{what}: the digest, never the token");
     }
     let env = pod.containers[0].env.iter().flatten();

@@ -205,7 +205,10 @@ fn with_access(mut child: ChildArgs, router: Option<()>) -> ChildArgs {
     match router {
         None => args::serve_access(
             &mut child,
-            &args::ServeAccess { auth_files: vec!["/etc/tractor/auth/serve/auth.yaml".into()] },
+            &args::ServeAccess {
+                auth_files: vec!["/etc/tractor/auth/serve/auth.yaml".into()],
+                tls: Some(("/t/tls.crt".into(), "/t/tls.key".into())),
+            },
         ),
         Some(()) => args::route_access(
             &mut child,
@@ -221,6 +224,7 @@ fn with_access(mut child: ChildArgs, router: Option<()>) -> ChildArgs {
                 }),
                 tls: Some(("/t/tls.crt".into(), "/t/tls.key".into())),
                 backend_token_file: Some("/b/token".into()),
+                backend_ca: Some("/b/ca.crt".into()),
             },
         ),
     }
@@ -279,10 +283,11 @@ fn child_env_names_are_the_variables_clap_reads() {
             }
         }
     }
-    // serve's ten flags, route's three (twice) and its gRPC port all name a
-    // variable; so do the children with access flags: serve's nine without
-    // --host and its auth file, route's three and its ten access flags.
-    assert_eq!(checked, 17 + (9 + 1) + (3 + 10));
+    // serve's twelve flags (output limits included), route's three (twice)
+    // and its gRPC port all name a variable; so do the children with access
+    // flags: serve's eleven without --host, its auth file and its TLS pair,
+    // route's three and its eleven access flags (--backend-ca included).
+    assert_eq!(checked, (12 + 3 * 2 + 1) + (11 + 1 + 2) + (3 + 11));
 }
 
 #[test]

@@ -192,12 +192,23 @@ pub struct ServeAccess {
     /// Auth files (`--auth-file`): in a cluster, the one accepting only
     /// the router's per-deployment token.
     pub auth_files: Vec<String>,
+    /// `--tls-cert` and `--tls-key`: HTTPS and gRPC over TLS, for the
+    /// router to verify with its `--backend-ca`.
+    pub tls: Option<(String, String)>,
 }
 
 /// Adds a `serve` child's access flags to its arguments.
 pub fn serve_access(args: &mut ChildArgs, access: &ServeAccess) {
     if !access.auth_files.is_empty() {
         args.push("--auth-file", "TRACTOR_AUTH_FILE", access.auth_files.join(","));
+    }
+    tls_flags(args, access.tls.as_ref());
+}
+
+fn tls_flags(args: &mut ChildArgs, tls: Option<&(String, String)>) {
+    if let Some((cert, key)) = tls {
+        args.push("--tls-cert", "TRACTOR_TLS_CERT", cert.clone());
+        args.push("--tls-key", "TRACTOR_TLS_KEY", key.clone());
     }
 }
 
@@ -224,6 +235,8 @@ pub struct RouteAccess {
     pub tls: Option<(String, String)>,
     /// The router's own token to its versions (`--backend-token-file`).
     pub backend_token_file: Option<String>,
+    /// The CA its https:// versions are verified with (`--backend-ca`).
+    pub backend_ca: Option<String>,
 }
 
 /// Adds a `route` child's access flags to its arguments.
@@ -245,11 +258,11 @@ pub fn route_access(args: &mut ChildArgs, access: &RouteAccess) {
             args.push("--jwt-quota", "TRACTOR_JWT_QUOTA", quota.to_string());
         }
     }
-    if let Some((cert, key)) = &access.tls {
-        args.push("--tls-cert", "TRACTOR_TLS_CERT", cert.clone());
-        args.push("--tls-key", "TRACTOR_TLS_KEY", key.clone());
-    }
+    tls_flags(args, access.tls.as_ref());
     if let Some(file) = &access.backend_token_file {
         args.push("--backend-token-file", "TRACTOR_BACKEND_TOKEN_FILE", file.clone());
+    }
+    if let Some(file) = &access.backend_ca {
+        args.push("--backend-ca", "TRACTOR_BACKEND_CA", file.clone());
     }
 }

@@ -30,7 +30,8 @@ use super::objects::{
     self, COMPONENT, DEPLOYMENT_LABEL, MANAGED_BY, OperatorConfig, ROUTE_ADMIN_PORT, object_name,
 };
 use crate::contract::args::{self, ChildArgs, JwtFiles, RouteAccess, ServeAccess};
-use crate::crd::{ModelDeployment, SpecError};
+use crate::crd::access::{TLS_CA_KEY, TLS_CERT_KEY, TLS_KEY_KEY};
+use crate::crd::{self, ModelDeployment, SpecError};
 
 /// Keys of the per-deployment token Secret.
 pub const TOKEN_KEY: &str = "token";
@@ -44,6 +45,7 @@ const ADMIN_MOUNT: &str = "/etc/tractor/auth/admin";
 const BACKEND_TOKEN_MOUNT: &str = "/etc/tractor/auth/backend";
 const JWKS_MOUNT: &str = "/etc/tractor/auth/jwks";
 const TLS_MOUNT: &str = "/etc/tractor/tls";
+const BACKEND_TLS_MOUNT: &str = "/etc/tractor/backend-tls";
 
 /// Scopes of the router's token at its versions: what it forwards, and
 /// the metrics a person may read through it; `raw` because the router
@@ -215,15 +217,26 @@ impl Mounts {
 }
 
 /// A serving pod accepts only its router's token: the `auth.yaml` key of
-/// the token Secret, mounted alone.
+/// the token Secret, mounted alone; and serves TLS with the certificate
+/// and key of `backendTls` (not its CA: that is the router's).
 pub fn serve_access(md: &ModelDeployment, child: &mut ChildArgs, mounts: &mut Mounts) {
     mounts.add(
         secret_volume("serve-auth", &token_secret_name(md), &[SERVE_AUTH_KEY]),
         SERVE_AUTH_MOUNT,
     );
+    let tls = crd::access::backend_tls(md).map(|tls| {
+        mounts.add(
+            secret_volume("backend-tls", &tls.secret_ref.name, &[TLS_CERT_KEY, TLS_KEY_KEY]),
+            BACKEND_TLS_MOUNT,
+        );
+        (
+            format!("{BACKEND_TLS_MOUNT}/{TLS_CERT_KEY}"),
+            format!("{BACKEND_TLS_MOUNT}/{TLS_KEY_KEY}"),
+        )
+    });
     args::serve_access(
         child,
-        &ServeAccess { auth_files: vec![format!("{SERVE_AUTH_MOUNT}/{SERVE_AUTH_KEY}")] },
+        &ServeAccess { auth_files: vec![format!("{SERVE_AUTH_MOUNT}/{SERVE_AUTH_KEY}")], tls },
     );
 }
 
@@ -265,10 +278,18 @@ pub fn route_access(md: &ModelDeployment, child: &mut ChildArgs, mounts: &mut Mo
         }
         if let Some(tls) = &auth.tls {
             mounts.add(
-                secret_volume("tls", &tls.secret_ref.name, &["tls.crt", "tls.key"]),
+                secret_volume("tls", &tls.secret_ref.name, &[TLS_CERT_KEY, TLS_KEY_KEY]),
                 TLS_MOUNT,
             );
-            access.tls = Some((format!("{TLS_MOUNT}/tls.crt"), format!("{TLS_MOUNT}/tls.key")));
+            access.tls =
+                Some((format!("{TLS_MOUNT}/{TLS_CERT_KEY}"), format!("{TLS_MOUNT}/{TLS_KEY_KEY}")));
+        }
+        if let Some(tls) = &auth.backend_tls {
+            mounts.add(
+                secret_volume("backend-ca", &tls.secret_ref.name, &[TLS_CA_KEY]),
+                BACKEND_TLS_MOUNT,
+            );
+            access.backend_ca = Some(format!("{BACKEND_TLS_MOUNT}/{TLS_CA_KEY}"));
         }
     }
     if router_checks_callers(md) {

@@ -188,6 +188,16 @@ fn http_probe(path: &str, port: i32, period: i32) -> Probe {
     }
 }
 
+/// A probe of the serving port, over HTTPS when the versions serve TLS
+/// (the kubelet does not verify the certificate, as Kubernetes documents).
+fn serve_probe(md: &ModelDeployment, path: &str, period: i32) -> Probe {
+    let mut probe = http_probe(path, SERVE_PORT, period);
+    if let Some(get) = probe.http_get.as_mut() {
+        get.scheme = (version_scheme(md) == "https").then(|| "HTTPS".to_string());
+    }
+    probe
+}
+
 /// Where a version's pods find the processing document.
 const PROCESSING_MOUNT: &str = "/etc/tractor/processing";
 const PROCESSING_KEY: &str = "processing.json";
@@ -270,10 +280,10 @@ pub fn version_deployment(
             },
             grpc_container_port(SERVE_GRPC_PORT),
         ]),
-        readiness_probe: Some(http_probe("/v2/health/ready", SERVE_PORT, 2)),
+        readiness_probe: Some(serve_probe(md, "/v2/health/ready", 2)),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(5),
-            ..http_probe("/v2/health/live", SERVE_PORT, 10)
+            ..serve_probe(md, "/v2/health/live", 10)
         }),
         resources: md.spec.serving.resources.clone(),
         security_context: Some(restricted_container_security()),
@@ -354,10 +364,16 @@ fn grpc_container_port(number: i32) -> ContainerPort {
     ContainerPort { name: Some("grpc".into()), container_port: number, ..ContainerPort::default() }
 }
 
+/// `https` when the versions serve TLS (`spec.serving.auth.backendTls`).
+fn version_scheme(md: &ModelDeployment) -> &'static str {
+    if crate::crd::access::backend_tls(md).is_some() { "https" } else { "http" }
+}
+
 /// In-cluster gRPC URL of a version's Service.
 pub fn version_grpc_url(md: &ModelDeployment, version: &str) -> String {
     format!(
-        "http://{}.{}.svc:{SERVE_GRPC_PORT}",
+        "{}://{}.{}.svc:{SERVE_GRPC_PORT}",
+        version_scheme(md),
         version_object_name(md, version),
         md.namespace().unwrap_or_else(|| "default".into())
     )
@@ -366,7 +382,8 @@ pub fn version_grpc_url(md: &ModelDeployment, version: &str) -> String {
 /// In-cluster URL of a version's Service.
 pub fn version_url(md: &ModelDeployment, version: &str) -> String {
     format!(
-        "http://{}.{}.svc:{SERVE_PORT}",
+        "{}://{}.{}.svc:{SERVE_PORT}",
+        version_scheme(md),
         version_object_name(md, version),
         md.namespace().unwrap_or_else(|| "default".into())
     )

@@ -21,6 +21,13 @@ pub struct ServingAuthSpec {
     /// HTTPS on the router's traffic port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// HTTPS (and gRPC over TLS) from the router to its versions: the
+    /// versions serve this Secret's `tls.crt` and `tls.key`, and the router
+    /// verifies them against its `ca.crt`, as cert-manager writes them.
+    /// The certificate must name every version's Service,
+    /// `<name>-v<version>.<namespace>.svc`; `*.<namespace>.svc` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_tls: Option<TlsSpec>,
 }
 
 /// What callers without the `raw` scope may see of the model's outputs,
@@ -112,6 +119,11 @@ pub struct SecretRef {
     pub name: String,
 }
 
+/// Keys of a `kubernetes.io/tls` Secret, as cert-manager writes them.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
+pub const TLS_CA_KEY: &str = "ca.crt";
+
 /// The key of `tokenSecretRef` when none is given.
 pub const DEFAULT_AUTH_KEY: &str = "auth.yaml";
 /// The key of `jwks.configMapRef` when none is given.
@@ -135,4 +147,9 @@ impl ServingAuthSpec {
     pub fn checks_callers(&self) -> bool {
         self.token_secret_ref.is_some() || self.jwks.is_some()
     }
+}
+
+/// The Secret the versions serve TLS with, when `spec.serving.auth.backendTls` asks.
+pub fn backend_tls(md: &super::ModelDeployment) -> Option<&TlsSpec> {
+    md.spec.serving.auth.as_ref().and_then(|a| a.backend_tls.as_ref())
 }
