@@ -250,6 +250,26 @@ fn a_killed_serve_child_is_restarted() {
     up.interrupt();
 }
 
+/// Issue 14: the README runs the three examples one after another in the
+/// default state directory, where state is kept per `metadata.name`; with
+/// one name, the second example "resumed" the first's rollout and never
+/// did its own.
+#[test]
+fn the_shipped_examples_keep_their_state_apart() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits");
+    let mut owner: std::collections::BTreeMap<String, String> = Default::default();
+    for file in ["rollout.yaml", "rollback.yaml", "optimized.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        for doc in docs.iter().filter(|d| !d.is_null()) {
+            let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+            let first = owner.entry(name.clone()).or_insert_with(|| file.to_string());
+            assert_eq!(first, file, "{file} and {first} both name {name}: one state directory");
+        }
+    }
+    assert_eq!(owner.len(), 3, "{owner:?}");
+}
+
 /// The shipped rollback example: an untrained version 3 is shadowed, its
 /// answers disagree with version 2's, and it is rolled back on the measured
 /// agreement while callers see no error.
@@ -455,8 +475,9 @@ fn the_optimized_example_optimizes_then_rolls_out() {
         "the shadowed int8 version was judged on agreement: {passed:?}"
     );
     let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state.join("digits/status.json")).unwrap()).unwrap();
-    let artifact = state.join("digits/artifacts/v2.onnx");
+        serde_json::from_slice(&std::fs::read(state.join("digits-optimized/status.json")).unwrap())
+            .unwrap();
+    let artifact = state.join("digits-optimized/artifacts/v2.onnx");
     assert_eq!(status["stable"]["version"], "2", "{status}");
     assert!(status.to_string().contains(&artifact.display().to_string()), "{status}");
     let optimized_size = std::fs::metadata(&artifact).unwrap().len();
@@ -482,7 +503,7 @@ fn the_optimized_example_optimizes_then_rolls_out() {
         "{reasons:?}"
     );
     let out = Command::new(TRACTOR)
-        .args(["rollout", "status", "digits", "--state-dir", state.to_str().unwrap()])
+        .args(["rollout", "status", "digits-optimized", "--state-dir", state.to_str().unwrap()])
         .output()
         .unwrap();
     let printed = String::from_utf8_lossy(&out.stdout);
