@@ -404,3 +404,23 @@ fn a_pass_schema_requires_what_its_variant_requires() {
         pass["properties"]["fallback"]
     );
 }
+
+/// Issue 14: `kubectl get md` answers "is it ready, and why not" without
+/// `-o yaml`: a Ready column read from the condition the planner writes,
+/// and the status message.
+#[test]
+fn kubectl_get_shows_ready_and_the_message() {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(ModelDeployment::crd()).unwrap();
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"].as_array().unwrap();
+    let names: Vec<&str> = columns.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["Ready", "Phase", "Stable", "Canary", "Weight", "Message", "Age"]);
+    let path = |name: &str| {
+        columns.iter().find(|c| c["name"] == name).unwrap()["jsonPath"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(path("Ready"), r#".status.conditions[?(@.type=="Ready")].status"#);
+    assert_eq!(path("Message"), ".status.message");
+}

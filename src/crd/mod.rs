@@ -50,10 +50,16 @@ pub const ABORT_ANNOTATION: &str = "tractor.dev/abort";
     shortname = "md",
     status = "ModelDeploymentStatus",
     doc = "A model served by tractor: optimized, registered, served and rolled out as a canary",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Stable", type_ = "string", json_path = ".status.stable.version"),
     printcolumn(name = "Canary", type_ = "string", json_path = ".status.canary.version"),
     printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canary.weight"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
