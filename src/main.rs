@@ -22,8 +22,9 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            report_to_kubernetes(&format!("{e:#}"));
+            let text = cli::error_text(&e);
+            eprintln!("error: {text}");
+            report_to_kubernetes(&text);
             ExitCode::FAILURE
         }
     }

@@ -19,6 +19,24 @@ pub mod up;
 #[cfg(test)]
 mod tests;
 
+/// The error and its causes on one line, each cause said once: many
+/// errors (kube's, hyper's, std's) already put their source into their own
+/// text, so `{:#}` would print the same reason two or three times.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "tractor", version, about = "Optimize, serve and roll out ML models on tract")]
 pub struct Cli {

@@ -68,7 +68,10 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = kube::Client::try_default().await.context(
+        "connecting to the Kubernetes API (for a `tractor up` on this machine, \
+         give its state directory: --state-dir .tractor)",
+    )?;
     let api: Api<ModelDeployment> = Api::namespaced(client, &target.namespace);
     if let Some(annotation) = annotation {
         let patch =

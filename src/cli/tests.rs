@@ -309,3 +309,20 @@ fn jwt_limits_parse_into_the_auth_config() {
     assert!(argv(&["--jwt-rps", "0"]).is_err(), "a rate of 0 would refuse everyone");
     assert!(argv(&["--jwt-burst", "3"]).is_err(), "a burst needs a rate");
 }
+
+/// Issue 14: `tractor rollout status` without a cluster said the kubeconfig
+/// reason four times, as every cause repeated its source's text.
+#[test]
+fn an_error_says_each_cause_once() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed to infer config: kubeconfig: ({0})")]
+    struct Nested(#[source] std::io::Error);
+    let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no file /root/.kube/config");
+    let error = anyhow::Error::new(Nested(io)).context("connecting to the Kubernetes API");
+    assert_eq!(
+        super::error_text(&error),
+        "connecting to the Kubernetes API: failed to infer config: kubeconfig: (no file /root/.kube/config)"
+    );
+    let plain = anyhow::anyhow!("the model is gone").context("loading digits");
+    assert_eq!(super::error_text(&plain), "loading digits: the model is gone");
+}
