@@ -9,10 +9,14 @@ use tractor::client::{self, Endpoint};
 
 #[derive(Debug, Args)]
 pub struct InferArgs {
+    /// The server or router: http(s)://HOST:PORT (its gRPC port with
+    /// --protocol grpc).
     #[arg(long, env = "TRACTOR_URL")]
     pub url: String,
+    /// The model's name, as its metadata gives it.
     #[arg(long)]
     pub model: String,
+    /// One version of it (`/versions/V`); without it, the one served.
     #[arg(long)]
     pub model_version: Option<String>,
     /// V2 request JSON ({"inputs": [...]}); `-` reads standard input.

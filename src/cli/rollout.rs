@@ -32,6 +32,7 @@ enum RolloutAction {
 struct Target {
     /// The ModelDeployment.
     name: String,
+    /// Its namespace in the cluster (ignored with --state-dir).
     #[arg(long, short, env = "TRACTOR_NAMESPACE", default_value = "default")]
     namespace: String,
     /// Act on a `tractor up` on this machine that keeps its state here

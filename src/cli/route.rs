@@ -31,6 +31,7 @@ pub struct RouteArgs {
     /// Routing table ConfigMap in POD_NAMESPACE, watched through the API.
     #[arg(long, env = "TRACTOR_ROUTES_CONFIGMAP")]
     pub routes_configmap: Option<String>,
+    /// The namespace of --routes-configmap (the pod's own, in a cluster).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub namespace: String,
     /// Keep each value of this header on one version.
@@ -47,12 +48,15 @@ pub struct RouteArgs {
     #[arg(long, env = "TRACTOR_REQUEST_TIMEOUT_MS", default_value_t = 60_000,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
+    /// Largest request body forwarded; larger ones are refused with 413
+    /// before any version sees them.
     #[arg(long, env = "TRACTOR_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
     /// Largest backend answer relayed (streamed, never held whole): 502 when
     /// its length says so up front, cut when it streams past it.
     #[arg(long, env = "TRACTOR_MAX_RESPONSE_BYTES", default_value_t = 256 << 20)]
     pub max_response_bytes: u64,
+    /// Requests forwarded at once; beyond it, 503 with Retry-After.
     #[arg(long, env = "TRACTOR_MAX_INFLIGHT", default_value_t = 1024)]
     pub max_inflight: usize,
     #[command(flatten)]

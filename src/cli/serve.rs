@@ -24,8 +24,10 @@ pub struct ServeArgs {
     /// Refuse to start unless the artifact has this sha256 (hex).
     #[arg(long, env = "TRACTOR_SHA256")]
     pub sha256: Option<String>,
+    /// Address the REST (and gRPC) ports listen on.
     #[arg(long, env = "TRACTOR_HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
+    /// The REST port (KServe V2 and V1, health, metrics).
     #[arg(long, env = "TRACTOR_HTTP_PORT", default_value_t = 8000)]
     pub http_port: u16,
     /// The Open Inference Protocol's gRPC port (HTTP/2, the REST port's

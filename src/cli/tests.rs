@@ -326,3 +326,22 @@ fn an_error_says_each_cause_once() {
     let plain = anyhow::anyhow!("the model is gone").context("loading digits");
     assert_eq!(super::error_text(&plain), "loading digits: the model is gone");
 }
+
+/// Issue 14: every flag of every subcommand says what it does in `--help`.
+#[test]
+fn every_flag_has_help_text() {
+    fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&Cli::command(), "tractor", &mut missing);
+    assert!(missing.is_empty(), "flags without help: {missing:#?}");
+}

@@ -52,6 +52,8 @@ pub struct OptimizeOptions {
     /// Recipe file (YAML or JSON), the CRD's `spec.optimize` type.
     #[arg(long)]
     pub recipe: Option<PathBuf>,
+    /// Fold constants, batch norms into the layer before them, MatMul + Add
+    /// into Gemm, and drop Identity and Dropout (exact up to rounding).
     #[arg(long)]
     pub fold: bool,
     /// `magnitude:SPARSITY` or `structured:SPARSITY`.
@@ -323,11 +325,13 @@ pub struct MergeOptions {
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(["compose", "average"])
         .map(|mode| if mode == "compose" { MergeMode::Compose } else { MergeMode::Average }))]
     pub mode: MergeMode,
+    /// The models to merge, in order (paths or object-store URIs).
     #[arg(required = true, num_args = 2..)]
     pub models: Vec<String>,
     /// compose: OUT=IN wires output OUT of the first to input IN of the second.
     #[arg(long)]
     pub map: Vec<String>,
+    /// Where to write the merged model: a path or object-store URI.
     #[arg(long)]
     pub output: String,
 }
