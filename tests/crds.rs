@@ -424,3 +424,55 @@ fn kubectl_get_shows_ready_and_the_message() {
     assert_eq!(path("Ready"), r#".status.conditions[?(@.type=="Ready")].status"#);
     assert_eq!(path("Message"), ".status.message");
 }
+
+/// Issue 14: a duration the controller cannot parse (`pause: banana`) is
+/// refused by the schema at `kubectl apply`; every form the docs and
+/// examples use still applies. Whatever the schema's pattern lets through,
+/// `validate`'s parser (humantime) reads.
+#[test]
+fn the_schema_refuses_durations_the_controller_cannot_parse() {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(ModelDeployment::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let rollout = &spec["properties"]["rollout"]["properties"];
+    let fields = [
+        &rollout["steps"]["items"]["properties"]["pause"],
+        &rollout["analysis"]["properties"]["interval"],
+        &rollout["analysis"]["properties"]["maxLatencyP99"],
+        &rollout["keepWarm"],
+        &rollout["progressDeadline"],
+        &spec["properties"]["serving"]["properties"]["batching"]["properties"]["maxBatchDelay"],
+    ];
+    for field in fields {
+        assert_eq!(field["pattern"], tractor::crd::DURATION_PATTERN, "{field}");
+    }
+    let pattern = regex::Regex::new(tractor::crd::DURATION_PATTERN).unwrap();
+    let good = [
+        "30s", "5m", "10m", "1h", "250ms", "500us", "2ms", "1m 30s", "1h30m", "1.5s", " 10s ",
+        "2 min", "3 hours", "1d", "1week", "µs", "100µs",
+    ];
+    for text in good.iter().filter(|t| **t != "µs") {
+        assert!(pattern.is_match(text), "{text:?} is refused by the schema");
+        assert!(humantime::parse_duration(text.trim()).is_ok(), "{text:?}");
+    }
+    let bad = [
+        "banana",
+        "",
+        " ",
+        "10",
+        "s",
+        "10 seconds ago",
+        "1.s",
+        ".5s",
+        "-5s",
+        "5s,",
+        "5 parsecs",
+        "1m30",
+        "PT30S",
+        "µs",
+    ];
+    for text in bad {
+        assert!(!pattern.is_match(text), "{text:?} passes the schema");
+        assert!(humantime::parse_duration(text.trim()).is_err(), "{text:?} parses, though");
+    }
+}

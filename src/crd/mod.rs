@@ -198,6 +198,19 @@ impl Default for ServingSpec {
     }
 }
 
+/// What the schema lets through as a duration: numbers (a fraction
+/// allowed) each with a unit humantime knows, as `validate` parses them
+/// (`30s`, `1m 30s`, `1h30m`, `500us`, `1.5s`), so `kubectl apply` refuses
+/// `pause: banana` at once instead of a Degraded condition later.
+/// `tests/crds.rs` checks it against the parser.
+pub const DURATION_PATTERN: &str = concat!(
+    r"^\s*(?:[0-9]+(?:\.[0-9]+)?\s*(?:",
+    "nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|",
+    "minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|",
+    "weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y",
+    r")\s*)+$"
+);
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchingSpec {
@@ -206,6 +219,7 @@ pub struct BatchingSpec {
     pub max_batch_size: u32,
     /// Longest wait for a batch to fill, as a duration (`500us`, `2ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub max_batch_delay: Option<String>,
 }
 
@@ -231,9 +245,11 @@ pub struct RolloutSpec {
     /// How long the previous stable version keeps running at weight 0 after a
     /// promotion, so a rollback in that window is a route flip (default 10m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub keep_warm: Option<String>,
     /// A canary whose pods are not ready by then is aborted (default 10m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub progress_deadline: Option<String>,
     /// Old versions kept (scaled down) for fast rollback (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,6 +265,7 @@ pub struct StepSpec {
     pub weight: u32,
     /// How long the step lasts before the next (`30s`, `5m`); absent: wait for a promote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub pause: Option<String>,
 }
 
@@ -257,6 +274,7 @@ pub struct StepSpec {
 pub struct AnalysisSpec {
     /// How often the canary's figures are judged (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub interval: Option<String>,
     /// Fewer canary requests in an interval than this is "no data" (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,6 +285,7 @@ pub struct AnalysisSpec {
     pub max_error_rate: Option<f64>,
     /// Highest acceptable canary p99 latency (`250ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub max_latency_p99: Option<String>,
     /// Lowest acceptable agreement with the stable version on shadowed requests, 0..1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
