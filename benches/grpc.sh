@@ -11,10 +11,13 @@ cd "$(dirname "$0")/.."
 secs="${1:-5}"; model="${2:-tests/models/digits-mlp-v2.onnx}"
 target="${CARGO_TARGET_DIR:-target}"
 out="target/bench"; mkdir -p "$out"
+# TRACTOR=path/to/tractor measures that binary and builds nothing;
 # TRACTOR_BENCH_PROFILE=dev measures the debug build instead (quicker to
 # build; only the ratios mean anything then).
 profile="${TRACTOR_BENCH_PROFILE:-release}"
-if [ "$profile" = release ]; then
+if [ -n "${TRACTOR:-}" ]; then
+  tractor="$TRACTOR"
+elif [ "$profile" = release ]; then
   cargo build --release --quiet --bin tractor; tractor="$target/release/tractor"
 else
   cargo build --quiet --bin tractor; tractor="$target/debug/tractor"

@@ -15,7 +15,7 @@ BIN=${TRACTOR_BIN:-target/release/tractor}
 PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 LOG=$(mktemp)
 "$BIN" serve --model tests/models/digits-mlp-v2.onnx --name digits --host 127.0.0.1 \
-    --http-port "$PORT" --termination-log "$LOG.termination" 2>"$LOG" &
+    --http-port "$PORT" --grpc-port 0 --termination-log "$LOG.termination" 2>"$LOG" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
 for _ in $(seq 1 200); do

@@ -74,7 +74,7 @@ PY
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$tractor" serve --model tests/models/digits-cnn.onnx --processing tests/processing/digits-cnn.yaml \
-  --host 127.0.0.1 --http-port "$port" 2>"$out/serve.log" &
+  --host 127.0.0.1 --http-port "$port" --grpc-port 0 2>"$out/serve.log" &
 pid=$!
 url="http://127.0.0.1:$port"
 for _ in $(seq 1 600); do

@@ -27,7 +27,7 @@ echo "|---|---|---|---|---|"
 for model in tests/models/digits-mlp-v2.onnx "$out/mlp-4x1024.onnx"; do
   name=$(basename "$model" .onnx)
   sport=$(free_port); rport=$(free_port); aport=$(free_port)
-  "$tractor" serve --model "$model" --name m --host 127.0.0.1 --http-port "$sport" 2>/dev/null & pids+=($!); spid=$!
+  "$tractor" serve --model "$model" --name m --host 127.0.0.1 --http-port "$sport" --grpc-port 0 2>/dev/null & pids+=($!); spid=$!
   "$tractor" route --listen "127.0.0.1:$rport" --admin-listen "127.0.0.1:$aport" --backend "1=http://127.0.0.1:$sport@100" 2>/dev/null & pids+=($!); rpid=$!
   wait_up "http://127.0.0.1:$sport/v2/health/ready"; wait_up "http://127.0.0.1:$aport/healthz"
   # Rounds alternate direct and routed so both see the same machine; the

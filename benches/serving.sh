@@ -24,7 +24,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 serve() {
   local model="$1" name="$2"; shift 2
   local port; port=$(free_port)
-  "$tractor" serve --model "$model" --name "$name" --host 127.0.0.1 --http-port "$port" "$@" 2>"$out/serve-$name.log" &
+  "$tractor" serve --model "$model" --name "$name" --host 127.0.0.1 --http-port "$port" --grpc-port 0 "$@" 2>"$out/serve-$name.log" &
   pids+=($!)
   url="http://127.0.0.1:$port"
   for _ in $(seq 1 600); do
