@@ -54,7 +54,7 @@ serve() {
   local name="$1"; shift
   local port; port=$(free_port)
   "$tractor" serve --model "$model" --name digits --host 127.0.0.1 --http-port "$port" --grpc-port 0 "$@" 2>"$out/auth-serve-$name.log" &
-  pids+=($!)
+  pids+=($!); spid=$!
   url="http://127.0.0.1:$port"
   for _ in $(seq 1 600); do
     curl -sf "$url/v2/health/ready" >/dev/null 2>&1 && return 0
@@ -63,20 +63,31 @@ serve() {
   echo "server $name did not become ready" >&2; cat "$out/auth-serve-$name.log" >&2; exit 1
 }
 
-serve off;   off_url=$url
-serve token --auth-file "$work/auth.yaml"; token_url=$url
-serve jwt --jwks "$work/jwks.json" --jwt-issuer bench-issuer --jwt-audience tractor; jwt_url=$url
+serve off;   off_url=$url; off_pid=$spid
+serve token --auth-file "$work/auth.yaml"; token_url=$url; token_pid=$spid
+serve jwt --jwks "$work/jwks.json" --jwt-issuer bench-issuer --jwt-audience tractor; jwt_url=$url; jwt_pid=$spid
+
+# The server's own CPU time (user + system, clock ticks) around one bench:
+# steadier than throughput on shared cores, and the client's share left out.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+measured() { # side pid command...
+  local side="$1" pid="$2"; shift 2
+  local before; before=$(ticks "$pid")
+  "$@" >"$out/auth-$side-$round.json"
+  echo $(( $(ticks "$pid") - before )) >"$out/auth-$side-$round.ticks"
+}
 
 # The three sides take turns, round after round, so a slow moment of the
 # machine falls on all of them.
 for round in $(seq 1 "$rounds"); do
-  "$tractor" bench --url "$off_url" --model digits --input "$input" --concurrency 16 --duration "${secs}s" --json >"$out/auth-off-$round.json"
-  "$tractor" bench --url "$token_url" --model digits --input "$input" --concurrency 16 --duration "${secs}s" --token "$token" --json >"$out/auth-token-$round.json"
-  TRACTOR_TOKEN="$jwt" "$tractor" bench --url "$jwt_url" --model digits --input "$input" --concurrency 16 --duration "${secs}s" --json >"$out/auth-jwt-$round.json"
+  bench=("$tractor" bench --model digits --input "$input" --concurrency 16 --duration "${secs}s" --json)
+  measured off "$off_pid" "${bench[@]}" --url "$off_url"
+  measured token "$token_pid" "${bench[@]}" --url "$token_url" --token "$token"
+  measured jwt "$jwt_pid" "${bench[@]}" --url "$jwt_url" --token "$jwt"
   # The JWT sent to the open server, which ignores it: what carrying a
   # ~600-byte header costs client and server on these shared cores,
   # apart from checking it.
-  TRACTOR_TOKEN="$jwt" "$tractor" bench --url "$off_url" --model digits --input "$input" --concurrency 16 --duration "${secs}s" --json >"$out/auth-off-jwt-header-$round.json"
+  measured off-jwt-header "$off_pid" "${bench[@]}" --url "$off_url" --token "$jwt"
 done
 
 python3 - "$out" "$rounds" <<'PY'
@@ -86,11 +97,14 @@ def figures(side):
     rs = [json.load(open(f"{out}/auth-{side}-{r}.json"))["results"][0] for r in range(1, rounds + 1)]
     for r in rs:
         assert r["errors"] == 0, f"{side}: {r['errors']} errors: {r.get('first_error')}"
-    return statistics.median(r["latency_ms"]["p50"] for r in rs), statistics.median(r["throughput_rps"] for r in rs)
+    ticks = [int(open(f"{out}/auth-{side}-{r}.ticks").read()) for r in range(1, rounds + 1)]
+    # Clock ticks are 1/100 s on Linux: microseconds of server CPU per request.
+    cpu = statistics.median(t * 1e4 / r["requests"] for t, r in zip(ticks, rs))
+    return statistics.median(r["latency_ms"]["p50"] for r in rs), statistics.median(r["throughput_rps"] for r in rs), cpu
 off = figures("off")
-print("| auth at c=16 | p50 ms | throughput req/s | p50 vs off | throughput vs off |")
-print("|---|---|---|---|---|")
+print("| auth at c=16 | p50 ms | throughput req/s | server CPU µs/req | p50 vs off | throughput vs off | CPU vs off |")
+print("|---|---|---|---|---|---|---|")
 for side in ["off", "token", "jwt", "off-jwt-header"]:
-    p50, rps = figures(side)
-    print(f"| {side} | {p50:.3f} | {rps:.0f} | {p50/off[0]:.3f}x | {rps/off[1]:.3f}x |")
+    p50, rps, cpu = figures(side)
+    print(f"| {side} | {p50:.3f} | {rps:.0f} | {cpu:.1f} | {p50/off[0]:.3f}x | {rps/off[1]:.3f}x | {cpu/off[2]:.3f}x |")
 PY
