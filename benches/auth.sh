@@ -93,18 +93,22 @@ done
 python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
-def figures(side):
-    rs = [json.load(open(f"{out}/auth-{side}-{r}.json"))["results"][0] for r in range(1, rounds + 1)]
-    for r in rs:
-        assert r["errors"] == 0, f"{side}: {r['errors']} errors: {r.get('first_error')}"
-    ticks = [int(open(f"{out}/auth-{side}-{r}.ticks").read()) for r in range(1, rounds + 1)]
-    # Clock ticks are 1/100 s on Linux: microseconds of server CPU per request.
-    cpu = statistics.median(t * 1e4 / r["requests"] for t, r in zip(ticks, rs))
-    return statistics.median(r["latency_ms"]["p50"] for r in rs), statistics.median(r["throughput_rps"] for r in rs), cpu
-off = figures("off")
+def rounds_of(side):
+    rows = []
+    for r in range(1, rounds + 1):
+        res = json.load(open(f"{out}/auth-{side}-{r}.json"))["results"][0]
+        assert res["errors"] == 0, f"{side}: {res['errors']} errors: {res.get('first_error')}"
+        ticks = int(open(f"{out}/auth-{side}-{r}.ticks").read())
+        # Clock ticks are 1/100 s on Linux: microseconds of server CPU per request.
+        rows.append((res["latency_ms"]["p50"], res["throughput_rps"], ticks * 1e4 / res["requests"]))
+    return rows
+off = rounds_of("off")
+print(f"Medians of {rounds} rounds; the ratios are medians of each round's ratio to the open server in the same round.")
 print("| auth at c=16 | p50 ms | throughput req/s | server CPU µs/req | p50 vs off | throughput vs off | CPU vs off |")
 print("|---|---|---|---|---|---|---|")
 for side in ["off", "token", "jwt", "off-jwt-header"]:
-    p50, rps, cpu = figures(side)
-    print(f"| {side} | {p50:.3f} | {rps:.0f} | {cpu:.1f} | {p50/off[0]:.3f}x | {rps/off[1]:.3f}x | {cpu/off[2]:.3f}x |")
+    rows = rounds_of(side)
+    med = [statistics.median(r[k] for r in rows) for k in range(3)]
+    ratio = [statistics.median(r[k] / o[k] for r, o in zip(rows, off)) for k in range(3)]
+    print(f"| {side} | {med[0]:.3f} | {med[1]:.0f} | {med[2]:.1f} | {ratio[0]:.3f}x | {ratio[1]:.3f}x | {ratio[2]:.3f}x |")
 PY

@@ -2,11 +2,13 @@
 
 use std::time::{Duration, SystemTime};
 
+use std::task::{Context, Poll};
+
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
+use futures::future::Either;
 
 use super::jwt::JwtRefusal;
 use super::limit::{Exceeded, retry_after_seconds};
@@ -148,19 +150,57 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// The access check as a tower layer. Written as a plain `Service`
+/// rather than axum's `from_fn` middleware, which boxes a future and
+/// clones the inner service on every request: measured as most of what
+/// a token cost a small model's requests (docs/performance.md, section 12).
 #[derive(Clone)]
 struct Guard {
     auth: Auth,
     surface: Surface,
 }
 
+impl<S> tower::Layer<S> for Guard {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded { guard: self.clone(), inner }
+    }
+}
+
+/// A service behind the check: refused requests are answered here and
+/// never reach it.
+#[derive(Clone)]
+struct Guarded<S> {
+    guard: Guard,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Guarded<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match self.guard.admit(&mut request) {
+            Ok(()) => Either::Right(self.inner.call(request)),
+            Err(refusal) => Either::Left(std::future::ready(Ok(refusal.into_response()))),
+        }
+    }
+}
+
 /// Wraps a server's routes in the access check; `None` leaves them open.
 pub fn protect(router: Router, auth: Option<&Auth>, surface: Surface) -> Router {
     match auth {
         None => router,
-        Some(auth) => {
-            router.layer(from_fn_with_state(Guard { auth: auth.clone(), surface }, guard))
-        }
+        Some(auth) => router.layer(Guard { auth: auth.clone(), surface }),
     }
 }
 
@@ -196,43 +236,48 @@ impl Auth {
     }
 }
 
-async fn guard(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
-    let caller = match guard.auth.check(
-        guard.surface,
-        request.method(),
-        request.uri().path(),
-        request.headers(),
-    ) {
-        Ok(caller) => caller,
-        Err(refusal) => {
-            tracing::debug!(reason = refusal.label(), token = refusal.token_name(), "refused");
-            return refusal.into_response();
+impl Guard {
+    /// Checks a request and readies it for the inner service (the caller
+    /// in its extensions; at the router, the pin, limit and token headers
+    /// rewritten), or says why it is refused.
+    fn admit(&self, request: &mut Request) -> Result<(), Refusal> {
+        let caller = match self.auth.check(
+            self.surface,
+            request.method(),
+            request.uri().path(),
+            request.headers(),
+        ) {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                tracing::debug!(reason = refusal.label(), token = refusal.token_name(), "refused");
+                return Err(refusal);
+            }
+        };
+        if self.surface == Surface::RouterTraffic {
+            // The router's token at its versions has `raw`; what its caller
+            // may have is the router's to say (serve::output_limits).
+            let headers = request.headers_mut();
+            headers.remove(LIMITED_OUTPUT_HEADER);
+            if !caller.as_ref().is_some_and(|c| c.scopes.contains(Scope::Raw)) {
+                headers.insert(LIMITED_OUTPUT_HEADER, HeaderValue::from_static("true"));
+            }
+            // A pin chooses which version's figures a request writes, weight-0
+            // and shadow versions included: only callers trusted with that may.
+            if let Some(caller) = &caller
+                && !caller.scopes.contains(Scope::Pin)
+                && request.headers_mut().remove(VERSION_HEADER).is_some()
+            {
+                metrics::pin_ignored(&caller.name);
+            }
+            if let Some(own) = self.auth.backend_authorization() {
+                request.headers_mut().insert(header::AUTHORIZATION, own);
+            }
         }
-    };
-    if guard.surface == Surface::RouterTraffic {
-        // The router's token at its versions has `raw`; what its caller
-        // may have is the router's to say (serve::output_limits).
-        let headers = request.headers_mut();
-        headers.remove(LIMITED_OUTPUT_HEADER);
-        if !caller.as_ref().is_some_and(|c| c.scopes.contains(Scope::Raw)) {
-            headers.insert(LIMITED_OUTPUT_HEADER, HeaderValue::from_static("true"));
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(caller);
         }
-        // A pin chooses which version's figures a request writes, weight-0
-        // and shadow versions included: only callers trusted with that may.
-        if let Some(caller) = &caller
-            && !caller.scopes.contains(Scope::Pin)
-            && request.headers_mut().remove(VERSION_HEADER).is_some()
-        {
-            metrics::pin_ignored(&caller.name);
-        }
-        if let Some(own) = guard.auth.backend_authorization() {
-            request.headers_mut().insert(header::AUTHORIZATION, own);
-        }
+        Ok(())
     }
-    if let Some(caller) = caller {
-        request.extensions_mut().insert(caller);
-    }
-    next.run(request).await
 }
 
 #[cfg(test)]
