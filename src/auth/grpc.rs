@@ -9,12 +9,16 @@
 //! its own path; an answer that is not gRPC (a refusal, the router's own
 //! errors) becomes a gRPC status with the same message.
 
+use std::convert::Infallible;
+use std::future::Future;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware::{Next, from_fn};
 use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use tower::util::{MapFutureLayer, MapRequestLayer};
 
 use super::{Auth, Surface};
 
@@ -43,26 +47,41 @@ pub fn rest_equivalent(path: &str) -> (Method, &'static str) {
 
 /// Wraps a gRPC server's routes in the access check of `surface`; with
 /// `auth` `None` only the answers are made gRPC.
+///
+/// Plain tower layers, not axum's `from_fn`, which boxes a future and
+/// clones the inner service per request: every gRPC request passes here,
+/// with access control or without.
 pub fn protect(router: Router, auth: Option<&Auth>, surface: Surface) -> Router {
-    let restored = router.layer(from_fn(restore));
-    super::protect(restored, auth, surface).layer(from_fn(edge))
+    let restored = router.layer(MapRequestLayer::new(restore));
+    super::protect(restored, auth, surface)
+        .layer(MapFutureLayer::new(answer_as_grpc::<RouteFuture<Infallible>>))
+        .layer(MapRequestLayer::new(as_rest))
 }
 
-async fn edge(mut request: Request, next: Next) -> Response {
+/// The request under its REST form, for the check.
+fn as_rest(mut request: Request) -> Request {
     let (method, path) = rest_equivalent(request.uri().path());
     let original = std::mem::replace(request.uri_mut(), Uri::from_static(path));
     *request.method_mut() = method;
     request.extensions_mut().insert(GrpcTarget(original));
-    let response = next.run(request).await;
-    as_grpc(response).await
+    request
 }
 
-async fn restore(mut request: Request, next: Next) -> Response {
+/// Its own path again, past the check.
+fn restore(mut request: Request) -> Request {
     if let Some(GrpcTarget(uri)) = request.extensions_mut().remove::<GrpcTarget>() {
         *request.uri_mut() = uri;
         *request.method_mut() = Method::POST;
     }
-    next.run(request).await
+    request
+}
+
+/// The answer, made a gRPC status when it is not one already.
+async fn answer_as_grpc<F>(answer: F) -> Result<Response, Infallible>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    Ok(as_grpc(answer.await?).await)
 }
 
 fn is_grpc(response: &Response) -> bool {

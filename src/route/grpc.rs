@@ -15,8 +15,6 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::HeaderMap;
-use axum::middleware::{Next, from_fn};
-use axum::response::Response;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -79,14 +77,14 @@ pub(super) fn failed(headers: &HeaderMap) -> bool {
     )
 }
 
-async fn mark(mut request: Request, next: Next) -> Response {
+fn mark(mut request: Request) -> Request {
     request.extensions_mut().insert(GrpcTraffic);
-    next.run(request).await
+    request
 }
 
 /// The gRPC traffic side: every path proxied, as on the REST port.
 pub fn app(state: RouterState) -> Router {
-    super::app(state).layer(from_fn(mark))
+    super::app(state).layer(tower::util::MapRequestLayer::new(mark))
 }
 
 /// Serves the gRPC port until `shutdown` resolves.
