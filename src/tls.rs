@@ -90,28 +90,14 @@ impl BackendTls {
     /// cannot use as a trust anchor.
     pub fn from_ca_file(path: &Path) -> Result<BackendTls, TlsError> {
         let roots = read_roots(path, CaFile::Backend)?;
-        let config = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| CaFile::Backend.error(path, e))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(BackendTls { config: Arc::new(config) })
+        Ok(BackendTls { config: Arc::new(client_config_with(roots)) })
     }
 
     /// A client configuration trusting nothing: for a router without
     /// `--backend-ca`, whose https:// backends are refused at load, so it
     /// is never used to connect.
     pub fn trusting_nothing() -> BackendTls {
-        let config = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map(|builder| builder.with_root_certificates(RootCertStore::empty()))
-            .map(|builder| builder.with_no_client_auth());
-        match config {
-            Ok(config) => BackendTls { config: Arc::new(config) },
-            // The provider's defaults always include a protocol version;
-            // an empty ring of defaults would be a build misconfiguration.
-            Err(_) => unreachable!("aws-lc-rs supports the default protocol versions"),
-        }
+        BackendTls { config: Arc::new(client_config_with(RootCertStore::empty())) }
     }
 
     /// The rustls client configuration, for the router's connector.
@@ -124,8 +110,29 @@ impl BackendTls {
 pub fn client_config_with(roots: RootCertStore) -> ClientConfig {
     match ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions() {
         Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
+        // The provider's defaults always include a protocol version; an
+        // empty set of defaults would be a build misconfiguration.
         Err(_) => unreachable!("aws-lc-rs supports the default protocol versions"),
     }
+}
+
+/// The system's trust anchors, and those of `extra` (`--jwks-ca`) too.
+///
+/// # Errors
+/// `extra` cannot be read, or there is no anchor at all.
+pub fn system_roots_and(extra: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let mut roots = match extra {
+        Some(path) => read_roots(path, CaFile::Jwks)?,
+        None => RootCertStore::empty(),
+    };
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // One unreadable system certificate must not cost the rest.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoRoots);
+    }
+    Ok(roots)
 }
 
 /// The trust anchors of one CA bundle.
@@ -175,6 +182,8 @@ pub enum TlsError {
     Pem { path: String, reason: String },
     #[error("the {which} CA file {path}: {reason}")]
     Ca { which: CaFile, path: String, reason: String },
+    #[error("no system root certificates to verify with; give a CA file (--jwks-ca)")]
+    NoRoots,
     #[error("certificate {cert} with key {key}: {reason}")]
     Pair { cert: String, key: String, reason: String },
 }
@@ -185,6 +194,7 @@ pub enum TlsError {
 pub enum CaFile {
     Client,
     Backend,
+    Jwks,
 }
 
 impl CaFile {
@@ -198,6 +208,7 @@ impl std::fmt::Display for CaFile {
         f.write_str(match self {
             CaFile::Client => "client",
             CaFile::Backend => "backend",
+            CaFile::Jwks => "JWKS",
         })
     }
 }
@@ -377,4 +388,26 @@ fn with_alpn(config: Arc<ServerConfig>, protocol: &[u8]) -> Arc<ServerConfig> {
     let mut config = (*config).clone();
     config.alpn_protocols = vec![protocol.to_vec()];
     Arc::new(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--jwks-ca` adds to the system's roots rather than replacing them,
+    /// as docs/security.md says; a file that is not a CA is named.
+    #[test]
+    fn jwks_roots_are_the_systems_and_the_extra_ca() {
+        let system = system_roots_and(None).map(|r| r.len()).unwrap_or(0);
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let roots = system_roots_and(Some(&ca)).unwrap();
+        assert_eq!(roots.len(), system + 1, "the system's roots and the extra CA");
+        let missing = system_roots_and(Some(&dir.path().join("none.crt"))).unwrap_err();
+        assert!(missing.to_string().contains("none.crt"), "{missing}");
+    }
 }

@@ -58,29 +58,14 @@ pub fn check(url: &Url) -> Result<(), String> {
     }
 }
 
-/// A client trusting the system's roots, and `extra_roots` when given
-/// (a provider with a private CA).
+/// A client trusting the system's roots and `extra_roots` (a provider
+/// with a private CA, `--jwks-ca`).
 ///
 /// # Errors
-/// The system's roots cannot be read and none are given.
-pub fn client(extra_roots: Option<&crate::tls::BackendTls>) -> Result<JwksClient, String> {
-    let config = match extra_roots {
-        Some(roots) => roots.client_config(),
-        None => {
-            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                // One unreadable system certificate must not cost the rest.
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err("no system root certificates to verify the JWKS URL with; \
-                            give one with --jwks-ca"
-                    .into());
-            }
-            crate::tls::client_config_with(roots)
-        }
-    };
+/// `extra_roots` cannot be read, or there is no root at all.
+pub fn client(extra_roots: Option<&std::path::Path>) -> Result<JwksClient, String> {
+    let roots = crate::tls::system_roots_and(extra_roots).map_err(|e| e.to_string())?;
+    let config = crate::tls::client_config_with(roots);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http()

@@ -345,17 +345,12 @@ impl Auth {
                 let bytes = match &jwt_config.jwks {
                     JwksSource::File(path) => read(path, jwt::MAX_JWKS_BYTES)?,
                     JwksSource::Url(url) => {
-                        let extra = config
-                            .jwks_ca
-                            .as_deref()
-                            .map(crate::tls::BackendTls::from_ca_file)
-                            .transpose()
-                            .map_err(|e| AuthError::JwksFetch(e.to_string()))?;
-                        let client =
-                            jwks_url::client(extra.as_ref()).map_err(AuthError::JwksFetch)?;
+                        let client = jwks_url::client(config.jwks_ca.as_deref())
+                            .map_err(AuthError::JwksFetch)?;
                         let bytes =
                             jwks_url::fetch(&client, url).await.map_err(AuthError::JwksFetch)?;
-                        jwks_fetcher = Some((client, url.clone()));
+                        let asked = Arc::new(tokio::sync::Notify::new());
+                        jwks_fetcher = Some((client, url.clone(), asked));
                         bytes
                     }
                 };
@@ -370,9 +365,7 @@ impl Auth {
                         verified: Mutex::new(HashMap::new()),
                         limits: config.jwt_limits,
                         subjects: Mutex::new(HashMap::new()),
-                        refetch: jwks_fetcher
-                            .as_ref()
-                            .map(|_| Arc::new(tokio::sync::Notify::new())),
+                        refetch: jwks_fetcher.as_ref().map(|(_, _, asked)| asked.clone()),
                     },
                     bytes,
                 ))
@@ -434,8 +427,7 @@ impl Auth {
                     Inner::reload_jwks,
                 ));
             }
-            (Some(JwksSource::Url(_)), Some((client, url)), Some(bytes)) => {
-                let asked = inner.jwt.as_ref().and_then(|j| j.refetch.clone()).unwrap_or_default();
+            (Some(JwksSource::Url(_)), Some((client, url, asked)), Some(bytes)) => {
                 let every = config.jwks_refresh.unwrap_or(jwks_url::REFRESH);
                 tokio::spawn(jwks_url::refresh(
                     client,
