@@ -62,20 +62,13 @@ impl Decoded {
                 }
                 None => None,
             };
-            if datatype == "BYTES" {
-                let indices = match binary {
-                    Some(bytes) => class_indices_binary(bytes)?,
-                    None => class_indices_json(out.get("data")?)?,
-                };
-                outputs.push((name, shape, indices, Kind::Classes));
-                continue;
-            }
-            let datatype = DataType::from_v2_name(datatype).ok()?;
-            let kind = if datatype.is_float() { Kind::Float } else { Kind::Other };
-            let values: Vec<f64> = match binary {
-                Some(bytes) => TensorData::from_le_bytes(datatype, bytes).ok()?.to_f64(),
-                None => flatten(out.get("data")?),
-            };
+            let data = out.get("data");
+            let (values, kind) = output_values(
+                datatype,
+                binary,
+                || class_indices_json(data?),
+                || data.map(flatten),
+            )?;
             outputs.push((name, shape, values, kind));
         }
         Some(Decoded { outputs })
@@ -98,30 +91,46 @@ impl Decoded {
             let shape: Vec<usize> =
                 out.shape.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<_>>()?;
             let raw = answer.raw_output_contents.get(i).map(Vec::as_slice);
-            if out.datatype == "BYTES" {
-                let indices = match (raw, &out.contents) {
-                    (Some(bytes), _) => class_indices_binary(bytes)?,
-                    (None, Some(c)) => c
-                        .bytes_contents
-                        .iter()
-                        .map(|b| class_index(std::str::from_utf8(b).ok()?))
-                        .collect::<Option<_>>()?,
-                    (None, None) => return None,
-                };
-                outputs.push((out.name.clone(), shape, indices, Kind::Classes));
-                continue;
-            }
-            let datatype = DataType::from_v2_name(&out.datatype).ok()?;
-            let kind = if datatype.is_float() { Kind::Float } else { Kind::Other };
-            let values = match (raw, &out.contents) {
-                (Some(bytes), _) => TensorData::from_le_bytes(datatype, bytes).ok()?.to_f64(),
-                (None, Some(c)) => typed_values(c),
-                (None, None) => return None,
-            };
+            let contents = out.contents.as_ref();
+            let (values, kind) = output_values(
+                &out.datatype,
+                raw,
+                || {
+                    let strings = &contents?.bytes_contents;
+                    strings.iter().map(|b| class_index(std::str::from_utf8(b).ok()?)).collect()
+                },
+                || contents.map(typed_values),
+            )?;
             outputs.push((out.name.clone(), shape, values, kind));
         }
         Some(Decoded { outputs })
     }
+}
+
+/// One output's values and how they compare, whichever protocol carried
+/// them: from its raw bytes when it has them, else from the message's own
+/// form (`classes` for a `BYTES` classification answer, `typed` for a
+/// tensor); `None` when neither reads.
+fn output_values(
+    datatype: &str,
+    raw: Option<&[u8]>,
+    classes: impl FnOnce() -> Option<Vec<f64>>,
+    typed: impl FnOnce() -> Option<Vec<f64>>,
+) -> Option<(Vec<f64>, Kind)> {
+    if datatype == "BYTES" {
+        let indices = match raw {
+            Some(bytes) => class_indices_binary(bytes)?,
+            None => classes()?,
+        };
+        return Some((indices, Kind::Classes));
+    }
+    let datatype = DataType::from_v2_name(datatype).ok()?;
+    let kind = if datatype.is_float() { Kind::Float } else { Kind::Other };
+    let values = match raw {
+        Some(bytes) => TensorData::from_le_bytes(datatype, bytes).ok()?.to_f64(),
+        None => typed()?,
+    };
+    Some((values, kind))
 }
 
 /// The values of typed gRPC contents, whichever field holds them.

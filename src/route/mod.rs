@@ -378,7 +378,7 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
         .and_then(
             |shadow| if over_grpc { grpc::backend(shadow).ok() } else { Some(shadow.clone()) },
         );
-    let copy = ShadowCopy {
+    let copy = || ShadowCopy {
         target: &parts.uri,
         headers: &parts.headers,
         body: forward.body.clone(),
@@ -391,7 +391,7 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
         // with a copy for the comparison once they end.
         Some(shadow) if over_grpc => {
             let (done, copied) = tokio::sync::oneshot::channel();
-            shadow_copy(&state, &shadow, copy, Primary::Relayed(copied));
+            shadow_copy(&state, &shadow, copy(), Primary::Relayed(copied));
             Body::new(relay(answer).with_copy(AGREEMENT_MAX_BYTES, done))
         }
         // Small enough to compare: read whole, then both sides are known.
@@ -404,12 +404,12 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
                     Err(reason) => return gateway_error(&answered_by.version, &reason),
                 };
             let primary = agreement::Decoded::from_answer(&head.headers, &whole);
-            shadow_copy(&state, &shadow, copy, primary.map_or(Primary::Unknown, Primary::Read));
+            shadow_copy(&state, &shadow, copy(), primary.map_or(Primary::Unknown, Primary::Read));
             Body::from(whole)
         }
         shadow => {
             if let Some(shadow) = shadow {
-                shadow_copy(&state, &shadow, copy, Primary::Unknown);
+                shadow_copy(&state, &shadow, copy(), Primary::Unknown);
             }
             Body::new(relay(answer))
         }

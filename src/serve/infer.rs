@@ -373,7 +373,7 @@ async fn infer_one(
             let mut answers =
                 loaded.processor.answers_by_output(&outputs, rows).map_err(process_error)?;
             if let Some(limits) = output_limits {
-                answers.iter_mut().flat_map(|(_, c)| c).for_each(|a| limits.limit_answer(a));
+                limits.limit_columns(&mut answers);
             }
             let body = v2::encode_processed(
                 &state.inner.name,

@@ -123,17 +123,18 @@ impl OutputLimits {
             };
             if let Some(values) = wide_values {
                 map.remove("value");
-                let best = crate::process::top_k(&values, k);
-                let entries = best
-                    .iter()
-                    .map(|&(i, s)| serde_json::json!({"index": i, "score": s}))
-                    .collect();
-                map.insert("top_k".into(), Value::Array(entries));
+                map.insert("top_k".into(), top_k_entries(&values, k));
             }
         }
         if self.digits.is_some() {
             self.round_numbers(answer, None);
         }
+    }
+
+    /// Limits every answer of processed outputs (name, one answer per
+    /// instance), as V1 and processed V2 requests answer them.
+    pub fn limit_columns(&self, columns: &mut [(String, Vec<Value>)]) {
+        columns.iter_mut().flat_map(|(_, answers)| answers).for_each(|a| self.limit_answer(a));
     }
 
     fn round_numbers(&self, value: &mut Value, key: Option<&str>) {
@@ -153,6 +154,14 @@ impl OutputLimits {
     }
 }
 
+/// The `k` largest of `values` as `[{"index", "score"}, ...]`, best first.
+fn top_k_entries(values: &[f64], k: usize) -> Value {
+    crate::process::top_k(values, k)
+        .into_iter()
+        .map(|(index, score)| serde_json::json!({ "index": index, "score": score }))
+        .collect()
+}
+
 /// A model without output steps answers its raw rows (nested arrays):
 /// each innermost row wider than `k` becomes the `top_k` of its `k`
 /// largest values.
@@ -161,10 +170,7 @@ fn limit_raw_rows(value: &mut Value, k: usize) {
     if items.iter().all(Value::is_number) {
         if items.len() > k {
             let values: Vec<f64> = items.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect();
-            let best = crate::process::top_k(&values, k);
-            let entries =
-                best.iter().map(|&(i, s)| serde_json::json!({"index": i, "score": s})).collect();
-            *value = serde_json::json!({ "top_k": Value::Array(entries) });
+            *value = serde_json::json!({ "top_k": top_k_entries(&values, k) });
         }
     } else {
         items.iter_mut().for_each(|v| limit_raw_rows(v, k));

@@ -159,7 +159,7 @@ async fn predict_one(
     let outputs = run_rows(state, loaded, inputs, rows).await?;
     let mut columns = loaded.processor.answers_by_output(&outputs, rows).map_err(process_error)?;
     if let Some(limits) = output_limits {
-        columns.iter_mut().flat_map(|(_, c)| c).for_each(|a| limits.limit_answer(a));
+        limits.limit_columns(&mut columns);
     }
     let predictions = crate::process::merge_columns(columns, rows);
     Ok(axum::Json(json!({ "predictions": predictions })).into_response())
