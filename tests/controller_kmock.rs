@@ -348,7 +348,11 @@ async fn first_deploy_becomes_ready() {
     let status =
         status_where(&client, "Progressing, waiting for pods", |s| s["phase"] == "Progressing")
             .await;
-    assert_eq!(status["canary"]["version"], "1", "{status:#}");
+    // Reported as what it is: the stable version, its pods pending; no canary.
+    assert_eq!(status["stable"]["version"], "1", "{status:#}");
+    assert_eq!(status["stable"]["weight"], 100, "{status:#}");
+    assert!(status["stable"]["pendingSince"].is_string(), "{status:#}");
+    assert!(status["canary"].is_null(), "{status:#}");
     assert_eq!(condition(&status, "Ready")["status"], "False");
     let deployment =
         Api::<Deployment>::namespaced(client.clone(), NS).get("digits-v1").await.unwrap();
@@ -366,6 +370,7 @@ async fn first_deploy_becomes_ready() {
     })
     .await;
     assert_eq!(condition(&status, "Ready")["status"], "True", "{status:#}");
+    assert!(status["stable"]["pendingSince"].is_null(), "serving now: {status:#}");
     assert_eq!(condition(&status, "Degraded")["status"], "False");
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(weights(&client).await, Some(w(&[("1", 100)])));

@@ -406,8 +406,10 @@ async fn first_deployment_creates_the_version_the_router_and_a_status() {
     assert_eq!(router["spec"]["template"]["spec"]["serviceAccountName"], "digits-router");
     let status = v.status_patch();
     assert_eq!(status["phase"], "Progressing");
-    assert_eq!(status["canary"]["version"], "1");
-    assert_eq!(status["canary"]["weight"], 100);
+    assert_eq!(status["stable"]["version"], "1");
+    assert_eq!(status["stable"]["weight"], 100);
+    assert!(status["stable"]["pendingSince"].is_string(), "{status:#}");
+    assert!(status["canary"].is_null(), "{status:#}");
 }
 
 #[tokio::test]

@@ -99,9 +99,14 @@ impl Up {
 
     /// The version that answered one request (the router's header), or "" on failure.
     fn served_by(&self) -> String {
+        Self::version_answering(self.port).unwrap_or_default()
+    }
+
+    /// The `x-tractor-version` of one answer from the router on `port`.
+    fn version_answering(port: u16) -> Option<String> {
         let http = reqwest::blocking::Client::new();
         let body = serde_json::json!({ "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5; 64] }] });
-        http.post(format!("http://127.0.0.1:{}/v2/models/digits/infer", self.port))
+        http.post(format!("http://127.0.0.1:{port}/v2/models/digits/infer"))
             .json(&body)
             .send()
             .map_err(|e| eprintln!("served_by: {e}"))
@@ -114,7 +119,6 @@ impl Up {
                 ok
             })
             .and_then(|r| r.headers().get("x-tractor-version")?.to_str().ok().map(str::to_string))
-            .unwrap_or_default()
     }
 
     /// Waits until the router sends traffic to `version` (it re-reads its
@@ -272,7 +276,8 @@ fn the_shipped_examples_keep_their_state_apart() {
 
 /// The shipped rollback example: an untrained version 3 is shadowed, its
 /// answers disagree with version 2's, and it is rolled back on the measured
-/// agreement while callers see no error.
+/// agreement while callers see no error. Its first step is a shadow step
+/// (issue 14): not one caller gets an answer from version 3.
 #[test]
 fn the_rollback_example_rolls_back_on_measured_agreement() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,10 +299,28 @@ fn the_rollback_example_rolls_back_on_measured_agreement() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // A caller beside the load, noting which version answered each request.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let caller = {
+        let (stop, port) = (stop.clone(), up.port);
+        std::thread::spawn(move || {
+            let mut answered_by = std::collections::BTreeMap::<String, u32>::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let version = Up::version_answering(port).unwrap_or_else(|| "failed".into());
+                *answered_by.entry(version).or_default() += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            answered_by
+        })
+    };
     let rolled_back = up.wait_for("RolledBack", Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered_by = caller.join().unwrap();
     let message = rolled_back["message"].as_str().unwrap().to_string();
     assert!(message.contains("agreement") && message.contains("< 90.0%"), "{message}");
     assert_eq!(rolled_back["weights"], serde_json::json!({ "2": 100 }));
+    assert!(answered_by.get("2").is_some_and(|n| *n > 20), "{answered_by:?}");
+    assert_eq!(answered_by.len(), 1, "callers got answers from other versions: {answered_by:?}");
     let report = bench.wait_with_output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap_or_else(|e| {
         panic!("tractor bench printed no report ({e}): {}", String::from_utf8_lossy(&report.stderr))

@@ -105,7 +105,8 @@ fn describe_status(status: &ModelDeploymentStatus) -> String {
         out.push_str(&format!("message: {message}\n"));
     }
     if let Some(stable) = &status.stable {
-        out.push_str(&format!("stable: {} ({}%)\n", stable.version, stable.weight));
+        let pending = if stable.serving() { "" } else { ", waiting for its pods" };
+        out.push_str(&format!("stable: {} ({}%{pending})\n", stable.version, stable.weight));
     }
     if let Some(canary) = &status.canary {
         out.push_str(&format!(

@@ -228,14 +228,19 @@ pub struct BatchingSpec {
 // Strictly increasing is checked by `validate`; CEL's list library has
 // `isSorted` for the non-decreasing part the API server can refuse at once.
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!has(self.steps) || self.steps.map(s, s.weight).isSorted()",
-     "message": "rollout step weights must increase"}
+    {"rule": "!has(self.steps) || self.steps.map(s, has(s.weight) ? s.weight : 0).isSorted()",
+     "message": "rollout step weights must increase"},
+    {"rule": "!has(self.steps) || self.steps.all(s, !has(s.shadow) || !s.shadow || !has(s.weight) || s.weight == 0)",
+     "message": "a shadow step takes no live traffic: its weight is 0"}
 ]))]
 pub struct RolloutSpec {
     /// Canary weights in percent, increasing, each with a pause; a step
-    /// without a pause waits for a manual promote. Empty: the new version
-    /// takes all traffic once ready.
+    /// without a pause waits for a manual promote. A first step may be
+    /// `shadow: true`: no live traffic, a copy of every request. Empty: the
+    /// new version takes all traffic once ready. At most 32 (bounded, so the
+    /// API server can cost the rules above).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub steps: Vec<StepSpec>,
     #[serde(default)]
     pub analysis: AnalysisSpec,
@@ -260,9 +265,15 @@ pub struct RolloutSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepSpec {
-    /// Percent of traffic on the canary during this step.
+    /// Percent of traffic on the canary during this step (default 0).
+    #[serde(default)]
     #[schemars(range(min = 0, max = 100))]
     pub weight: u32,
+    /// No caller gets the canary's answers in this step: the router sends it
+    /// a copy of every request and compares its answers with the stable
+    /// version's (`analysis.minAgreement`). Only at weight 0, so only first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<bool>,
     /// How long the step lasts before the next (`30s`, `5m`); absent: wait for a promote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -372,6 +383,18 @@ pub struct VersionStatus {
     /// When this version became stable (or started as a canary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
+    /// Set while a first deployment waits for its pods: the version has
+    /// the route but does not serve yet. When that began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_since: Option<Time>,
+}
+
+impl VersionStatus {
+    /// True once the version's pods have served, false while a first
+    /// deployment waits for them.
+    pub fn serving(&self) -> bool {
+        self.pending_since.is_none()
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

@@ -76,8 +76,22 @@ pub struct Rollout {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Step {
     pub weight: u32,
+    /// Weight 0, every request mirrored to the canary and compared.
+    pub shadow: bool,
     /// `None`: wait for a manual promote.
     pub pause: Option<Duration>,
+}
+
+impl Step {
+    /// Where the step puts the canary, for messages: `at 10%`, or
+    /// `shadowed (no live traffic)`.
+    pub fn describe(&self) -> String {
+        if self.shadow {
+            "shadowed (no live traffic)".to_string()
+        } else {
+            format!("at {}%", self.weight)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -346,6 +360,12 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
         return Err(invalid("spec.serving.outputLimits.digits", "must be from 0 to 12"));
     }
     let rollout = &spec.rollout;
+    if rollout.steps.len() > 32 {
+        return Err(invalid(
+            "spec.rollout.steps",
+            format!("{} steps: at most 32", rollout.steps.len()),
+        ));
+    }
     let mut steps = Vec::with_capacity(rollout.steps.len());
     for (i, step) in rollout.steps.iter().enumerate() {
         let field = format!("spec.rollout.steps[{i}]");
@@ -360,8 +380,15 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
                 format!("{} does not increase on the previous step's {prev}", step.weight),
             ));
         }
+        let shadow = step.shadow.unwrap_or(false);
+        if shadow && step.weight != 0 {
+            return Err(invalid(
+                format!("{field}.weight"),
+                format!("{}: a shadow step takes no live traffic; its weight is 0", step.weight),
+            ));
+        }
         let pause = optional_duration(&format!("{field}.pause"), step.pause.as_ref())?;
-        steps.push(Step { weight: step.weight, pause });
+        steps.push(Step { weight: step.weight, shadow, pause });
     }
     let a = &rollout.analysis;
     let analysis = Analysis {
@@ -441,8 +468,8 @@ mod tests {
         assert_eq!(
             valid.rollout.steps,
             vec![
-                Step { weight: 10, pause: Some(Duration::from_secs(30)) },
-                Step { weight: 50, pause: None }
+                Step { weight: 10, shadow: false, pause: Some(Duration::from_secs(30)) },
+                Step { weight: 50, shadow: false, pause: None }
             ]
         );
         assert_eq!(valid.rollout.analysis.max_latency_p99, Some(Duration::from_millis(250)));
@@ -454,6 +481,9 @@ mod tests {
         let cases = [
             ("rollout: {steps: [{weight: 50}, {weight: 20}]}", "spec.rollout.steps[1].weight"),
             ("rollout: {steps: [{weight: 10, pause: soon}]}", "spec.rollout.steps[0].pause"),
+            ("rollout: {steps: [{shadow: true, weight: 5}]}", "spec.rollout.steps[0].weight"),
+            // Weight 0 comes first, so a shadow step cannot follow a live one.
+            ("rollout: {steps: [{weight: 5}, {shadow: true}]}", "spec.rollout.steps[1].weight"),
             ("rollout: {analysis: {maxErrorRate: 1.5}}", "spec.rollout.analysis.maxErrorRate"),
             ("rollout: {analysis: {interval: 0s}}", "spec.rollout.analysis.interval"),
             ("serving: {batching: {maxBatchSize: 0}}", "spec.serving.batching.maxBatchSize"),

@@ -33,8 +33,8 @@ pub use drive::Stepper;
 use launch::Child;
 pub use launch::{Launched, Launcher};
 pub use report::Line;
-pub use state::{Request, registry, request, status};
-use state::{read_documents, resolve_source};
+use state::resolve_source;
+pub use state::{Request, read_documents, registry, request, status};
 
 /// How often the world is looked at: a step or a weight change shows within this.
 const TICK: Duration = Duration::from_millis(250);
@@ -141,7 +141,10 @@ pub async fn up(
     let result = run_loop(&mut runner, docs, shutdown).await;
     runner.stop().await;
     let status = runner.status.clone();
-    let stable = status.stable.as_ref().map(|s| s.version.as_str()).unwrap_or("none");
+    let stable = match &status.stable {
+        Some(s) if s.serving() => s.version.as_str(),
+        _ => "none",
+    };
     runner.emit(
         "Normal",
         "Stopped",

@@ -19,7 +19,7 @@ use crate::crd::{ModelDeployment, ModelDeploymentStatus, ModelVersionSpec, Valid
 /// Unreadable text, a document that is not a `ModelDeployment`, unknown
 /// fields, names that are not Kubernetes names, documents naming different
 /// deployments.
-pub(super) fn read_documents(path: &Path) -> Result<Vec<ModelDeployment>, LocalError> {
+pub fn read_documents(path: &Path) -> Result<Vec<ModelDeployment>, LocalError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| LocalError::ReadSpec { path: shown.clone(), reason: e.to_string() })?;

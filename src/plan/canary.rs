@@ -70,8 +70,8 @@ impl Planner<'_> {
                 EventKind::Normal,
                 "CanaryStep",
                 format!(
-                    "canary {target} at {}% (step 1 of {})",
-                    canary.weight,
+                    "canary {target} {} (step 1 of {})",
+                    self.spec.rollout.steps[0].describe(),
                     self.spec.rollout.steps.len()
                 ),
             );
@@ -182,14 +182,14 @@ impl Planner<'_> {
         }
         let waiting = match (step.pause, &canary.analysis) {
             (None, _) => {
-                format!("waiting for a promote (tractor.dev/promote) at {}%", canary.weight)
+                format!("waiting for a promote (tractor.dev/promote) {}", step.describe())
             }
             (_, Some(a))
                 if a.verdict == Verdict::NoData && analysis.on_no_data == OnNoData::Pause =>
             {
                 format!("paused at {}%: {}", canary.weight, a.reason)
             }
-            _ => format!("at {}%, step {} of {}", canary.weight, canary.step + 1, steps.len()),
+            _ => format!("{}, step {} of {}", step.describe(), canary.step + 1, steps.len()),
         };
         let waiting = format!("canary {}: {waiting}", canary.version);
         self.route_canary(stable, &canary, waiting);
@@ -199,7 +199,10 @@ impl Planner<'_> {
     /// and the phase Progressing with `message`.
     fn route_canary(&mut self, stable: &VersionStatus, canary: &CanaryStatus, message: String) {
         self.status().canary = Some(canary.clone());
-        if self.spec.rollout.analysis.min_agreement.is_some() {
+        let steps = &self.spec.rollout.steps;
+        let shadow_step =
+            steps.get(canary.step as usize).or(steps.last()).is_some_and(|s| s.shadow);
+        if shadow_step || self.spec.rollout.analysis.min_agreement.is_some() {
             self.plan.shadow = Some(canary.version.clone());
         }
         self.plan.weights = vec![
@@ -246,17 +249,17 @@ impl Planner<'_> {
             EventKind::Normal,
             "CanaryStep",
             format!(
-                "canary {} at {}% (step {} of {}; {why})",
+                "canary {} {} (step {} of {}; {why})",
                 canary.version,
-                canary.weight,
+                steps[next].describe(),
                 next + 1,
                 steps.len()
             ),
         );
         let at = format!(
-            "canary {}: at {}%, step {} of {}",
+            "canary {}: {}, step {} of {}",
             canary.version,
-            canary.weight,
+            steps[next].describe(),
             next + 1,
             steps.len()
         );

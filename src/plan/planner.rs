@@ -77,6 +77,7 @@ impl Planner<'_> {
         }
         match stable {
             None => self.first_deployment(&target),
+            Some(pending) if !pending.serving() => self.first_deployment(&target),
             Some(stable) if stable.version == target => {
                 if let Some(canary) = self.plan.status.canary.clone() {
                     // Set back to the stable version mid-canary: drop the canary.
@@ -203,28 +204,26 @@ impl Planner<'_> {
         self.set_phase(Phase::Failed, format!("optimization of {version} failed: {reason}{keeps}"));
     }
 
+    /// No version has served yet. The target is the stable version from the
+    /// start, marked pending until its pods are ready: there is nothing to
+    /// compare it with, so it is not a canary.
     pub(super) fn first_deployment(&mut self, target: &str) {
         if self.failed_already(target) {
             return;
         }
         let Some(artifact) = self.resolve(target) else { return };
-        let mut canary = match self.plan.status.canary.clone() {
-            Some(c) if c.version == target => c,
-            _ => {
-                self.event(EventKind::Normal, "Deploying", format!("deploying version {target}"));
-                CanaryStatus {
-                    version: target.to_string(),
-                    digest: artifact.sha256.clone(),
-                    uri: Some(artifact.uri.clone()),
-                    weight: 100,
-                    step: 0,
-                    started: Some(self.now_time()),
-                    ..CanaryStatus::default()
-                }
-            }
+        let started = match (&self.plan.status.stable, &self.plan.status.canary) {
+            (Some(s), _) if s.version == target => s.pending_since.clone(),
+            // A status written before first deployments were kept in
+            // `stable`: the same wait, told as a canary at 100%.
+            (None, Some(c)) if c.version == target => c.started.clone(),
+            _ => None,
         };
-        canary.digest = artifact.sha256.clone();
-        canary.uri = Some(artifact.uri.clone());
+        let started = started.unwrap_or_else(|| {
+            self.event(EventKind::Normal, "Deploying", format!("deploying version {target}"));
+            self.now_time()
+        });
+        self.status().canary = None;
         self.plan.versions.push(DesiredVersion {
             version: target.to_string(),
             artifact: artifact.clone(),
@@ -232,7 +231,6 @@ impl Planner<'_> {
         });
         self.plan.weights = vec![(target.to_string(), 100)];
         if self.ready(target) {
-            self.status().canary = None;
             self.status().stable = Some(self.stable_from_now(target, &artifact));
             self.push_history(
                 target,
@@ -244,8 +242,9 @@ impl Planner<'_> {
             self.set_phase(Phase::Succeeded, format!("serving {target}"));
             return;
         }
-        if self.deadline_passed(&canary) {
-            self.status().canary = None;
+        let deadline = after(&started, self.spec.rollout.progress_deadline);
+        if self.now >= deadline {
+            self.status().stable = None;
             let reason = self.deadline_reason(target);
             self.push_history(target, Some(&artifact), Outcome::Failed, reason.clone());
             self.event(EventKind::Warning, "ProgressDeadlineExceeded", reason.clone());
@@ -254,14 +253,15 @@ impl Planner<'_> {
             self.plan.weights.clear();
             return;
         }
-        self.status().canary = Some(canary.clone());
+        self.status().stable = Some(VersionStatus {
+            pending_since: Some(started),
+            since: None,
+            ..self.stable_from_now(target, &artifact)
+        });
         let why = self.failing_note(target);
         self.set_phase(Phase::Progressing, format!("waiting for pods of {target}{why}"));
         self.wake_in(WAIT_POLL);
-        if let Some(started) = &canary.started {
-            let deadline = after(started, self.spec.rollout.progress_deadline);
-            self.wake_at(deadline);
-        }
+        self.wake_at(deadline);
     }
 
     /// True (and the status says so) when `version` failed, was rolled back
@@ -269,7 +269,8 @@ impl Planner<'_> {
     /// retry a version on its own. Editing the spec (a new generation)
     /// retries it; so does asking for another version.
     pub(super) fn failed_already(&mut self, version: &str) -> bool {
-        if self.plan.status.canary.is_some() {
+        let waiting = self.plan.status.stable.as_ref().is_some_and(|s| !s.serving());
+        if self.plan.status.canary.is_some() || waiting {
             return false;
         }
         let Some(last) =
@@ -332,6 +333,7 @@ impl Planner<'_> {
             uri: Some(artifact.uri.clone()),
             weight: 100,
             since: Some(self.now_time()),
+            pending_since: None,
         }
     }
 
@@ -517,7 +519,7 @@ impl Planner<'_> {
 
     pub(super) fn conditions(&mut self) {
         let status = &self.plan.status;
-        let ready = status.stable.is_some();
+        let ready = status.stable.as_ref().is_some_and(VersionStatus::serving);
         let progressing = matches!(status.phase, Phase::Optimizing | Phase::Progressing);
         let pods_failing = self.observed.failing.contains_key(&self.spec.version);
         let degraded = matches!(status.phase, Phase::Failed | Phase::RolledBack) || pods_failing;

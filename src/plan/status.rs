@@ -51,6 +51,7 @@ pub fn invalid_spec_status(
     let message = format!("invalid spec: {error}");
     status.message = Some(message.clone());
     let now = Time(now);
+    let serving = status.stable.as_ref().is_some_and(crate::crd::VersionStatus::serving);
     set_condition(
         &mut status.conditions,
         "Degraded",
@@ -63,8 +64,8 @@ pub fn invalid_spec_status(
     set_condition(
         &mut status.conditions,
         "Ready",
-        status.stable.is_some(),
-        if status.stable.is_some() { "Serving" } else { "NotServing" },
+        serving,
+        if serving { "Serving" } else { "NotServing" },
         &message,
         generation,
         &now,

@@ -116,11 +116,18 @@ fn first_deployment_goes_straight_to_100_percent_once_ready() {
     assert_eq!(plan.requeue_after, WAIT_POLL);
     assert_eq!(reasons(&plan), ["Deploying"]);
     assert_eq!(condition(&plan, "Ready").status, "False");
+    // Nothing to compare it with: the stable version from the start,
+    // pending until its pods are ready, and never a canary.
+    let pending = plan.status.stable.as_ref().expect("named stable while it waits");
+    assert_eq!((pending.version.as_str(), pending.weight), ("1", 100));
+    assert!(!pending.serving() && pending.pending_since.is_some());
+    assert!(plan.status.canary.is_none(), "a first deployment is not a canary");
 
     world.pods_ready("1");
     let plan = world.step(&v1, 5);
     assert_eq!(plan.status.phase, Phase::Succeeded);
     assert_eq!(plan.status.stable.as_ref().unwrap().version, "1");
+    assert!(plan.status.stable.as_ref().unwrap().serving());
     assert!(plan.status.canary.is_none(), "no canary on a first deployment");
     assert_eq!(history(&plan), [("1".into(), Outcome::Promoted)]);
     assert_eq!(condition(&plan, "Ready").status, "True");
@@ -150,6 +157,25 @@ fn pods_never_ready_hit_the_progress_deadline() {
     let plan = world.step(&v1, 200);
     assert_eq!(plan.status.phase, Phase::Failed);
     assert!(plan.versions.is_empty());
+}
+
+#[test]
+fn a_first_deployment_told_as_a_canary_by_an_older_build_keeps_its_deadline() {
+    let v1 = spec("rollout: {progressDeadline: 2m}", "1");
+    let mut world = World::new();
+    world.observed.status.canary = Some(CanaryStatus {
+        version: "1".into(),
+        weight: 100,
+        started: Some(Time(at(0))),
+        ..CanaryStatus::default()
+    });
+    let plan = world.step(&v1, 60);
+    assert!(plan.events.is_empty(), "the same wait, not a new deployment: {:?}", reasons(&plan));
+    assert!(plan.status.canary.is_none());
+    assert_eq!(plan.status.stable.as_ref().unwrap().pending_since, Some(Time(at(0))));
+    let plan = world.step(&v1, 121);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert!(plan.status.stable.is_none(), "a version that never served is not stable");
 }
 
 #[test]
@@ -553,6 +579,65 @@ fn min_agreement_shadows_the_canary() {
     assert_eq!(world.last.unwrap().shadow.as_deref(), Some("2"));
     let without = World::with_stable(&spec(CANARY, "1")).step(&spec(CANARY, "1"), 10);
     assert_eq!(without.shadow, None);
+}
+
+/// Issue 14: a shadow step first, so no caller gets an answer from a
+/// version before its answers were compared with the stable one's.
+const SHADOW_FIRST: &str = "rollout:
+  steps: [{shadow: true, pause: 1m}, {weight: 20, pause: 1m}]
+  analysis: {interval: 30s, minRequests: 10, minAgreement: 0.9, failureLimit: 2}
+";
+
+#[test]
+fn a_shadow_step_mirrors_every_request_and_routes_none_to_the_canary() {
+    let (mut world, _, v2) = World::canary_at_first_step(SHADOW_FIRST);
+    let plan = world.last.clone().unwrap();
+    assert_eq!(plan.weights, vec![("1".to_string(), 100), ("2".to_string(), 0)]);
+    assert_eq!(plan.shadow.as_deref(), Some("2"));
+    assert!(plan.status.message.as_ref().unwrap().contains("shadowed"), "{:?}", plan.status);
+
+    // Agreeing shadow answers: through the pause, then the first live step.
+    for t in [140, 170] {
+        world.observed.figures = Some(CanaryFigures {
+            requests: 50,
+            errors: 0,
+            latency_p99_ms: Some(3.0),
+            agreement: Some(0.99),
+        });
+        world.step(&v2, t);
+    }
+    let plan = world.last.clone().unwrap();
+    assert_eq!(plan.weights, vec![("1".to_string(), 80), ("2".to_string(), 20)], "{:?}", plan);
+    assert_eq!(plan.shadow.as_deref(), Some("2"), "minAgreement keeps comparing");
+}
+
+#[test]
+fn a_canary_that_disagrees_in_its_shadow_step_is_rolled_back_before_any_live_traffic() {
+    let (mut world, _, v2) = World::canary_at_first_step(SHADOW_FIRST);
+    let mut weights_seen = vec![];
+    for t in [140, 170, 200] {
+        world.observed.figures = Some(CanaryFigures {
+            requests: 50,
+            errors: 0,
+            latency_p99_ms: Some(3.0),
+            agreement: Some(0.12),
+        });
+        let plan = world.step(&v2, t);
+        weights_seen.extend(plan.weights.iter().filter(|(v, _)| v == "2").map(|(_, w)| *w));
+    }
+    let plan = world.last.clone().unwrap();
+    assert_eq!(plan.status.phase, Phase::RolledBack, "{:?}", plan.status);
+    assert!(weights_seen.iter().all(|w| *w == 0), "the canary took live traffic: {weights_seen:?}");
+    assert_eq!(plan.weights, vec![("1".to_string(), 100)]);
+}
+
+#[test]
+fn a_shadow_step_needs_no_min_agreement_to_shadow() {
+    let extra = "rollout:\n  steps: [{shadow: true, pause: 1m}, {weight: 50, pause: 1m}]\n";
+    let (world, _, _) = World::canary_at_first_step(extra);
+    let plan = world.last.unwrap();
+    assert_eq!(plan.shadow.as_deref(), Some("2"));
+    assert_eq!(plan.weights, vec![("1".to_string(), 100), ("2".to_string(), 0)]);
 }
 
 #[test]

@@ -255,7 +255,8 @@ fn canary(stable: &'static str, version: &'static str, weight: u32) -> Expect {
 
 /// Version 1 deployed and stable: where most scenarios begin.
 fn stable_v1(name: &'static str, serve: fn(&str) -> Serve, v1: &ModelDeploymentSpec) -> Scenario {
-    let first = expect(Phase::Progressing).canary("1", 100).weights(&[("1", 100)]).serving(&["1"]);
+    // Stable at once, Progressing until its pods are ready.
+    let first = serving_only(Phase::Progressing, "1", &["1"]);
     Scenario::new(name, serve).tick(0, v1, "first deploy", first).tick(
         5,
         v1,
