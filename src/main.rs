@@ -38,6 +38,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Optimize(args) => cli::optimize::run(args).await,
         Command::Merge(options) => cli::optimize::run_merge(options).await,
         Command::Crd => cli::crd::run(),
+        Command::Render(args) => cli::render::run(args),
         Command::Controller(args) => cli::controller::run(args).await,
         Command::Rollout(args) => cli::rollout::run(args).await,
         Command::Route(args) => cli::route::run(args).await,

@@ -11,8 +11,10 @@ use kube::runtime::events::Reporter;
 
 use tractor::controller::{self, ControllerMetrics, HttpRouterStats, OperatorConfig};
 
+/// What shapes the objects the operator writes: shared by `controller`
+/// and `render`, so a render uses the same settings as the running operator.
 #[derive(Debug, Args)]
-pub struct ControllerArgs {
+pub struct OperatorOptions {
     /// Image every role runs (serving pods, router, optimization jobs).
     #[arg(long, env = "TRACTOR_IMAGE", default_value = "ghcr.io/tractor-dev/tractor:latest")]
     image: String,
@@ -26,6 +28,45 @@ pub struct ControllerArgs {
     /// Secret whose keys become environment variables of jobs and serving pods.
     #[arg(long, env = "TRACTOR_STORE_CREDENTIALS")]
     store_credentials: Option<String>,
+    /// Image prefixes `spec.serving.image` may name (comma-separated, each
+    /// ending in '/', ':' or '@'); empty: only the operator's own image.
+    #[arg(long, env = "TRACTOR_ALLOWED_IMAGES", value_delimiter = ',')]
+    allowed_images: Vec<String>,
+    /// URL prefixes `spec.serving.auth.jwks.url` may name (comma-separated,
+    /// each https://HOST/...): the identity providers routers may fetch
+    /// keys from; empty: JWKS from ConfigMaps only.
+    #[arg(long, env = "TRACTOR_ALLOWED_JWKS_URLS", value_delimiter = ',')]
+    allowed_jwks_urls: Vec<String>,
+}
+
+impl OperatorOptions {
+    /// The checked settings, for an operator in `operator_namespace`.
+    pub fn config(
+        self,
+        operator_namespace: String,
+        admin_token: controller::access::AdminToken,
+    ) -> anyhow::Result<OperatorConfig> {
+        controller::access::check_image_prefixes(&self.allowed_images)
+            .map_err(|e| anyhow::anyhow!("--allowed-images: {e}"))?;
+        controller::access::check_jwks_prefixes(&self.allowed_jwks_urls)
+            .map_err(|e| anyhow::anyhow!("--allowed-jwks-urls: {e}"))?;
+        Ok(OperatorConfig {
+            image: self.image,
+            artifact_store: self.artifact_store,
+            store_credentials: self.store_credentials,
+            log_format: std::env::var("TRACTOR_LOG_FORMAT").unwrap_or_else(|_| "json".into()),
+            allowed_images: self.allowed_images,
+            allowed_jwks_urls: self.allowed_jwks_urls,
+            operator_namespace,
+            admin_token,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    operator: OperatorOptions,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "TRACTOR_METRICS_ADDR", default_value = "0.0.0.0:8081")]
     metrics_addr: SocketAddr,
@@ -38,15 +79,6 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "tractor-controller")]
     identity: String,
-    /// Image prefixes `spec.serving.image` may name (comma-separated, each
-    /// ending in '/', ':' or '@'); empty: only the operator's own image.
-    #[arg(long, env = "TRACTOR_ALLOWED_IMAGES", value_delimiter = ',')]
-    allowed_images: Vec<String>,
-    /// URL prefixes `spec.serving.auth.jwks.url` may name (comma-separated,
-    /// each https://HOST/...): the identity providers routers may fetch
-    /// keys from; empty: JWKS from ConfigMaps only.
-    #[arg(long, env = "TRACTOR_ALLOWED_JWKS_URLS", value_delimiter = ',')]
-    allowed_jwks_urls: Vec<String>,
     /// Watch only these namespaces (comma-separated), for an install with a
     /// Role in each instead of a ClusterRole; empty: every namespace.
     #[arg(long, env = "TRACTOR_WATCH_NAMESPACES", value_delimiter = ',')]
@@ -54,15 +86,12 @@ pub struct ControllerArgs {
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    controller::access::check_image_prefixes(&args.allowed_images)
-        .map_err(|e| anyhow::anyhow!("--allowed-images: {e}"))?;
-    controller::access::check_jwks_prefixes(&args.allowed_jwks_urls)
-        .map_err(|e| anyhow::anyhow!("--allowed-jwks-urls: {e}"))?;
     for namespace in &args.watch_namespaces {
         tractor::crd::check_object_name("--watch-namespaces", namespace)?;
     }
     let admin_token =
         controller::access::AdminToken::generate().context("making the controller's token")?;
+    let config = args.operator.config(args.lease_namespace.clone(), admin_token.clone())?;
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let metrics = ControllerMetrics::default();
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -89,16 +118,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let namespaces = args.watch_namespaces;
     let ctx = Arc::new(controller::Context {
         client,
-        config: OperatorConfig {
-            image: args.image,
-            artifact_store: args.artifact_store,
-            store_credentials: args.store_credentials,
-            log_format: std::env::var("TRACTOR_LOG_FORMAT").unwrap_or_else(|_| "json".into()),
-            allowed_images: args.allowed_images,
-            allowed_jwks_urls: args.allowed_jwks_urls,
-            operator_namespace: args.lease_namespace.clone(),
-            admin_token: admin_token.clone(),
-        },
+        config,
         metrics,
         router: Arc::new(HttpRouterStats::new(&admin_token)),
         reporter: Reporter { controller: "tractor".into(), instance: Some(args.identity.clone()) },

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod crd;
 pub mod infer;
 pub mod optimize;
+pub mod render;
 pub mod rollout;
 pub mod route;
 pub mod serve;
@@ -58,6 +59,8 @@ pub enum Command {
     Merge(MergeOptions),
     /// Print the ModelDeployment and ModelVersion CustomResourceDefinitions.
     Crd,
+    /// Print, as YAML, every object the controller would write for a ModelDeployment.
+    Render(render::RenderArgs),
     /// Run the Kubernetes operator: reconcile ModelDeployments.
     Controller(controller::ControllerArgs),
     /// Promote, abort or show a rollout in a cluster.

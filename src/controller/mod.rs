@@ -3,9 +3,11 @@
 //! should be, and applies that with server-side apply; it decides nothing.
 
 pub mod access;
+pub mod desired;
 pub mod leader;
 pub mod objects;
 mod observe;
+pub mod render;
 pub mod router_stats;
 
 use std::sync::Arc;
@@ -15,20 +17,17 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use serde::Serialize;
 use serde_json::json;
 
-use crate::crd::{ModelDeployment, ModelDeploymentStatus, ModelVersion, SpecError};
+use crate::crd::{ModelDeployment, ModelDeploymentStatus, SpecError};
 use crate::plan::{EventKind, Plan};
 pub use objects::OperatorConfig;
 pub use observe::Observation;
@@ -290,17 +289,6 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-async fn ssa<K>(api: &Api<K>, object: &K, kind: &'static str) -> Result<(), Error>
-where
-    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    api.patch(&name, &apply_params(), &Patch::Apply(object))
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::Apply { kind, name, source })
-}
-
 async fn delete<K>(api: &Api<K>, name: &str, kind: &'static str) -> Result<(), Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -327,67 +315,16 @@ async fn apply(
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
 
-    if !plan.versions.is_empty() || !plan.weights.is_empty() {
-        // Before the pods that mount it; the pods wait for it otherwise.
-        create_token_secret(&Api::namespaced(client.clone(), namespace), md).await?;
-        ssa(&policies, &access::serve_network_policy(md, &ctx.config), "NetworkPolicy").await?;
-    }
-    for desired in &plan.versions {
-        if let Some(cm) = objects::processing_configmap(md, spec, &desired.version) {
-            ssa(&configmaps, &cm, "ConfigMap").await?;
-        }
-        ssa(
-            &deployments,
-            &objects::version_deployment(md, spec, desired, &ctx.config),
-            "Deployment",
-        )
-        .await?;
-        ssa(&services, &objects::version_service(md, &desired.version), "Service").await?;
-    }
-    if let Some(job) = &plan.job {
-        ssa(&configmaps, &objects::recipe_configmap(md, job), "ConfigMap").await?;
-        ssa(&jobs, &objects::optimize_job(md, job, &ctx.config), "Job").await?;
-    }
-    if let Some(spec) = &plan.register {
-        let mv = objects::model_version(md, spec.clone());
-        let api: Api<ModelVersion> = Api::namespaced(client.clone(), namespace);
-        match api
-            .create(
-                &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() },
-                &mv,
-            )
-            .await
-        {
-            Ok(_) => {}
-            // Registered by an earlier reconcile: a registry entry never changes.
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(source) => {
-                return Err(Error::Apply { kind: "ModelVersion", name: mv.name_any(), source });
-            }
-        }
-    }
-    if !plan.weights.is_empty() {
-        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-        let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
-        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
-        ssa(&accounts, &objects::router_service_account(md), "ServiceAccount").await?;
-        ssa(&roles, &objects::router_role(md), "Role").await?;
-        ssa(&bindings, &objects::router_role_binding(md), "RoleBinding").await?;
-        if let Some(cm) = access::router_auth_configmap(md, &ctx.config) {
-            ssa(&configmaps, &cm, "ConfigMap").await?;
-        }
-        ssa(
-            &configmaps,
-            &objects::routes_configmap(md, &plan.weights, plan.shadow.as_deref()),
-            "ConfigMap",
-        )
-        .await?;
-        ssa(&deployments, &objects::router_deployment(md, &ctx.config), "Deployment").await?;
-        ssa(&services, &objects::router_service(md), "Service").await?;
-        ssa(&services, &access::router_admin_service(md), "Service").await?;
-        ssa(&policies, &access::router_network_policy(md, &ctx.config), "NetworkPolicy").await?;
+    // Made for every reconcile that writes it, and used only by the first:
+    // the Secret is created once and never replaced.
+    let token = if plan.versions.is_empty() && plan.weights.is_empty() {
+        String::new()
+    } else {
+        access::new_token().map_err(Error::Random)?
+    };
+    for object in desired::desired(md, spec, plan, &ctx.config, &token) {
+        desired::write(&client, namespace, &object).await?;
     }
     for version in observation.serving_versions.iter() {
         if !plan.versions.iter().any(|d| &d.version == version) {
@@ -432,20 +369,6 @@ async fn apply(
         tracing::warn!(error = %e, "could not reset the router's statistics");
     }
     Ok(())
-}
-
-/// Creates the router's per-deployment token once: a Secret that exists
-/// is kept as it is (the create is refused as existing), so the token
-/// never changes under running pods, and the operator never reads it.
-async fn create_token_secret(secrets: &Api<Secret>, md: &ModelDeployment) -> Result<(), Error> {
-    let token = access::new_token().map_err(Error::Random)?;
-    let secret = access::token_secret(md, &token);
-    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-    match secrets.create(&params, &secret).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(source) => Err(Error::Apply { kind: "Secret", name: secret.name_any(), source }),
-    }
 }
 
 /// `ModelDeployment`s in a namespace, written untyped: the API server's

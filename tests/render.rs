@@ -1,0 +1,139 @@
+//! `tractor render` (issue 14): what the controller would write for a
+//! ModelDeployment in a given state, run as a user runs it. The same
+//! renders are validated with `kubernetes-validate --strict` in
+//! `.ci/manifests.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const TRACTOR: &str = env!("CARGO_BIN_EXE_tractor");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The objects `tractor render ARGS` prints, parsed.
+fn render(file: &Path, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(TRACTOR).arg("render").arg("-f").arg(file).args(args).output().unwrap();
+    assert!(out.status.success(), "render failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// The error `tractor render ARGS` exits with.
+fn render_error(file: &Path, args: &[&str]) -> String {
+    let out = Command::new(TRACTOR).arg("render").arg("-f").arg(file).args(args).output().unwrap();
+    assert!(!out.status.success(), "render should fail: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {:?}", kinds(objects)))
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| {
+            format!("{} {}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())
+        })
+        .collect()
+}
+
+/// The router's table, as the routes ConfigMap holds it.
+fn routes(objects: &[Value], deployment: &str) -> Value {
+    let cm = named(objects, "ConfigMap", &format!("{deployment}-routes"));
+    let table = cm["data"].as_object().unwrap().values().next().unwrap().as_str().unwrap();
+    serde_json::from_str(table).unwrap()
+}
+
+fn weights(table: &Value) -> Vec<(String, u64)> {
+    table["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["version"].as_str().unwrap().to_string(), b["weight"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_first_deploy_renders_the_version_and_its_router() {
+    let objects = render(&root().join("deploy/examples/canary.yaml"), &["-n", "models"]);
+    let deployment = named(&objects, "Deployment", "digits-canary-v1");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["metadata"]["namespace"], "models");
+    named(&objects, "Deployment", "digits-canary");
+    named(&objects, "Secret", "digits-canary-backend-token");
+    assert_eq!(weights(&routes(&objects, "digits-canary")), [("1".to_string(), 100)]);
+    assert!(
+        !objects.iter().any(|o| o["kind"] == "Deployment"
+            && o["metadata"]["name"].as_str().unwrap().ends_with("-v2")),
+        "{:?}",
+        kinds(&objects)
+    );
+}
+
+#[test]
+fn a_canary_at_20_percent_renders_both_versions_and_the_split() {
+    let file = root().join("tests/fixtures/render/rollout.yaml");
+    let objects = render(&file, &["--canary", "2", "--weight", "20"]);
+    named(&objects, "Deployment", "digits-v1");
+    named(&objects, "Deployment", "digits-v2");
+    named(&objects, "Service", "digits-v2");
+    let table = routes(&objects, "digits");
+    assert_eq!(weights(&table), [("1".to_string(), 80), ("2".to_string(), 20)]);
+    assert_eq!(table["shadow"], "2", "minAgreement compares every step");
+}
+
+#[test]
+fn a_shadow_step_renders_the_canary_at_weight_0_and_shadowed() {
+    let file = root().join("tests/fixtures/render/rollout.yaml");
+    for args in [&["--canary", "2"][..], &["--canary", "2", "--weight", "0"]] {
+        let objects = render(&file, args);
+        named(&objects, "Deployment", "digits-v2");
+        let table = routes(&objects, "digits");
+        assert_eq!(weights(&table), [("1".to_string(), 100), ("2".to_string(), 0)], "{args:?}");
+        assert_eq!(table["shadow"], "2");
+    }
+}
+
+#[test]
+fn an_optimized_spec_renders_the_job_then_the_optimized_version() {
+    let objects = render(&root().join("deploy/examples/optimized.yaml"), &[]);
+    let job = objects.iter().find(|o| o["kind"] == "Job").expect("the optimize Job");
+    let deployment = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "Deployment"
+                && o["metadata"]["labels"]["app.kubernetes.io/component"] == "serve"
+        })
+        .expect("the version's Deployment");
+    let text = deployment.to_string();
+    assert!(
+        text.contains("file:///var/lib/tractor/artifacts/default/"),
+        "the optimized artifact: {text}"
+    );
+    assert!(job["metadata"]["name"].is_string());
+}
+
+#[test]
+fn states_that_cannot_be_rendered_say_why() {
+    let file = root().join("tests/fixtures/render/rollout.yaml");
+    let error = render_error(&file, &["--canary", "2", "--weight", "30"]);
+    assert!(
+        error.contains("no rollout step at 30%: the steps are at 0% (shadow), 20%, 50%"),
+        "{error}"
+    );
+    let error = render_error(&file, &["--canary", "1"]);
+    assert!(error.contains("the first document"), "{error}");
+    let error = render_error(&file, &["--canary", "7"]);
+    assert!(error.contains("no document"), "{error}");
+    let error = render_error(&file, &["--weight", "20"]);
+    assert!(error.contains("--canary"), "{error}");
+}
