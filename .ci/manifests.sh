@@ -119,21 +119,24 @@ validate "$work/deploy.yaml"
 
 # --- tractor render ----------------------------------------------------------
 # What the controller writes for a ModelDeployment, rendered without a
-# cluster, must be objects the API server takes: the first deployment and a
-# canary at its shadow step and at a live step.
+# cluster, must be objects the API server takes: the first deployment, a
+# canary at its shadow step and at a live step, and an autoscaled version.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 step "cargo build --bin tractor (for tractor render)"
 cargo build --quiet --bin tractor
 tractor="$CARGO_TARGET_DIR/debug/tractor"
 fixture=tests/fixtures/render/rollout.yaml
-for stage in "first:" "shadow:--canary 2 --weight 0" "canary:--canary 2 --weight 20"; do
-  name=${stage%%:*}; flags=${stage#*:}
-  step "tractor render -f $fixture $flags | kubernetes-validate --strict"
-  # shellcheck disable=SC2086 # the flags are words
-  "$tractor" render -f "$fixture" -n models $flags > "$work/render-$name.yaml" \
-    || fail "tractor render $flags"
+for stage in "first:$fixture" "shadow:$fixture --canary 2 --weight 0" \
+    "canary:$fixture --canary 2 --weight 20" "autoscaled:tests/fixtures/render/autoscaled.yaml"; do
+  name=${stage%%:*}; args=${stage#*:}
+  step "tractor render -f $args | kubernetes-validate --strict"
+  # shellcheck disable=SC2086 # the file and flags are words
+  "$tractor" render -n models -f $args > "$work/render-$name.yaml" \
+    || fail "tractor render -f $args"
   validate "$work/render-$name.yaml"
 done
+grep -q "^kind: HorizontalPodAutoscaler" "$work/render-autoscaled.yaml" \
+  || fail "tractor render: no HorizontalPodAutoscaler for spec.serving.autoscaling"
 
 # --- consistency -------------------------------------------------------------
 step "deploy/ is the chart with default values; option values render as intended; examples match the CRD schema"

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -389,6 +390,67 @@ async fn first_deploy_becomes_ready() {
             .unwrap()
             .is_some()
     );
+}
+
+/// Issue 14: with `spec.serving.autoscaling` each serving version gets an
+/// HPA, and the controller stops writing `replicas`, which the HPA (played
+/// here by the test) owns; turning autoscaling off hands them back.
+#[tokio::test]
+async fn autoscaled_versions_get_an_hpa_and_keep_the_replicas_it_sets() {
+    let Some(emulator) = emulator() else { return };
+    let client = client(&emulator);
+    let router = Arc::new(FakeRouter::default());
+    let _controller = start_controller(&client, router.clone());
+    let mut v1 = spec("1", two_paused_steps(), false);
+    v1["serving"] =
+        json!({ "autoscaling": { "minReplicas": 2, "maxReplicas": 5, "targetInflight": 8 } });
+    create_md(&client, v1).await;
+
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), NS);
+    let hpa = eventually(&client, "the HPA of digits-v1", async || {
+        hpas.get_opt("digits-v1").await.unwrap()
+    })
+    .await;
+    let hpa = serde_json::to_value(&hpa.spec).unwrap();
+    assert_eq!(
+        hpa["scaleTargetRef"],
+        json!({ "apiVersion": "apps/v1", "kind": "Deployment", "name": "digits-v1" })
+    );
+    assert_eq!((hpa["minReplicas"].clone(), hpa["maxReplicas"].clone()), (json!(2), json!(5)));
+    assert_eq!(hpa["metrics"][0]["pods"]["metric"]["name"], "tractor_inflight_requests");
+    assert_eq!(hpa["metrics"][0]["pods"]["target"]["averageValue"], "8");
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NS);
+    let v1_replicas = async || deployments.get("digits-v1").await.unwrap().spec.unwrap().replicas;
+    assert_eq!(v1_replicas().await, None, "replicas left to the HPA");
+
+    // The HPA scales version 1 to 4; the controller's later writes keep it.
+    let scaled = json!({ "spec": { "replicas": 4 } });
+    deployments.patch("digits-v1", &PatchParams::default(), &Patch::Merge(&scaled)).await.unwrap();
+    pods_ready(&client, "digits-v1", 4).await;
+    status_where(&client, "v1 stable", |s| s["phase"] == "Succeeded").await;
+    router.serve(100, 0);
+    set_version(&client, "2").await;
+    eventually(&client, "the canary's own HPA", async || hpas.get_opt("digits-v2").await.unwrap())
+        .await;
+    pods_ready(&client, "digits-v2", 2).await;
+    status_where(&client, "canary v2 at its first step", |s| s["canary"]["weight"] == 10).await;
+    assert_eq!(v1_replicas().await, Some(4), "the controller never wrote replicas back");
+
+    // Autoscaling off: the HPAs go, the controller sets replicas again.
+    let off = json!({ "spec": { "serving": { "autoscaling": null } } });
+    Api::<ModelDeployment>::namespaced(client.clone(), NS)
+        .patch("digits", &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    eventually(&client, "both HPAs deleted", async || {
+        let left = hpas.list(&Default::default()).await.unwrap().items.len();
+        (left == 0).then_some(())
+    })
+    .await;
+    eventually(&client, "replicas back from the spec", async || {
+        (v1_replicas().await == Some(1)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

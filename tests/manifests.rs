@@ -562,9 +562,10 @@ fn check_serving_pod(what: &str, md: &ModelDeployment, pod: &PodSpec) {
 
 /// Every kind the controller may render, with the API group and resource
 /// the operator's ClusterRole must cover, and the verbs it uses on them.
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 11] = [
     "ConfigMap",
     "Deployment",
+    "HorizontalPodAutoscaler",
     "Service",
     "Job",
     "ModelVersion",
@@ -595,6 +596,11 @@ fn resource_of(kind: &str) -> (&'static str, &'static str, &'static [&'static st
         // Created once and never read: the operator cannot read Secrets.
         "Secret" => ("", "secrets", &["create"]),
         "NetworkPolicy" => ("networking.k8s.io", "networkpolicies", APPLIED),
+        // Deleted when its version stops serving; found through an
+        // annotation on the Deployment, so never listed.
+        "HorizontalPodAutoscaler" => {
+            ("autoscaling", "horizontalpodautoscalers", &["create", "patch", "delete"])
+        }
         other => panic!("no RBAC mapping for {other}"),
     }
 }
@@ -694,7 +700,8 @@ fn drive(file: &str, md: &ModelDeployment, observed: &mut Observed, t0: i64) -> 
         for desired in &plan.versions {
             observed.ready.insert(desired.version.clone(), desired.replicas);
         }
-        let serving = plan.status.stable.as_ref().is_some_and(|s| s.version == spec.version);
+        let serving =
+            plan.status.stable.as_ref().is_some_and(|s| s.version == spec.version && s.serving());
         if serving && plan.status.canary.is_none() && !plan.weights.is_empty() {
             return kinds;
         }

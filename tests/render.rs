@@ -123,6 +123,35 @@ fn an_optimized_spec_renders_the_job_then_the_optimized_version() {
 }
 
 #[test]
+fn autoscaling_renders_an_hpa_and_leaves_replicas_to_it() {
+    let objects = render(&root().join("tests/fixtures/render/autoscaled.yaml"), &[]);
+    let deployment = named(&objects, "Deployment", "digits-v1");
+    assert!(deployment["spec"].get("replicas").is_none(), "{deployment:#}");
+    let hpa = named(&objects, "HorizontalPodAutoscaler", "digits-v1");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "digits-v1");
+    assert_eq!(
+        (hpa["spec"]["minReplicas"].clone(), hpa["spec"]["maxReplicas"].clone()),
+        (2.into(), 10.into())
+    );
+    let metrics = &hpa["spec"]["metrics"];
+    assert_eq!(metrics[0]["resource"]["target"]["averageUtilization"], 70, "{metrics:#}");
+    assert_eq!(metrics[1]["pods"]["metric"]["name"], "tractor_inflight_requests");
+    assert_eq!(metrics[1]["pods"]["target"]["averageValue"], "16");
+    let order = kinds(&objects);
+    let at = |object: &str| order.iter().position(|k| k == object).unwrap();
+    assert!(
+        at("Deployment digits-v1") < at("HorizontalPodAutoscaler digits-v1"),
+        "the HPA after its target: {order:?}"
+    );
+
+    // Without autoscaling, replicas are the controller's.
+    let plain = render(&root().join("tests/fixtures/render/rollout.yaml"), &[]);
+    assert_eq!(named(&plain, "Deployment", "digits-v2")["spec"]["replicas"], 2);
+    assert!(!kinds(&plain).iter().any(|k| k.starts_with("HorizontalPodAutoscaler")));
+}
+
+#[test]
 fn states_that_cannot_be_rendered_say_why() {
     let file = root().join("tests/fixtures/render/rollout.yaml");
     let error = render_error(&file, &["--canary", "2", "--weight", "30"]);

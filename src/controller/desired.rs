@@ -5,6 +5,7 @@
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -33,6 +34,7 @@ pub enum Write {
 #[serde(untagged)]
 pub enum Object {
     Deployment(Box<Deployment>),
+    HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
     Service(Box<Service>),
     ConfigMap(Box<ConfigMap>),
     Secret(Box<Secret>),
@@ -48,6 +50,7 @@ impl Object {
     pub fn kind(&self) -> &'static str {
         match self {
             Object::Deployment(_) => "Deployment",
+            Object::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
             Object::Service(_) => "Service",
             Object::ConfigMap(_) => "ConfigMap",
             Object::Secret(_) => "Secret",
@@ -102,6 +105,9 @@ pub fn desired(
         }
         let deployment = objects::version_deployment(md, spec, version, config);
         out.push(apply(Object::Deployment(Box::new(deployment))));
+        if let Some(hpa) = objects::version_autoscaler(md, spec, version) {
+            out.push(apply(Object::HorizontalPodAutoscaler(Box::new(hpa))));
+        }
         let service = objects::version_service(md, &version.version);
         out.push(apply(Object::Service(Box::new(service))));
     }
@@ -138,6 +144,7 @@ pub async fn write(client: &Client, namespace: &str, desired: &Desired) -> Resul
     let how = desired.write;
     match &desired.object {
         Object::Deployment(o) => put(client, namespace, how, o.as_ref()).await,
+        Object::HorizontalPodAutoscaler(o) => put(client, namespace, how, o.as_ref()).await,
         Object::Service(o) => put(client, namespace, how, o.as_ref()).await,
         Object::ConfigMap(o) => put(client, namespace, how, o.as_ref()).await,
         Object::Secret(o) => put(client, namespace, how, o.as_ref()).await,
@@ -158,6 +165,7 @@ pub async fn write(client: &Client, namespace: &str, desired: &Desired) -> Resul
 fn object_name(object: &Object) -> String {
     match object {
         Object::Deployment(o) => o.name_any(),
+        Object::HorizontalPodAutoscaler(o) => o.name_any(),
         Object::Service(o) => o.name_any(),
         Object::ConfigMap(o) => o.name_any(),
         Object::Secret(o) => o.name_any(),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -323,6 +324,19 @@ async fn apply(
     } else {
         access::new_token().map_err(Error::Random)?
     };
+    // Before the Deployment takes `replicas` back: an HPA that outlived it
+    // would scale a version the plan keeps at zero.
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
+    for version in &observation.autoscaled_versions {
+        let keeps = plan
+            .versions
+            .iter()
+            .any(|d| &d.version == version && objects::autoscaled(spec, d).is_some());
+        if !keeps {
+            let name = objects::version_object_name(md, version);
+            delete(&autoscalers, &name, "HorizontalPodAutoscaler").await?;
+        }
+    }
     for object in desired::desired(md, spec, plan, &ctx.config, &token) {
         desired::write(&client, namespace, &object).await?;
     }

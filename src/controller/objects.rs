@@ -5,6 +5,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
+};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
@@ -21,6 +25,7 @@ use kube::{Resource, ResourceExt};
 
 use super::access;
 use crate::contract::args::{self, OptimizeFiles, RoutesAt, ServePlacement};
+use crate::crd::Autoscaling;
 use crate::crd::{ModelDeployment, ModelVersion, ModelVersionSpec, ValidSpec};
 use crate::plan::{DesiredVersion, OptimizeJob};
 
@@ -290,10 +295,16 @@ pub fn version_deployment(
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
         ..Container::default()
     };
+    let mut metadata = meta(md, version_object_name(md, &desired.version), labels.clone());
+    let autoscaled = autoscaled(spec, desired).is_some();
+    if autoscaled {
+        // Read back by the observation: which HPAs exist, without a list.
+        metadata.annotations = Some([(AUTOSCALED_ANNOTATION.into(), "true".into())].into());
+    }
     Deployment {
-        metadata: meta(md, version_object_name(md, &desired.version), labels.clone()),
+        metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(desired.replicas),
+            replicas: (!autoscaled).then_some(desired.replicas),
             selector: LabelSelector { match_labels: Some(labels.clone()), match_expressions: None },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
@@ -344,6 +355,77 @@ pub(super) fn port(name: &str, port: i32) -> ServicePort {
         ..ServicePort::default()
     }
 }
+
+/// The autoscaling of a version that serves: a version kept at zero
+/// replicas (history, or past keepWarm) has none, since an HPA cannot hold
+/// a Deployment at zero.
+pub fn autoscaled<'a>(spec: &'a ValidSpec, desired: &DesiredVersion) -> Option<&'a Autoscaling> {
+    spec.autoscaling.as_ref().filter(|_| desired.replicas > 0)
+}
+
+/// The HorizontalPodAutoscaler of one version's Deployment, if it has one.
+/// The Deployment is then applied without `replicas`, so that server-side
+/// apply leaves the field to the HPA (and, when the field had been ours,
+/// the API server resets it to 1 before the HPA raises it to minReplicas).
+pub fn version_autoscaler(
+    md: &ModelDeployment,
+    spec: &ValidSpec,
+    desired: &DesiredVersion,
+) -> Option<HorizontalPodAutoscaler> {
+    let scaling = autoscaled(spec, desired)?;
+    let name = version_object_name(md, &desired.version);
+    let mut metrics = vec![];
+    if let Some(percent) = scaling.target_cpu_percent {
+        metrics.push(MetricSpec {
+            type_: "Resource".into(),
+            resource: Some(ResourceMetricSource {
+                name: "cpu".into(),
+                target: MetricTarget {
+                    type_: "Utilization".into(),
+                    average_utilization: Some(percent),
+                    ..MetricTarget::default()
+                },
+            }),
+            ..MetricSpec::default()
+        });
+    }
+    if let Some(inflight) = scaling.target_inflight {
+        metrics.push(MetricSpec {
+            type_: "Pods".into(),
+            pods: Some(PodsMetricSource {
+                metric: MetricIdentifier { name: INFLIGHT_METRIC.into(), selector: None },
+                target: MetricTarget {
+                    type_: "AverageValue".into(),
+                    average_value: Some(Quantity(inflight.to_string())),
+                    ..MetricTarget::default()
+                },
+            }),
+            ..MetricSpec::default()
+        });
+    }
+    Some(HorizontalPodAutoscaler {
+        metadata: meta(md, name.clone(), labels(md, "serve", Some(&desired.version))),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name,
+            },
+            min_replicas: Some(scaling.min_replicas),
+            max_replicas: scaling.max_replicas,
+            metrics: Some(metrics),
+            behavior: None,
+        }),
+        status: None,
+    })
+}
+
+/// On a version Deployment whose HPA the operator made.
+pub const AUTOSCALED_ANNOTATION: &str = "tractor.dev/autoscaled";
+
+/// The gauge `tractor serve` exports per pod, which a custom-metrics
+/// adapter turns into the HPA's Pods metric.
+pub const INFLIGHT_METRIC: &str = "tractor_inflight_requests";
 
 pub fn version_service(md: &ModelDeployment, version: &str) -> Service {
     service(

@@ -20,6 +20,8 @@ pub struct Observation {
     pub observed: Observed,
     /// Versions that have a serving Deployment now.
     pub serving_versions: Vec<String>,
+    /// Versions whose Deployment says the operator made it an HPA.
+    pub autoscaled_versions: Vec<String>,
     /// The version of the optimization Job that exists, if any.
     pub job_version: Option<String>,
 }
@@ -66,6 +68,7 @@ pub async fn observe(
     let mut ready = BTreeMap::new();
     let mut failing = BTreeMap::new();
     let mut serving_versions = Vec::new();
+    let mut autoscaled_versions = Vec::new();
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     for d in list {
         let Some(label) = d.labels().get(VERSION_LABEL).cloned() else { continue };
@@ -87,6 +90,9 @@ pub async fn observe(
             }
         }
         ready.insert(version.clone(), count);
+        if d.annotations().contains_key(objects::AUTOSCALED_ANNOTATION) {
+            autoscaled_versions.push(version.clone());
+        }
         serving_versions.push(version);
     }
 
@@ -143,6 +149,7 @@ pub async fn observe(
             abort_requested: annotations.contains_key(crate::crd::ABORT_ANNOTATION),
         },
         serving_versions,
+        autoscaled_versions,
         job_version,
     })
 }

@@ -24,8 +24,8 @@ pub use access::{OutputLimitsSpec, ServingAuthSpec};
 pub use processing::ProcessingSpec;
 pub use recipe::Recipe;
 pub use validate::{
-    Analysis, Rollout, SpecError, Step, ValidSpec, check_object_name, check_version, parse_object,
-    validate,
+    Analysis, Autoscaling, Rollout, SpecError, Step, ValidSpec, check_object_name, check_version,
+    parse_object, validate,
 };
 
 /// The API group of every tractor resource.
@@ -135,10 +135,15 @@ pub struct SecretKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServingSpec {
-    /// Pods per version.
+    /// Pods per version. With `autoscaling`, a HorizontalPodAutoscaler
+    /// sets them instead, from `autoscaling.minReplicas` up.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
+    /// Scale each version's pods with its load: one `autoscaling/v2`
+    /// HorizontalPodAutoscaler per serving version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -175,6 +180,38 @@ pub struct ServingSpec {
     pub image: Option<String>,
 }
 
+/// A HorizontalPodAutoscaler per version, as KServe's raw deployment mode
+/// makes. Without a target, CPU at 80% of the pods' requests.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.minReplicas) || self.maxReplicas >= self.minReplicas",
+     "message": "maxReplicas must be at least minReplicas"}
+]))]
+pub struct AutoscalingSpec {
+    /// Fewest pods of a serving version (default 1); a canary starts here.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average CPU use to hold, in percent of the pods' CPU request (needs
+    /// `resources.requests.cpu` and the metrics server).
+    #[serde(
+        default,
+        rename = "targetCPUUtilizationPercentage",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percentage: Option<i32>,
+    /// Average requests in flight per pod to hold: the Pods metric
+    /// `tractor_inflight_requests`, which needs a custom-metrics adapter
+    /// (prometheus-adapter) serving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub target_inflight: Option<i32>,
+}
+
 fn default_replicas() -> i32 {
     1
 }
@@ -183,6 +220,7 @@ impl Default for ServingSpec {
     fn default() -> Self {
         ServingSpec {
             replicas: default_replicas(),
+            autoscaling: None,
             resources: None,
             batching: None,
             processing: None,

@@ -38,6 +38,39 @@ pub struct SpecError {
     pub reason: String,
 }
 
+fn check_autoscaling(a: &super::AutoscalingSpec) -> Result<Autoscaling, SpecError> {
+    const FIELD: &str = "spec.serving.autoscaling";
+    let range = |name: &str, value: i32, max: i32| {
+        if (1..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(invalid(format!("{FIELD}.{name}"), format!("{value}: must be from 1 to {max}")))
+        }
+    };
+    let min_replicas = range("minReplicas", a.min_replicas, 1000)?;
+    let max_replicas = range("maxReplicas", a.max_replicas, 1000)?;
+    if max_replicas < min_replicas {
+        return Err(invalid(
+            format!("{FIELD}.maxReplicas"),
+            format!("{max_replicas} is below minReplicas {min_replicas}"),
+        ));
+    }
+    let cpu = a
+        .target_cpu_utilization_percentage
+        .map(|v| range("targetCPUUtilizationPercentage", v, 1000))
+        .transpose()?;
+    let inflight = a.target_inflight.map(|v| range("targetInflight", v, 100_000)).transpose()?;
+    Ok(Autoscaling {
+        min_replicas,
+        max_replicas,
+        target_cpu_percent: match (cpu, inflight) {
+            (None, None) => Some(DEFAULT_CPU_TARGET_PERCENT),
+            (cpu, _) => cpu,
+        },
+        target_inflight: inflight,
+    })
+}
+
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
     SpecError { field: field.into(), reason: reason.into() }
 }
@@ -52,7 +85,10 @@ pub struct ValidSpec {
     pub source_sha256: Option<String>,
     pub source_format: SourceFormat,
     pub optimize: Option<Recipe>,
+    /// Pods of each serving version; with `autoscaling`, its minReplicas
+    /// (what a version starts at before its autoscaler takes over).
     pub replicas: i32,
+    pub autoscaling: Option<Autoscaling>,
     pub max_batch_size: u32,
     pub max_batch_delay: Duration,
     /// `spec.serving.processing`, checked as far as it can be without the
@@ -62,6 +98,18 @@ pub struct ValidSpec {
     pub output_limits: OutputLimitsSpec,
     pub rollout: Rollout,
 }
+
+/// `spec.serving.autoscaling`, checked, with at least one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Autoscaling {
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub target_cpu_percent: Option<i32>,
+    pub target_inflight: Option<i32>,
+}
+
+/// CPU target when `autoscaling` names none, as KServe's raw mode defaults.
+const DEFAULT_CPU_TARGET_PERCENT: i32 = 80;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rollout {
@@ -332,6 +380,7 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
     if spec.serving.replicas < 0 {
         return Err(invalid("spec.serving.replicas", "must not be negative"));
     }
+    let autoscaling = spec.serving.autoscaling.as_ref().map(check_autoscaling).transpose()?;
     let (max_batch_size, max_batch_delay) = match &spec.serving.batching {
         None => (32, Duration::ZERO),
         Some(b) => {
@@ -414,7 +463,8 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
         source_sha256,
         source_format: spec.model.source.format,
         optimize: spec.optimize.clone(),
-        replicas: spec.serving.replicas,
+        replicas: autoscaling.as_ref().map_or(spec.serving.replicas, |a| a.min_replicas),
+        autoscaling,
         max_batch_size,
         max_batch_delay,
         processing,
@@ -477,6 +527,25 @@ mod tests {
     }
 
     #[test]
+    fn autoscaling_starts_versions_at_min_replicas_and_defaults_to_cpu() {
+        let text = format!(
+            "{BASE}serving: {{replicas: 7, autoscaling: {{minReplicas: 3, maxReplicas: 9}}}}\n"
+        );
+        let valid = validate(&spec(&text)).unwrap();
+        assert_eq!(valid.replicas, 3, "a version starts at minReplicas, not replicas");
+        let scaling = valid.autoscaling.unwrap();
+        assert_eq!((scaling.target_cpu_percent, scaling.target_inflight), (Some(80), None));
+        let text =
+            format!("{BASE}serving: {{autoscaling: {{maxReplicas: 4, targetInflight: 8}}}}\n");
+        let scaling = validate(&spec(&text)).unwrap().autoscaling.unwrap();
+        assert_eq!(
+            (scaling.min_replicas, scaling.target_cpu_percent, scaling.target_inflight),
+            (1, None, Some(8)),
+            "a named target replaces the CPU default"
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             ("rollout: {steps: [{weight: 50}, {weight: 20}]}", "spec.rollout.steps[1].weight"),
@@ -485,6 +554,18 @@ mod tests {
             // Weight 0 comes first, so a shadow step cannot follow a live one.
             ("rollout: {steps: [{weight: 5}, {shadow: true}]}", "spec.rollout.steps[1].weight"),
             ("rollout: {analysis: {maxErrorRate: 1.5}}", "spec.rollout.analysis.maxErrorRate"),
+            (
+                "serving: {autoscaling: {minReplicas: 4, maxReplicas: 2}}",
+                "spec.serving.autoscaling.maxReplicas",
+            ),
+            (
+                "serving: {autoscaling: {minReplicas: 0, maxReplicas: 2}}",
+                "spec.serving.autoscaling.minReplicas",
+            ),
+            (
+                "serving: {autoscaling: {maxReplicas: 2, targetInflight: 0}}",
+                "spec.serving.autoscaling.targetInflight",
+            ),
             ("rollout: {analysis: {interval: 0s}}", "spec.rollout.analysis.interval"),
             ("serving: {batching: {maxBatchSize: 0}}", "spec.serving.batching.maxBatchSize"),
             ("rollout: {keepWarm: forever}", "spec.rollout.keepWarm"),

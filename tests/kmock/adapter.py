@@ -65,6 +65,7 @@ RESOURCES = {
     ('', 'v1', 'serviceaccounts'): ('ServiceAccount', False),
     ('', 'v1', 'secrets'): ('Secret', False),
     ('networking.k8s.io', 'v1', 'networkpolicies'): ('NetworkPolicy', False),
+    ('autoscaling', 'v2', 'horizontalpodautoscalers'): ('HorizontalPodAutoscaler', True),
     ('rbac.authorization.k8s.io', 'v1', 'roles'): ('Role', False),
     ('rbac.authorization.k8s.io', 'v1', 'rolebindings'): ('RoleBinding', False),
     ('coordination.k8s.io', 'v1', 'leases'): ('Lease', False),

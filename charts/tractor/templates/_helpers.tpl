@@ -80,6 +80,9 @@ charts/tractor/README.md justifies each rule.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["create", "patch"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["create", "patch", "delete"]
 {{- end -}}
 
 {{/* The namespaces a namespaced install grants and watches; refuses an empty list. */}}
