@@ -933,7 +933,7 @@ async fn backend_tls_makes_the_versions_serve_https_verified_by_the_router() {
         served["secret"]["items"],
         json!([{ "key": "tls.crt", "path": "tls.crt" }, { "key": "tls.key", "path": "tls.key" }])
     );
-    for probe in ["readinessProbe", "livenessProbe"] {
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
         assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}: {container}");
     }
 

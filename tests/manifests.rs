@@ -263,7 +263,7 @@ fn check_container(what: &str, c: &Container, read_only_root: bool) {
     }
     // Probes point at a declared port, by number or by name.
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-    for probe in [&c.readiness_probe, &c.liveness_probe].into_iter().flatten() {
+    for probe in [&c.readiness_probe, &c.liveness_probe, &c.startup_probe].into_iter().flatten() {
         let get = probe.http_get.as_ref().expect("HTTP probes");
         let declared = c.ports.iter().flatten().any(|p| match &get.port {
             IntOrString::Int(port) => p.container_port == *port,

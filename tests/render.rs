@@ -68,6 +68,14 @@ fn a_first_deploy_renders_the_version_and_its_router() {
     let deployment = named(&objects, "Deployment", "digits-canary-v1");
     assert_eq!(deployment["spec"]["replicas"], 2);
     assert_eq!(deployment["metadata"]["namespace"], "models");
+    // A large model may load for minutes: liveness waits for the startup probe.
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let startup = &container["startupProbe"];
+    assert_eq!(startup["httpGet"]["path"], "/v2/health/live", "{container:#}");
+    assert_eq!(
+        startup["periodSeconds"].as_i64().unwrap() * startup["failureThreshold"].as_i64().unwrap(),
+        600
+    );
     named(&objects, "Deployment", "digits-canary");
     named(&objects, "Secret", "digits-canary-backend-token");
     assert_eq!(weights(&routes(&objects, "digits-canary")), [("1".to_string(), 100)]);

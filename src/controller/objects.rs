@@ -203,6 +203,10 @@ fn serve_probe(md: &ModelDeployment, path: &str, period: i32) -> Probe {
     probe
 }
 
+/// A serving pod may take this long to load its model: 120 checks, 5 s apart.
+const STARTUP_PROBE_PERIOD_SECONDS: i32 = 5;
+const STARTUP_PROBE_FAILURES: i32 = 120;
+
 /// Where a version's pods find the processing document.
 const PROCESSING_MOUNT: &str = "/etc/tractor/processing";
 const PROCESSING_KEY: &str = "processing.json";
@@ -286,10 +290,14 @@ pub fn version_deployment(
             grpc_container_port(SERVE_GRPC_PORT),
         ]),
         readiness_probe: Some(serve_probe(md, "/v2/health/ready", 2)),
-        liveness_probe: Some(Probe {
-            initial_delay_seconds: Some(5),
-            ..serve_probe(md, "/v2/health/live", 10)
+        // Fetching and optimizing a large model can take minutes before the
+        // port opens: the startup probe holds the liveness probe off for up to
+        // ten minutes instead of letting it restart a pod that is loading.
+        startup_probe: Some(Probe {
+            failure_threshold: Some(STARTUP_PROBE_FAILURES),
+            ..serve_probe(md, "/v2/health/live", STARTUP_PROBE_PERIOD_SECONDS)
         }),
+        liveness_probe: Some(serve_probe(md, "/v2/health/live", 10)),
         resources: md.spec.serving.resources.clone(),
         security_context: Some(restricted_container_security()),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
