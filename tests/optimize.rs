@@ -140,6 +140,11 @@ fn weight_int4_is_a_fifth_of_the_mlp() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(size_ratio(&report) <= 0.20, "{}", size_ratio(&report));
     eprintln!("weight-int4 accuracy drop: {}", report["validation"]["drop"]);
+    // Issue 14: progress between the first line and the last, in order.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let at = |line: &str| stderr.find(line).unwrap_or_else(|| panic!("no {line:?} in {stderr}"));
+    assert!(at("pass 1 of 1 (quantize) started") < at("pass applied"), "{stderr}");
+    assert!(at("pass applied") < at("accuracy gate: both models"), "{stderr}");
 }
 
 /// Issue 17's size request: `weight-int4` of a 34 MB MLP wrote 0.58 of the

@@ -359,6 +359,11 @@ pub fn run(input: &[u8], recipe: &Recipe, ctx: &Context) -> Result<Outcome, Opti
             // Recipe::check keeps convert last.
             break;
         };
+        // A pass can run for minutes on a large model (calibration, learned
+        // rounding): say which one is running before it starts.
+        let of = recipe.passes.len();
+        tracing::info!(pass = name, index, of, "pass {} of {of} ({name}) started", index + 1);
+        let started = std::time::Instant::now();
         let (proposal, notes, remark) = contained(|| apply_pass(pass, model, ctx))
             .map_err(|source| OptimizeError::Pass { index, name, source })?;
         remarks.extend(remark);
@@ -378,7 +383,13 @@ pub fn run(input: &[u8], recipe: &Recipe, ctx: &Context) -> Result<Outcome, Opti
             }
             Artifact::Nnef(bytes) => figures(bytes, graph::param_stats(model)),
         };
-        tracing::info!(pass = name, index, file_bytes = figures.file_bytes, "pass applied");
+        tracing::info!(
+            pass = name,
+            index,
+            file_bytes = figures.file_bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "pass applied"
+        );
         passes.push(PassReport { name, figures, notes });
         current = proposal;
     }
@@ -424,6 +435,7 @@ pub fn run(input: &[u8], recipe: &Recipe, ctx: &Context) -> Result<Outcome, Opti
     }
     let mut latency = Vec::new();
     if ctx.measure {
+        tracing::info!("measuring latency: the original and the optimized model, interleaved");
         for batch in LATENCY_BATCHES {
             if batch > 1 && !(before.is_batchable() && after.is_batchable()) {
                 continue;
@@ -439,6 +451,7 @@ pub fn run(input: &[u8], recipe: &Recipe, ctx: &Context) -> Result<Outcome, Opti
     }
     let validation = match &ctx.validation {
         Some((data, metric, max_drop)) => {
+            tracing::info!(?metric, "accuracy gate: both models on the validation data");
             Some(evaluate::compare(&before, &after, data, *metric, *max_drop)?)
         }
         None => None,
