@@ -127,7 +127,8 @@ cargo build --quiet --bin tractor
 tractor="$CARGO_TARGET_DIR/debug/tractor"
 fixture=tests/fixtures/render/rollout.yaml
 for stage in "first:$fixture" "shadow:$fixture --canary 2 --weight 0" \
-    "canary:$fixture --canary 2 --weight 20" "autoscaled:tests/fixtures/render/autoscaled.yaml"; do
+    "canary:$fixture --canary 2 --weight 20" "autoscaled:tests/fixtures/render/autoscaled.yaml" \
+    "one-router:tests/fixtures/render/one-router.yaml"; do
   name=${stage%%:*}; args=${stage#*:}
   step "tractor render -f $args | kubernetes-validate --strict"
   # shellcheck disable=SC2086 # the file and flags are words

@@ -95,6 +95,7 @@ async fn deploys_and_promotes_on_a_real_cluster() {
         },
         metrics: ControllerMetrics::default(),
         router: Arc::new(HttpRouterStats::new(
+            client.clone(),
             &tractor::controller::access::AdminToken::from_token("controller-token".into()),
         )),
         reporter: Reporter { controller: "tractor-e2e".into(), instance: None },

@@ -36,10 +36,11 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use tractor::controller::leader::LeaseLock;
@@ -394,7 +395,9 @@ async fn first_deploy_becomes_ready() {
 
 /// Issue 14: with `spec.serving.autoscaling` each serving version gets an
 /// HPA, and the controller stops writing `replicas`, which the HPA (played
-/// here by the test) owns; turning autoscaling off hands them back.
+/// here by the test) owns; turning autoscaling off hands them back. Versions
+/// that may run several pods, and the two routers, get PodDisruptionBudgets
+/// that go when they are down to one.
 #[tokio::test]
 async fn autoscaled_versions_get_an_hpa_and_keep_the_replicas_it_sets() {
     let Some(emulator) = emulator() else { return };
@@ -419,6 +422,16 @@ async fn autoscaled_versions_get_an_hpa_and_keep_the_replicas_it_sets() {
     assert_eq!((hpa["minReplicas"].clone(), hpa["maxReplicas"].clone()), (json!(2), json!(5)));
     assert_eq!(hpa["metrics"][0]["pods"]["metric"]["name"], "tractor_inflight_requests");
     assert_eq!(hpa["metrics"][0]["pods"]["target"]["averageValue"], "8");
+    // Up to 5 pods, and two routers: a budget for each.
+    let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), NS);
+    for name in ["digits-v1", "digits"] {
+        let budget = eventually(&client, "a PodDisruptionBudget", async || {
+            budgets.get_opt(name).await.unwrap()
+        })
+        .await;
+        let spec = serde_json::to_value(&budget.spec).unwrap();
+        assert_eq!(spec["maxUnavailable"], 1, "{name}: {spec}");
+    }
     let deployments = Api::<Deployment>::namespaced(client.clone(), NS);
     let v1_replicas = async || deployments.get("digits-v1").await.unwrap().spec.unwrap().replicas;
     assert_eq!(v1_replicas().await, None, "replicas left to the HPA");
@@ -451,6 +464,33 @@ async fn autoscaled_versions_get_an_hpa_and_keep_the_replicas_it_sets() {
         (v1_replicas().await == Some(1)).then_some(())
     })
     .await;
+    // One pod each now: the versions' budgets go; the two routers keep theirs.
+    let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), NS);
+    eventually(&client, "the versions' budgets deleted", async || {
+        let names: Vec<String> = budgets
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|b| b.name_any())
+            .collect();
+        (names == ["digits"]).then_some(())
+    })
+    .await;
+
+    // One router: its budget goes too.
+    let one = json!({ "spec": { "router": { "replicas": 1 } } });
+    Api::<ModelDeployment>::namespaced(client.clone(), NS)
+        .patch("digits", &PatchParams::default(), &Patch::Merge(&one))
+        .await
+        .unwrap();
+    eventually(&client, "the router's budget deleted", async || {
+        budgets.list(&Default::default()).await.unwrap().items.is_empty().then_some(())
+    })
+    .await;
+    let router_replicas = deployments.get("digits").await.unwrap().spec.unwrap().replicas;
+    assert_eq!(router_replicas, Some(1));
 }
 
 #[tokio::test]

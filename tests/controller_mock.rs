@@ -164,8 +164,9 @@ impl Verifier {
             .await
     }
 
-    /// The router's account, role, binding, routes, Deployment, Service,
-    /// admin Service and NetworkPolicy, applied in that order whenever some
+    /// The router's account, role, binding, routes, Deployment, its
+    /// PodDisruptionBudget (two routers by default), Service, admin Service
+    /// and NetworkPolicy, applied in that order whenever some
     /// version takes traffic.
     async fn router(self) -> Self {
         self.router_with(false).await
@@ -189,6 +190,8 @@ impl Verifier {
         v.apply(&format!("{CONFIGMAPS}/digits-routes?"))
             .await
             .apply(&format!("{DEPLOYMENTS}/digits?"))
+            .await
+            .apply(&format!("{BUDGETS}/digits?"))
             .await
             .apply(&format!("{SERVICES}/digits?"))
             .await
@@ -291,6 +294,7 @@ const MODELVERSIONS: &str = "/apis/tractor.dev/v1alpha1/namespaces/default/model
 const MD: &str = "/apis/tractor.dev/v1alpha1/namespaces/default/modeldeployments/digits";
 const SECRETS: &str = "/api/v1/namespaces/default/secrets";
 const NETWORKPOLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies";
+const BUDGETS: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
 
 fn ready_deployment(version: &str, ready: i32) -> Value {
     json!({

@@ -19,14 +19,17 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use tractor::controller::access;
+use tractor::controller::desired::{self, Object};
 use tractor::controller::objects::{self, OperatorConfig};
 use tractor::crd::{ModelDeployment, ValidSpec};
 use tractor::plan::{Artifact, JobState, Observed, Plan};
@@ -124,7 +127,7 @@ struct Rendered {
 
 /// Serializes, deserializes back into the same `k8s-openapi` type, and
 /// checks nothing was lost: the object is what the type can carry.
-fn roundtrip<K>(kind: &'static str, version: Option<&str>, object: &K) -> Rendered
+fn roundtrip<K>(kind: &'static str, object: &K) -> Rendered
 where
     K: Serialize + DeserializeOwned,
 {
@@ -133,57 +136,52 @@ where
     let back: K = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{kind}: {e}\n{text}"));
     assert_eq!(serde_json::to_value(&back).unwrap(), json, "{kind} changed in a JSON round trip");
     assert_eq!(json["kind"], kind, "{text}");
-    Rendered { kind, version: version.map(str::to_string), json }
+    Rendered { kind, version: None, json }
 }
 
-/// Everything the controller applies for one plan, as `controller::apply` does.
+/// Everything the controller applies for one plan: the list its `apply`
+/// walks (`controller::desired`), each object through a JSON round trip of
+/// its own type.
 fn render(
     md: &ModelDeployment,
     spec: &ValidSpec,
     plan: &Plan,
     config: &OperatorConfig,
 ) -> Vec<Rendered> {
-    let mut out = Vec::new();
-    if !plan.versions.is_empty() || !plan.weights.is_empty() {
-        out.push(roundtrip("Secret", None, &access::token_secret(md, "t0ken")));
-        out.push(roundtrip("NetworkPolicy", None, &access::serve_network_policy(md, config)));
-    }
-    for desired in &plan.versions {
-        let v = Some(desired.version.as_str());
-        if let Some(cm) = objects::processing_configmap(md, spec, &desired.version) {
-            out.push(roundtrip("ConfigMap", v, &cm));
-        }
-        out.push(roundtrip(
-            "Deployment",
-            v,
-            &objects::version_deployment(md, spec, desired, config),
-        ));
-        out.push(roundtrip("Service", v, &objects::version_service(md, &desired.version)));
-    }
-    if let Some(job) = &plan.job {
-        let v = Some(job.version.as_str());
-        out.push(roundtrip("ConfigMap", v, &objects::recipe_configmap(md, job)));
-        out.push(roundtrip("Job", v, &objects::optimize_job(md, job, config)));
-    }
-    if let Some(registered) = &plan.register {
-        let mv = objects::model_version(md, registered.clone());
-        out.push(roundtrip("ModelVersion", Some(&registered.version), &mv));
-    }
-    if !plan.weights.is_empty() {
-        out.push(roundtrip("ServiceAccount", None, &objects::router_service_account(md)));
-        out.push(roundtrip("Role", None, &objects::router_role(md)));
-        out.push(roundtrip("RoleBinding", None, &objects::router_role_binding(md)));
-        if let Some(cm) = access::router_auth_configmap(md, config) {
-            out.push(roundtrip("ConfigMap", None, &cm));
-        }
-        let routes = objects::routes_configmap(md, &plan.weights, plan.shadow.as_deref());
-        out.push(roundtrip("ConfigMap", None, &routes));
-        out.push(roundtrip("Deployment", None, &objects::router_deployment(md, config)));
-        out.push(roundtrip("Service", None, &objects::router_service(md)));
-        out.push(roundtrip("Service", None, &access::router_admin_service(md)));
-        out.push(roundtrip("NetworkPolicy", None, &access::router_network_policy(md, config)));
-    }
-    out
+    desired::desired(md, spec, plan, config, "t0ken")
+        .iter()
+        .map(|d| {
+            let mut r = match &d.object {
+                Object::Deployment(o) => roundtrip("Deployment", o.as_ref()),
+                Object::HorizontalPodAutoscaler(o) => {
+                    roundtrip("HorizontalPodAutoscaler", o.as_ref())
+                }
+                Object::PodDisruptionBudget(o) => roundtrip("PodDisruptionBudget", o.as_ref()),
+                Object::Service(o) => roundtrip("Service", o.as_ref()),
+                Object::ConfigMap(o) => roundtrip("ConfigMap", o.as_ref()),
+                Object::Secret(o) => roundtrip("Secret", o.as_ref()),
+                Object::Job(o) => roundtrip("Job", o.as_ref()),
+                Object::NetworkPolicy(o) => roundtrip("NetworkPolicy", o.as_ref()),
+                Object::ServiceAccount(o) => roundtrip("ServiceAccount", o.as_ref()),
+                Object::Role(o) => roundtrip("Role", o.as_ref()),
+                Object::RoleBinding(o) => roundtrip("RoleBinding", o.as_ref()),
+                Object::ModelVersion(o) => roundtrip("ModelVersion", o.as_ref()),
+            };
+            // The version an object belongs to, as the plan names it (the
+            // label holds its sanitized form).
+            let label = r.json["metadata"]["labels"][objects::VERSION_LABEL].as_str();
+            r.version = label.map(|l| {
+                plan.versions
+                    .iter()
+                    .map(|v| v.version.clone())
+                    .chain(plan.job.iter().map(|j| j.version.clone()))
+                    .chain(plan.register.iter().map(|m| m.version.clone()))
+                    .find(|v| objects::object_name(&[v]) == l)
+                    .unwrap_or_else(|| l.to_string())
+            });
+            r
+        })
+        .collect()
 }
 
 fn is_dns_label(name: &str) -> bool {
@@ -408,6 +406,23 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
                 assert!(spec.ingress.is_some_and(|rules| !rules.is_empty()), "{what}");
                 policies.push((name.clone(), selected));
             }
+            "PodDisruptionBudget" => {
+                assert_eq!(r.json["apiVersion"], "policy/v1");
+                let budget: PodDisruptionBudget = serde_json::from_value(r.json.clone()).unwrap();
+                let spec = budget.spec.expect("a spec");
+                assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)), "{what}");
+                assert_eq!(spec.min_available, None, "{what}: maxUnavailable alone");
+                let selected = spec.selector.and_then(|s| s.match_labels).unwrap_or_default();
+                assert!(!selected.is_empty(), "{what}: selects some pods");
+                policies.push((name.clone(), selected));
+            }
+            "HorizontalPodAutoscaler" => {
+                assert_eq!(r.json["apiVersion"], "autoscaling/v2");
+                let target = &r.json["spec"]["scaleTargetRef"];
+                assert_eq!(target["kind"], "Deployment", "{what}");
+                let scaled = target["name"].as_str().unwrap_or_default().to_string();
+                assert!(names_of("Deployment").contains(&scaled), "{what}: scales {scaled:?}");
+            }
             "Job" => {
                 assert_eq!(r.json["apiVersion"], "batch/v1");
                 let job: Job = serde_json::from_value(r.json.clone()).unwrap();
@@ -502,7 +517,7 @@ fn check_rendered(file: &str, md: &ModelDeployment, rendered: &[Rendered]) {
     for (name, selected) in &policies {
         let selects =
             |labels: &BTreeMap<_, _>| selected.iter().all(|(k, v)| labels.get(k) == Some(v));
-        assert!(pod_labels.values().any(selects), "{file}: NetworkPolicy {name} selects no pods");
+        assert!(pod_labels.values().any(selects), "{file}: {name} selects no pods");
     }
     // Every Service reaches the pods of the Deployment of the same name.
     for (r, meta) in rendered.iter().zip(&metas) {
@@ -562,10 +577,11 @@ fn check_serving_pod(what: &str, md: &ModelDeployment, pod: &PodSpec) {
 
 /// Every kind the controller may render, with the API group and resource
 /// the operator's ClusterRole must cover, and the verbs it uses on them.
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 12] = [
     "ConfigMap",
     "Deployment",
     "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
     "Service",
     "Job",
     "ModelVersion",
@@ -601,6 +617,9 @@ fn resource_of(kind: &str) -> (&'static str, &'static str, &'static [&'static st
         "HorizontalPodAutoscaler" => {
             ("autoscaling", "horizontalpodautoscalers", &["create", "patch", "delete"])
         }
+        // The same for a version's budget; the router's is deleted when
+        // `spec.router.replicas` goes to 1.
+        "PodDisruptionBudget" => ("policy", "poddisruptionbudgets", &["create", "patch", "delete"]),
         other => panic!("no RBAC mapping for {other}"),
     }
 }

@@ -160,6 +160,48 @@ fn autoscaling_renders_an_hpa_and_leaves_replicas_to_it() {
 }
 
 #[test]
+fn two_routers_and_versions_of_several_pods_get_disruption_budgets() {
+    let objects = render(&root().join("deploy/examples/canary.yaml"), &[]);
+    let router = named(&objects, "Deployment", "digits-canary");
+    assert_eq!(router["spec"]["replicas"], 2, "two routers by default");
+    let resources = &router["spec"]["template"]["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["requests"]["cpu"], "100m", "{resources:#}");
+    assert_eq!(resources["limits"]["memory"], "512Mi", "{resources:#}");
+    assert!(resources["limits"].get("cpu").is_none(), "no CPU limit on the request path");
+    for (name, component) in [("digits-canary", "route"), ("digits-canary-v1", "serve")] {
+        let budget = named(&objects, "PodDisruptionBudget", name);
+        assert_eq!(budget["apiVersion"], "policy/v1");
+        assert_eq!(budget["spec"]["maxUnavailable"], 1, "{budget:#}");
+        let selector = &budget["spec"]["selector"]["matchLabels"];
+        assert_eq!(selector["app.kubernetes.io/component"], component, "{budget:#}");
+        let deployment = named(&objects, "Deployment", name);
+        let pods = &deployment["spec"]["template"]["metadata"]["labels"];
+        for (key, value) in selector.as_object().unwrap() {
+            assert_eq!(&pods[key], value, "{name}: the budget selects its pods");
+        }
+    }
+    let version = named(&objects, "Deployment", "digits-canary-v1");
+    assert_eq!(version["metadata"]["annotations"]["tractor.dev/disruption-budget"], "true");
+
+    let single = render(&root().join("tests/fixtures/render/one-router.yaml"), &[]);
+    let router = named(&single, "Deployment", "digits");
+    assert_eq!(router["spec"]["replicas"], 1);
+    let resources = &router["spec"]["template"]["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["requests"]["cpu"], "250m", "as given: {resources:#}");
+    assert_eq!(resources["limits"]["memory"], "1Gi", "as given: {resources:#}");
+    assert!(
+        !kinds(&single).iter().any(|k| k.starts_with("PodDisruptionBudget")),
+        "single pods get no budget: {:?}",
+        kinds(&single)
+    );
+    assert!(named(&single, "Deployment", "digits-v1")["metadata"].get("annotations").is_none());
+
+    // An autoscaled version may have more pods than one: it gets a budget.
+    let scaled = render(&root().join("tests/fixtures/render/autoscaled.yaml"), &[]);
+    named(&scaled, "PodDisruptionBudget", "digits-v1");
+}
+
+#[test]
 fn states_that_cannot_be_rendered_say_why() {
     let file = root().join("tests/fixtures/render/rollout.yaml");
     let error = render_error(&file, &["--canary", "2", "--weight", "30"]);

@@ -117,10 +117,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
     let namespaces = args.watch_namespaces;
     let ctx = Arc::new(controller::Context {
+        router: Arc::new(HttpRouterStats::new(client.clone(), &admin_token)),
         client,
         config,
         metrics,
-        router: Arc::new(HttpRouterStats::new(&admin_token)),
         reporter: Reporter { controller: "tractor".into(), instance: Some(args.identity.clone()) },
         now: Box::new(Timestamp::now),
     });

@@ -407,13 +407,8 @@ fn tcp(port: i32) -> NetworkPolicyPort {
 /// port takes the operator only. The traffic ports are read off the
 /// router's container, so a port added there is open here too.
 pub fn router_network_policy(md: &ModelDeployment, config: &OperatorConfig) -> NetworkPolicy {
-    let router = objects::router_deployment(md, config);
-    let traffic: Vec<NetworkPolicyPort> = router
-        .spec
-        .and_then(|s| s.template.spec)
+    let traffic: Vec<NetworkPolicyPort> = objects::router_ports()
         .into_iter()
-        .flat_map(|pod| pod.containers)
-        .flat_map(|c| c.ports.unwrap_or_default())
         .filter(|p| p.container_port != ROUTE_ADMIN_PORT)
         .map(|p| tcp(p.container_port))
         .collect();

@@ -9,6 +9,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, Patch, PostParams};
 use kube::{Client, Resource, ResourceExt};
@@ -35,6 +36,7 @@ pub enum Write {
 pub enum Object {
     Deployment(Box<Deployment>),
     HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
+    PodDisruptionBudget(Box<PodDisruptionBudget>),
     Service(Box<Service>),
     ConfigMap(Box<ConfigMap>),
     Secret(Box<Secret>),
@@ -51,6 +53,7 @@ impl Object {
         match self {
             Object::Deployment(_) => "Deployment",
             Object::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
+            Object::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Object::Service(_) => "Service",
             Object::ConfigMap(_) => "ConfigMap",
             Object::Secret(_) => "Secret",
@@ -108,6 +111,9 @@ pub fn desired(
         if let Some(hpa) = objects::version_autoscaler(md, spec, version) {
             out.push(apply(Object::HorizontalPodAutoscaler(Box::new(hpa))));
         }
+        if let Some(budget) = objects::version_disruption_budget(md, spec, version) {
+            out.push(apply(Object::PodDisruptionBudget(Box::new(budget))));
+        }
         let service = objects::version_service(md, &version.version);
         out.push(apply(Object::Service(Box::new(service))));
     }
@@ -130,7 +136,10 @@ pub fn desired(
         }
         let routes = objects::routes_configmap(md, &plan.weights, plan.shadow.as_deref());
         out.push(apply(Object::ConfigMap(Box::new(routes))));
-        out.push(apply(Object::Deployment(Box::new(objects::router_deployment(md, config)))));
+        out.push(apply(Object::Deployment(Box::new(objects::router_deployment(md, spec, config)))));
+        if let Some(budget) = objects::router_disruption_budget(md, spec) {
+            out.push(apply(Object::PodDisruptionBudget(Box::new(budget))));
+        }
         out.push(apply(Object::Service(Box::new(objects::router_service(md)))));
         out.push(apply(Object::Service(Box::new(access::router_admin_service(md)))));
         let policy = access::router_network_policy(md, config);
@@ -145,6 +154,7 @@ pub async fn write(client: &Client, namespace: &str, desired: &Desired) -> Resul
     match &desired.object {
         Object::Deployment(o) => put(client, namespace, how, o.as_ref()).await,
         Object::HorizontalPodAutoscaler(o) => put(client, namespace, how, o.as_ref()).await,
+        Object::PodDisruptionBudget(o) => put(client, namespace, how, o.as_ref()).await,
         Object::Service(o) => put(client, namespace, how, o.as_ref()).await,
         Object::ConfigMap(o) => put(client, namespace, how, o.as_ref()).await,
         Object::Secret(o) => put(client, namespace, how, o.as_ref()).await,
@@ -166,6 +176,7 @@ fn object_name(object: &Object) -> String {
     match object {
         Object::Deployment(o) => o.name_any(),
         Object::HorizontalPodAutoscaler(o) => o.name_any(),
+        Object::PodDisruptionBudget(o) => o.name_any(),
         Object::Service(o) => o.name_any(),
         Object::ConfigMap(o) => o.name_any(),
         Object::Secret(o) => o.name_any(),

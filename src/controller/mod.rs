@@ -19,6 +19,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -29,7 +30,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde_json::json;
 
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, SpecError};
-use crate::plan::{EventKind, Plan};
+use crate::plan::{DesiredVersion, EventKind, Plan};
 pub use objects::OperatorConfig;
 pub use observe::Observation;
 pub use router_stats::{HttpRouterStats, RouterStats, RouterStatsError};
@@ -301,6 +302,16 @@ where
     }
 }
 
+/// The versions in `made` (they have an object) that the plan no longer
+/// wants one for: gone from the plan, or `keeps` says no.
+fn unwanted<'a>(
+    made: &'a [String],
+    plan: &'a Plan,
+    keeps: impl Fn(&DesiredVersion) -> bool + 'a,
+) -> impl Iterator<Item = &'a String> + 'a {
+    made.iter().filter(move |v| !plan.versions.iter().any(|d| &d.version == *v && keeps(d)))
+}
+
 /// Carries a plan out, in an order that never leaves traffic without a
 /// backend: versions first, then routes, then removals, then the status.
 async fn apply(
@@ -327,15 +338,23 @@ async fn apply(
     // Before the Deployment takes `replicas` back: an HPA that outlived it
     // would scale a version the plan keeps at zero.
     let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
-    for version in &observation.autoscaled_versions {
-        let keeps = plan
-            .versions
-            .iter()
-            .any(|d| &d.version == version && objects::autoscaled(spec, d).is_some());
-        if !keeps {
-            let name = objects::version_object_name(md, version);
-            delete(&autoscalers, &name, "HorizontalPodAutoscaler").await?;
-        }
+    let keeps = |d: &DesiredVersion| objects::autoscaled(spec, d).is_some();
+    for name in unwanted(&observation.autoscaled_versions, plan, keeps)
+        .map(|v| objects::version_object_name(md, v))
+    {
+        delete(&autoscalers, &name, "HorizontalPodAutoscaler").await?;
+    }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+    let keeps = |d: &DesiredVersion| objects::budgeted(spec, d);
+    for name in unwanted(&observation.budgeted_versions, plan, keeps)
+        .map(|v| objects::version_object_name(md, v))
+    {
+        delete(&budgets, &name, "PodDisruptionBudget").await?;
+    }
+    if !plan.weights.is_empty() && objects::router_disruption_budget(md, spec).is_none() {
+        // Only when the spec asks for one router: nothing records whether
+        // a budget was made before, and a 404 is cheap.
+        delete(&budgets, &objects::router_name(md), "PodDisruptionBudget").await?;
     }
     for object in desired::desired(md, spec, plan, &ctx.config, &token) {
         desired::write(&client, namespace, &object).await?;

@@ -22,6 +22,9 @@ pub struct Observation {
     pub serving_versions: Vec<String>,
     /// Versions whose Deployment says the operator made it an HPA.
     pub autoscaled_versions: Vec<String>,
+    /// Versions whose Deployment says the operator made it a
+    /// PodDisruptionBudget.
+    pub budgeted_versions: Vec<String>,
     /// The version of the optimization Job that exists, if any.
     pub job_version: Option<String>,
 }
@@ -69,6 +72,7 @@ pub async fn observe(
     let mut failing = BTreeMap::new();
     let mut serving_versions = Vec::new();
     let mut autoscaled_versions = Vec::new();
+    let mut budgeted_versions = Vec::new();
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     for d in list {
         let Some(label) = d.labels().get(VERSION_LABEL).cloned() else { continue };
@@ -92,6 +96,9 @@ pub async fn observe(
         ready.insert(version.clone(), count);
         if d.annotations().contains_key(objects::AUTOSCALED_ANNOTATION) {
             autoscaled_versions.push(version.clone());
+        }
+        if d.annotations().contains_key(objects::BUDGETED_ANNOTATION) {
+            budgeted_versions.push(version.clone());
         }
         serving_versions.push(version);
     }
@@ -150,6 +157,7 @@ pub async fn observe(
         },
         serving_versions,
         autoscaled_versions,
+        budgeted_versions,
         job_version,
     })
 }

@@ -74,8 +74,29 @@ pub struct ModelDeploymentSpec {
     pub optimize_job: Option<OptimizeJobSpec>,
     #[serde(default)]
     pub serving: ServingSpec,
+    /// The router's pods: how many, and their resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterSpec>,
     #[serde(default)]
     pub rollout: RolloutSpec,
+}
+
+/// The router Deployment's pods. Two by default, under a
+/// PodDisruptionBudget, so a node drain never leaves the model without a
+/// router; the controller reads and resets the statistics of every ready
+/// one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterSpec {
+    /// Router pods (default 2). More than one gets a PodDisruptionBudget
+    /// of one pod unavailable at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: Option<i32>,
+    /// Requests and limits of the `tractor route` container, used as given.
+    /// Absent: requests 100m CPU and 64Mi, limit 512Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// The optimization Job's pod, apart from the recipe it runs.

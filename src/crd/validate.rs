@@ -27,6 +27,9 @@ pub mod defaults {
     /// Deployment's revisionHistoryLimit defaults to 10; model artifacts are
     /// larger than ReplicaSets, so fewer are kept.
     pub const HISTORY_LIMIT: usize = 3;
+    /// Two routers, so one can be drained or restarted while the other
+    /// answers: the model's traffic goes through no single pod.
+    pub const ROUTER_REPLICAS: i32 = 2;
 }
 
 /// A field of the spec that cannot be used, and why.
@@ -96,6 +99,8 @@ pub struct ValidSpec {
     pub processing: Option<ValidProcessing>,
     /// `spec.serving.outputLimits`, in range.
     pub output_limits: OutputLimitsSpec,
+    /// `spec.router.replicas`, in range.
+    pub router_replicas: i32,
     pub rollout: Rollout,
 }
 
@@ -408,6 +413,11 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
     if output_limits.digits.is_some_and(|d| d > 12) {
         return Err(invalid("spec.serving.outputLimits.digits", "must be from 0 to 12"));
     }
+    let router_replicas =
+        spec.router.as_ref().and_then(|r| r.replicas).unwrap_or(defaults::ROUTER_REPLICAS);
+    if !(1..=100).contains(&router_replicas) {
+        return Err(invalid("spec.router.replicas", "must be from 1 to 100"));
+    }
     let rollout = &spec.rollout;
     if rollout.steps.len() > 32 {
         return Err(invalid(
@@ -469,6 +479,7 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec, SpecError> {
         max_batch_delay,
         processing,
         output_limits,
+        router_replicas,
         rollout: Rollout {
             steps,
             analysis,

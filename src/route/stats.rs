@@ -49,6 +49,7 @@ impl Window {
             latency_p50_ms: self.percentile(0.50),
             latency_p99_ms: self.percentile(0.99),
             agreement: (self.compared > 0).then(|| self.agreed as f64 / self.compared as f64),
+            compared: self.compared,
         }
     }
 }

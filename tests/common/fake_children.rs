@@ -93,6 +93,7 @@ fn stats_report(routes: &Path, figures: Option<CanaryFigures>) -> StatsReport {
                         latency_p50_ms: f.latency_p99_ms,
                         latency_p99_ms: f.latency_p99_ms,
                         agreement: f.agreement,
+                        ..VersionStats::default()
                     };
                     (b.version.clone(), stats)
                 })

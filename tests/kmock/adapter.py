@@ -66,6 +66,7 @@ RESOURCES = {
     ('', 'v1', 'secrets'): ('Secret', False),
     ('networking.k8s.io', 'v1', 'networkpolicies'): ('NetworkPolicy', False),
     ('autoscaling', 'v2', 'horizontalpodautoscalers'): ('HorizontalPodAutoscaler', True),
+    ('policy', 'v1', 'poddisruptionbudgets'): ('PodDisruptionBudget', True),
     ('rbac.authorization.k8s.io', 'v1', 'roles'): ('Role', False),
     ('rbac.authorization.k8s.io', 'v1', 'rolebindings'): ('RoleBinding', False),
     ('coordination.k8s.io', 'v1', 'leases'): ('Lease', False),

@@ -83,6 +83,9 @@ charts/tractor/README.md justifies each rule.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["create", "patch", "delete"]
 {{- end -}}
 
 {{/* The namespaces a namespaced install grants and watches; refuses an empty list. */}}

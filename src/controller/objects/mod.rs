@@ -5,15 +5,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
-    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
-};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource,
-    EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -22,14 +19,18 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 mod job;
+mod scaling;
 
 pub use job::{
     artifact_uri, optimize_job, optimize_job_defaults, optimize_resources, recipe_configmap,
 };
+pub use scaling::{
+    AUTOSCALED_ANNOTATION, BUDGETED_ANNOTATION, INFLIGHT_METRIC, autoscaled, budgeted,
+    router_disruption_budget, version_autoscaler, version_disruption_budget,
+};
 
 use super::access;
 use crate::contract::args::{self, RoutesAt, ServePlacement};
-use crate::crd::Autoscaling;
 use crate::crd::{ModelDeployment, ModelVersion, ModelVersionSpec, ValidSpec};
 use crate::plan::DesiredVersion;
 
@@ -309,9 +310,14 @@ pub fn version_deployment(
     };
     let mut metadata = meta(md, version_object_name(md, &desired.version), labels.clone());
     let autoscaled = autoscaled(spec, desired).is_some();
-    if autoscaled {
-        // Read back by the observation: which HPAs exist, without a list.
-        metadata.annotations = Some([(AUTOSCALED_ANNOTATION.into(), "true".into())].into());
+    // Read back by the observation: which HPAs and budgets exist, without
+    // listing them.
+    let marks =
+        [(AUTOSCALED_ANNOTATION, autoscaled), (BUDGETED_ANNOTATION, budgeted(spec, desired))];
+    let marks: BTreeMap<String, String> =
+        marks.iter().filter(|(_, on)| *on).map(|(k, _)| (k.to_string(), "true".into())).collect();
+    if !marks.is_empty() {
+        metadata.annotations = Some(marks);
     }
     Deployment {
         metadata,
@@ -368,77 +374,6 @@ pub(super) fn port(name: &str, port: i32) -> ServicePort {
     }
 }
 
-/// The autoscaling of a version that serves: a version kept at zero
-/// replicas (history, or past keepWarm) has none, since an HPA cannot hold
-/// a Deployment at zero.
-pub fn autoscaled<'a>(spec: &'a ValidSpec, desired: &DesiredVersion) -> Option<&'a Autoscaling> {
-    spec.autoscaling.as_ref().filter(|_| desired.replicas > 0)
-}
-
-/// The HorizontalPodAutoscaler of one version's Deployment, if it has one.
-/// The Deployment is then applied without `replicas`, so that server-side
-/// apply leaves the field to the HPA (and, when the field had been ours,
-/// the API server resets it to 1 before the HPA raises it to minReplicas).
-pub fn version_autoscaler(
-    md: &ModelDeployment,
-    spec: &ValidSpec,
-    desired: &DesiredVersion,
-) -> Option<HorizontalPodAutoscaler> {
-    let scaling = autoscaled(spec, desired)?;
-    let name = version_object_name(md, &desired.version);
-    let mut metrics = vec![];
-    if let Some(percent) = scaling.target_cpu_percent {
-        metrics.push(MetricSpec {
-            type_: "Resource".into(),
-            resource: Some(ResourceMetricSource {
-                name: "cpu".into(),
-                target: MetricTarget {
-                    type_: "Utilization".into(),
-                    average_utilization: Some(percent),
-                    ..MetricTarget::default()
-                },
-            }),
-            ..MetricSpec::default()
-        });
-    }
-    if let Some(inflight) = scaling.target_inflight {
-        metrics.push(MetricSpec {
-            type_: "Pods".into(),
-            pods: Some(PodsMetricSource {
-                metric: MetricIdentifier { name: INFLIGHT_METRIC.into(), selector: None },
-                target: MetricTarget {
-                    type_: "AverageValue".into(),
-                    average_value: Some(Quantity(inflight.to_string())),
-                    ..MetricTarget::default()
-                },
-            }),
-            ..MetricSpec::default()
-        });
-    }
-    Some(HorizontalPodAutoscaler {
-        metadata: meta(md, name.clone(), labels(md, "serve", Some(&desired.version))),
-        spec: Some(HorizontalPodAutoscalerSpec {
-            scale_target_ref: CrossVersionObjectReference {
-                api_version: Some("apps/v1".into()),
-                kind: "Deployment".into(),
-                name,
-            },
-            min_replicas: Some(scaling.min_replicas),
-            max_replicas: scaling.max_replicas,
-            metrics: Some(metrics),
-            behavior: None,
-        }),
-        status: None,
-    })
-}
-
-/// On a version Deployment whose HPA the operator made.
-pub const AUTOSCALED_ANNOTATION: &str = "tractor.dev/autoscaled";
-
-/// The gauge `tractor serve` exports per pod, which a custom-metrics
-/// adapter turns into the HPA's Pods metric.
-pub const INFLIGHT_METRIC: &str = "tractor_inflight_requests";
-
 pub fn version_service(md: &ModelDeployment, version: &str) -> Service {
     service(
         md,
@@ -483,16 +418,6 @@ pub fn version_url(md: &ModelDeployment, version: &str) -> String {
     )
 }
 
-/// In-cluster URL of the router's admin API (statistics), through its own
-/// Service ([`access::router_admin_service`]).
-pub fn router_admin_url(md: &ModelDeployment) -> String {
-    format!(
-        "http://{}.{}.svc:{ROUTE_ADMIN_PORT}",
-        access::router_admin_service_name(md),
-        md.namespace().unwrap_or_else(|| "default".into())
-    )
-}
-
 /// The routing table the router watches: versions, their URLs and weights.
 pub fn routes_configmap(
     md: &ModelDeployment,
@@ -522,7 +447,11 @@ pub fn routes_configmap(
 /// The router Deployment: one per `ModelDeployment`, reading its routing
 /// table from the routes ConfigMap through the API, so weight changes apply
 /// at once and survive restarts without a rollout of the router.
-pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deployment {
+pub fn router_deployment(
+    md: &ModelDeployment,
+    spec: &ValidSpec,
+    config: &OperatorConfig,
+) -> Deployment {
     let labels = labels(md, "route", None);
     let mut child = args::with_grpc_port(
         args::route(
@@ -552,21 +481,10 @@ pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deplo
                 value: None,
             },
         ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: ROUTE_PORT,
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("admin".into()),
-                container_port: ROUTE_ADMIN_PORT,
-                ..ContainerPort::default()
-            },
-            grpc_container_port(ROUTE_GRPC_PORT),
-        ]),
+        ports: Some(router_ports()),
         readiness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 2)),
         liveness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 10)),
+        resources: Some(router_resources(md)),
         security_context: Some(restricted_container_security()),
         volume_mounts: Some(access.mounts),
         ..Container::default()
@@ -574,7 +492,7 @@ pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deplo
     Deployment {
         metadata: meta(md, router_name(md), labels.clone()),
         spec: Some(DeploymentSpec {
-            replicas: Some(1),
+            replicas: Some(spec.router_replicas),
             selector: LabelSelector { match_labels: Some(labels.clone()), match_expressions: None },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
@@ -589,6 +507,51 @@ pub fn router_deployment(md: &ModelDeployment, config: &OperatorConfig) -> Deplo
             ..DeploymentSpec::default()
         }),
         status: None,
+    }
+}
+
+/// The router container's ports: traffic (REST, gRPC) and admin.
+pub fn router_ports() -> Vec<ContainerPort> {
+    vec![
+        ContainerPort {
+            name: Some("http".into()),
+            container_port: ROUTE_PORT,
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("admin".into()),
+            container_port: ROUTE_ADMIN_PORT,
+            ..ContainerPort::default()
+        },
+        grpc_container_port(ROUTE_GRPC_PORT),
+    ]
+}
+
+/// What a router pod asks for unless `spec.router.resources` says: it
+/// holds a request's body while it proxies it, so memory follows the
+/// concurrency and the body limit; no CPU limit, so a burst is not
+/// throttled in the path of every request.
+pub mod router_defaults {
+    pub const CPU_REQUEST: &str = "100m";
+    pub const MEMORY_REQUEST: &str = "64Mi";
+    pub const MEMORY_LIMIT: &str = "512Mi";
+}
+
+/// The router container's resources: `spec.router.resources` as given,
+/// else [`router_defaults`].
+pub fn router_resources(md: &ModelDeployment) -> ResourceRequirements {
+    use router_defaults::*;
+    if let Some(given) = md.spec.router.as_ref().and_then(|r| r.resources.clone()) {
+        return given;
+    }
+    let quantity = |q: &str| Quantity(q.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), quantity(CPU_REQUEST)),
+            ("memory".to_string(), quantity(MEMORY_REQUEST)),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), quantity(MEMORY_LIMIT))])),
+        ..ResourceRequirements::default()
     }
 }
 
