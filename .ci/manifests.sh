@@ -117,6 +117,24 @@ step "kubectl kustomize deploy/ | kubernetes-validate --strict"
 "$kubectl" kustomize deploy/ > "$work/deploy.yaml"
 validate "$work/deploy.yaml"
 
+# One source of truth for the image: an overlay's `images:` override is the
+# only image in the output. The controller reads it back from its own pod
+# and gives it to every pod it creates, so no second copy (an env variable)
+# may keep the old one.
+step "kustomize images: override leaves no other tractor image"
+mkdir -p "$work/overlay"
+cp -r deploy "$work/overlay/base"
+cat > "$work/overlay/kustomization.yaml" <<'YAML'
+resources: [base]
+images: [{name: ghcr.io/tractor-dev/tractor, newName: registry.example.com/mirror/tractor, newTag: "9.9.9"}]
+YAML
+"$kubectl" kustomize "$work/overlay" > "$work/overlay.yaml"
+grep -q "image: registry.example.com/mirror/tractor:9.9.9" "$work/overlay.yaml" \
+  || fail "the overlay's image is not the controller's"
+if grep -n "ghcr.io/tractor-dev/tractor" "$work/overlay.yaml"; then
+  fail "an image the overlay cannot change is left in deploy/ (above)"
+fi
+
 # --- tractor render ----------------------------------------------------------
 # What the controller writes for a ModelDeployment, rendered without a
 # cluster, must be objects the API server takes: the first deployment, a

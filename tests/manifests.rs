@@ -799,11 +799,21 @@ fn the_operator_pod_is_restricted_and_runs_as_the_image_user() {
         .flatten()
         .map(|e| (e.name.clone(), (e.value.clone(), e.value_from.clone())))
         .collect();
-    for name in
-        ["TRACTOR_IMAGE", "TRACTOR_ARTIFACT_STORE", "TRACTOR_LEADER_ELECTION", "TRACTOR_LOG_FORMAT"]
-    {
+    for name in ["TRACTOR_ARTIFACT_STORE", "TRACTOR_LEADER_ELECTION", "TRACTOR_LOG_FORMAT"] {
         assert!(env.get(name).is_some_and(|(v, _)| v.is_some()), "{name} is set");
     }
+    // The image of the pods it creates is read from this pod, container
+    // `controller`: a second copy here is one an image override misses.
+    assert!(!env.contains_key("TRACTOR_IMAGE"), "TRACTOR_IMAGE would shadow the pod's own image");
+    assert_eq!(container.name, "controller");
+    let own_pod = read(&root().join("deploy/rbac.yaml"))
+        .split("\n---\n")
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
+        .filter(|doc| doc["kind"] == "Role")
+        .filter_map(|doc| serde_json::from_value::<Role>(doc).ok())
+        .flat_map(|role| role.rules.unwrap_or_default())
+        .collect::<Vec<_>>();
+    assert!(allows(&own_pod, "", "pods", "get"), "get on pods in the operator's namespace");
     for (name, field) in [("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")] {
         let from = env.get(name).and_then(|(_, from)| from.clone()).and_then(|f| f.field_ref);
         assert_eq!(

@@ -16,8 +16,12 @@ use tractor::controller::{self, ControllerMetrics, HttpRouterStats, OperatorConf
 #[derive(Debug, Args)]
 pub struct OperatorOptions {
     /// Image every role runs (serving pods, router, optimization jobs).
-    #[arg(long, env = "TRACTOR_IMAGE", default_value = "ghcr.io/tractor-dev/tractor:latest")]
-    image: String,
+    /// Unset: the image of the controller's own pod (read through the API
+    /// from POD_NAME and POD_NAMESPACE), so whatever set that image (Helm,
+    /// a kustomize `images:` override, an admission policy) sets every
+    /// pod's; outside a pod, this binary's release image.
+    #[arg(long, env = "TRACTOR_IMAGE")]
+    image: Option<String>,
     /// Where optimization jobs write artifacts, e.g. s3://bucket/tractor.
     #[arg(
         long,
@@ -39,19 +43,24 @@ pub struct OperatorOptions {
     allowed_jwks_urls: Vec<String>,
 }
 
+/// The image of this binary's release, when nothing names another.
+pub const RELEASE_IMAGE: &str = concat!("ghcr.io/tractor-dev/tractor:", env!("CARGO_PKG_VERSION"));
+
 impl OperatorOptions {
-    /// The checked settings, for an operator in `operator_namespace`.
+    /// The checked settings, for an operator in `operator_namespace` whose
+    /// own pod runs `running_image` (if it runs in one).
     pub fn config(
         self,
         operator_namespace: String,
         admin_token: controller::access::AdminToken,
+        running_image: Option<String>,
     ) -> anyhow::Result<OperatorConfig> {
         controller::access::check_image_prefixes(&self.allowed_images)
             .map_err(|e| anyhow::anyhow!("--allowed-images: {e}"))?;
         controller::access::check_jwks_prefixes(&self.allowed_jwks_urls)
             .map_err(|e| anyhow::anyhow!("--allowed-jwks-urls: {e}"))?;
         Ok(OperatorConfig {
-            image: self.image,
+            image: self.image.or(running_image).unwrap_or_else(|| RELEASE_IMAGE.into()),
             artifact_store: self.artifact_store,
             store_credentials: self.store_credentials,
             log_format: std::env::var("TRACTOR_LOG_FORMAT").unwrap_or_else(|_| "json".into()),
@@ -91,8 +100,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
     let admin_token =
         controller::access::AdminToken::generate().context("making the controller's token")?;
-    let config = args.operator.config(args.lease_namespace.clone(), admin_token.clone())?;
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let running_image = match (&args.operator.image, std::env::var("POD_NAME")) {
+        (None, Ok(pod)) => Some(controller::own_image(&client, &args.lease_namespace, &pod).await?),
+        _ => None,
+    };
+    let config =
+        args.operator.config(args.lease_namespace.clone(), admin_token.clone(), running_image)?;
+    tracing::info!(image = %config.image, "the image of the pods the operator creates");
     let metrics = ControllerMetrics::default();
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let http = tokio::net::TcpListener::bind(args.metrics_addr)

@@ -44,7 +44,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     // The controller's token to the routers is made at its start; a render
     // shows where it goes, not a value.
     let admin = AdminToken::from_token(TOKEN_PLACEHOLDER.into());
-    let config = args.operator.config(args.operator_namespace, admin)?;
+    let config = args.operator.config(args.operator_namespace, admin, None)?;
     let (md, stage) = match &args.canary {
         None => (docs.last().context("the file holds no ModelDeployment")?, Stage::First),
         Some(version) => {

@@ -7,6 +7,7 @@ pub mod desired;
 pub mod leader;
 pub mod objects;
 mod observe;
+mod own_pod;
 pub mod render;
 pub mod router_stats;
 
@@ -33,6 +34,7 @@ use crate::crd::{ModelDeployment, ModelDeploymentStatus, SpecError};
 use crate::plan::{DesiredVersion, EventKind, Plan};
 pub use objects::OperatorConfig;
 pub use observe::Observation;
+pub use own_pod::{OwnImageError, own_image};
 pub use router_stats::{HttpRouterStats, RouterStats, RouterStatsError};
 
 /// Field manager of every server-side apply.
