@@ -147,6 +147,42 @@ fn weight_int4_is_a_fifth_of_the_mlp() {
     assert!(at("pass applied") < at("accuracy gate: both models"), "{stderr}");
 }
 
+/// Issue 14: per-layer work inside a pass says how far it is. The one
+/// measured run of this file (timing each layer's forms is what takes long
+/// on a large model); the figures are not checked, only the progress.
+#[test]
+fn per_layer_timing_reports_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("timed.onnx");
+    let report = dir.path().join("timed.json");
+    let input = models().join("digits-mlp-v2.onnx");
+    let output = tractor(&[
+        "optimize",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--quantize",
+        "weight-int8",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let layers = report["passes"][0]["notes"]["layers"].as_array().unwrap();
+    assert!(layers.len() > 1, "{layers:?}");
+    let n = layers.len();
+    let at = |line: &str| stderr.find(line).unwrap_or_else(|| panic!("no {line:?} in {stderr}"));
+    // No terminal here: log lines, the first and the last always, each
+    // naming its node.
+    let first = at(&format!("timing layers: 1 of {n} ({})", layers[0]["node"].as_str().unwrap()));
+    let last =
+        at(&format!("timing layers: {n} of {n} ({})", layers[n - 1]["node"].as_str().unwrap()));
+    assert!(at("pass 1 of 1 (quantize) started") < first, "{stderr}");
+    assert!(first < last && last < at("pass applied"), "{stderr}");
+}
+
 /// Issue 17's size request: `weight-int4` of a 34 MB MLP wrote 0.58 of the
 /// fp32 file, its big layers kept fp32. Layers over tract's folding budget
 /// now take the split 4-bit form (which unpacks once at load); unmeasured

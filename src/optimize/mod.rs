@@ -12,6 +12,7 @@ pub mod evaluate;
 pub mod fold;
 pub mod graph;
 pub mod merge;
+pub mod progress;
 pub mod prune;
 pub mod quantize;
 

@@ -335,9 +335,11 @@ pub fn quantize(
         let mut timer = TractTimer { model, layers: &layers, settings: &settings, float };
         let floor = NoiseFloor::measure(layers.len(), bound, &mut timer)?;
         let mut gains = Vec::with_capacity(layers.len());
+        let mut progress = crate::optimize::progress::Progress::new("timing layers", layers.len());
         for (i, layer) in layers.iter().enumerate() {
             let (mut form, measured, mut gain) =
                 choose_layer(i, layers.len(), &candidates[i], &floor, &mut timer)?;
+            progress.step(&layer.node);
             if float_us.is_none() {
                 float_us = measured.first().map(|m| m.float_us);
             }
