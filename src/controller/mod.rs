@@ -5,6 +5,7 @@
 pub mod access;
 pub mod desired;
 pub mod leader;
+mod metrics;
 pub mod objects;
 mod observe;
 mod own_pod;
@@ -27,11 +28,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource, ResourceExt};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde_json::json;
 
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, SpecError};
 use crate::plan::{DesiredVersion, EventKind, Plan};
+pub use metrics::ControllerMetrics;
 pub use objects::OperatorConfig;
 pub use observe::Observation;
 pub use own_pod::{OwnImageError, own_image};
@@ -86,48 +87,6 @@ impl Error {
             Error::NoNamespace => "no_namespace",
             Error::Random(_) => "random",
         }
-    }
-}
-
-/// The controller's own metrics.
-#[derive(Clone)]
-pub struct ControllerMetrics {
-    pub registry: Registry,
-    pub reconciles: IntCounterVec,
-    pub errors: IntCounterVec,
-    pub duration: HistogramVec,
-}
-
-impl Default for ControllerMetrics {
-    fn default() -> Self {
-        let registry = Registry::new();
-        let reconciles = IntCounterVec::new(
-            Opts::new("tractor_reconciles_total", "Reconciles of ModelDeployments by outcome"),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "tractor_reconcile_errors_total",
-                "Failed reconciles by the step that failed",
-            ),
-            &["error"],
-        )
-        .expect("valid metric");
-        let duration = HistogramVec::new(
-            HistogramOpts::new("tractor_reconcile_duration_seconds", "Time of one reconcile")
-                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        for m in [
-            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(errors.clone()),
-            Box::new(duration.clone()),
-        ] {
-            registry.register(m).expect("unique metric");
-        }
-        ControllerMetrics { registry, reconciles, errors, duration }
     }
 }
 
@@ -285,6 +244,12 @@ async fn reconcile_inner(md: &ModelDeployment, ctx: &Context) -> Result<Action, 
     };
     let observation = observe::observe(ctx, md, &namespace, &spec).await?;
     let plan = crate::plan::plan(&spec, &observation.observed, now);
+    ctx.metrics.record_rollout(
+        &namespace,
+        &md.name_any(),
+        plan.status.canary.as_ref(),
+        observation.observed.figures.as_ref(),
+    );
     apply(ctx, md, &namespace, &spec, &observation, &plan).await?;
     Ok(Action::requeue(plan.requeue_after))
 }
