@@ -233,7 +233,7 @@ impl Verifier {
     /// The status after the patch, as the API server would store it.
     fn status_patch(&self) -> Value {
         let mut status = self.old_status.clone();
-        merge(&mut status, &self.raw_status_patch());
+        json_patch::merge(&mut status, &self.raw_status_patch());
         status
     }
 
@@ -261,26 +261,6 @@ impl Verifier {
             panic!("unexpected extra call: {} {}", request.method(), request.uri());
         }
         self
-    }
-}
-
-/// RFC 7386, as the API server applies a merge patch.
-fn merge(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(fields) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let object = target.as_object_mut().unwrap();
-            for (key, value) in fields {
-                if value.is_null() {
-                    object.remove(key);
-                } else {
-                    merge(object.entry(key.clone()).or_insert(Value::Null), value);
-                }
-            }
-        }
-        other => *target = other.clone(),
     }
 }
 

@@ -161,26 +161,6 @@ fn matches(labels: &BTreeMap<String, String>, terms: &[(String, String)]) -> boo
     terms.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// RFC 7386, as the API server applies a merge patch.
-pub fn merge(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(fields) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let object = target.as_object_mut().expect("made an object above");
-            for (key, value) in fields {
-                if value.is_null() {
-                    object.remove(key);
-                } else {
-                    merge(object.entry(key.clone()).or_insert(Value::Null), value);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
 /// Everything but `metadata` and `status`: what `generation` counts.
 fn spec_part(object: &Value) -> Vec<(&String, &Value)> {
     object
@@ -468,7 +448,7 @@ impl FakeApi {
         let mut state = self.lock();
         let Some(old) = state.get(resource, namespace, name) else { return false };
         let mut value = old.value.clone();
-        merge(&mut value, patch);
+        json_patch::merge(&mut value, patch);
         value["status"] = old.value["status"].clone();
         state.store(resource, namespace, name, value, Some(&old));
         true
@@ -632,7 +612,7 @@ impl FakeApi {
             ("PATCH", None | Some("status")) if content_type.contains("merge-patch") => {
                 let Some(old) = &old else { return Err(not_found(&name)) };
                 let mut value = old.value.clone();
-                merge(&mut value, &body);
+                json_patch::merge(&mut value, &body);
                 (if sub.is_some() { "PATCH status" } else { "PATCH merge" }, value)
             }
             _ => {

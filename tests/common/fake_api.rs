@@ -73,26 +73,6 @@ fn matches(object: &Value, terms: &[(String, String)]) -> bool {
     terms.iter().all(|(k, v)| object["metadata"]["labels"][k] == v.as_str())
 }
 
-/// RFC 7386, as the API server applies a merge patch.
-pub fn merge(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(fields) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let object = target.as_object_mut().expect("made an object above");
-            for (key, value) in fields {
-                if value.is_null() {
-                    object.remove(key);
-                } else {
-                    merge(object.entry(key.clone()).or_insert(Value::Null), value);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
 impl FakeApi {
     /// A client whose every request this API answers.
     pub fn client(&self) -> kube::Client {
@@ -212,7 +192,7 @@ impl FakeApi {
             }
             ("PATCH", Some(Target::Object(p) | Target::Subresource(p, "status"))) => {
                 let Some(mut object) = self.get(p) else { return not_found() };
-                merge(&mut object, &body);
+                json_patch::merge(&mut object, &body);
                 self.put(p, object.clone());
                 (StatusCode::OK, object)
             }
