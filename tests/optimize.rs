@@ -25,14 +25,21 @@ fn tractor(args: &[&str]) -> Output {
         .expect("run tractor")
 }
 
-/// Runs `tractor optimize` on a model with flags; returns the report.
+/// Runs `tractor optimize` on a model of `tests/models` with flags,
+/// unmeasured; returns the report.
 fn optimize(dir: &Path, model: &str, name: &str, flags: &[&str]) -> (Output, Value, PathBuf) {
+    let unmeasured = [&["--no-measure"][..], flags].concat();
+    optimize_file(dir, &models().join(model), name, &unmeasured)
+}
+
+/// Runs `tractor optimize` on `input` with exactly these flags, writing
+/// `dir/NAME.onnx` and its report `dir/NAME.json`.
+fn optimize_file(dir: &Path, input: &Path, name: &str, flags: &[&str]) -> (Output, Value, PathBuf) {
     let out = dir.join(format!("{name}.onnx"));
     let report = dir.join(format!("{name}.json"));
-    let input = models().join(model);
     let mut args =
         vec!["optimize", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()];
-    args.extend(["--report", report.to_str().unwrap(), "--no-measure"]);
+    args.extend(["--report", report.to_str().unwrap()]);
     args.extend(flags);
     let output = tractor(&args);
     let json =
@@ -153,23 +160,11 @@ fn weight_int4_is_a_fifth_of_the_mlp() {
 #[test]
 fn per_layer_timing_reports_its_progress() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("timed.onnx");
-    let report = dir.path().join("timed.json");
     let input = models().join("digits-mlp-v2.onnx");
-    let output = tractor(&[
-        "optimize",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-        "--quantize",
-        "weight-int8",
-    ]);
+    let (output, report, _) =
+        optimize_file(dir.path(), &input, "timed", &["--quantize", "weight-int8"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let layers = report["passes"][0]["notes"]["layers"].as_array().unwrap();
     assert!(layers.len() > 1, "{layers:?}");
     let n = layers.len();
@@ -197,22 +192,9 @@ fn weight_int4_of_a_34_mb_mlp_is_under_a_fifth() {
     std::fs::write(&input, onnx_builder::mlp("mlp_34mb", &[1024, 2048, 2048, 1024])).unwrap();
     let fp32_bytes = std::fs::metadata(&input).unwrap().len();
     assert!((33_000_000..35_000_000).contains(&fp32_bytes), "{fp32_bytes}");
-    let out = dir.path().join("mlp-34mb-int4.onnx");
-    let report = dir.path().join("mlp-34mb-int4.json");
-    let output = tractor(&[
-        "optimize",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--quantize",
-        "weight-int4",
-        "--no-measure",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let flags = ["--quantize", "weight-int4", "--no-measure"];
+    let (output, report, out) = optimize_file(dir.path(), &input, "mlp-34mb-int4", &flags);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let ratio = size_ratio(&report);
     assert!(ratio <= 0.20, "{ratio}");
     let notes = &report["passes"][0]["notes"];
