@@ -20,9 +20,6 @@ pub struct ControllerMetrics {
     pub canary_analysis: GaugeVec,
 }
 
-/// The figures `canary_analysis` carries, as its `figure` label.
-const FIGURES: [&str; 4] = ["requests", "error_rate", "latency_p99_seconds", "agreement"];
-
 impl Default for ControllerMetrics {
     fn default() -> Self {
         let registry = Registry::new();
@@ -87,13 +84,7 @@ impl ControllerMetrics {
     ) {
         let weight = canary.map_or(0, |c| c.weight);
         self.canary_weight.with_label_values(&[namespace, deployment]).set(f64::from(weight));
-        for figure in FIGURES {
-            let value = figures.and_then(|f| match figure {
-                "requests" => Some(f.requests as f64),
-                "error_rate" => (f.requests > 0).then(|| f.errors as f64 / f.requests as f64),
-                "latency_p99_seconds" => f.latency_p99_ms.map(|ms| ms / 1e3),
-                _ => f.agreement,
-            });
+        for (figure, value) in window(figures) {
             let labels = [namespace, deployment, figure];
             match value {
                 Some(v) => self.canary_analysis.with_label_values(&labels).set(v),
@@ -104,6 +95,18 @@ impl ControllerMetrics {
             }
         }
     }
+}
+
+/// Each `figure` label of `canary_analysis`, with its value in this window
+/// (none without a window, or where it was not measured).
+fn window(figures: Option<&CanaryFigures>) -> [(&'static str, Option<f64>); 4] {
+    let f = figures;
+    [
+        ("requests", f.map(|f| f.requests as f64)),
+        ("error_rate", f.filter(|f| f.requests > 0).map(|f| f.errors as f64 / f.requests as f64)),
+        ("latency_p99_seconds", f.and_then(|f| f.latency_p99_ms).map(|ms| ms / 1e3)),
+        ("agreement", f.and_then(|f| f.agreement)),
+    ]
 }
 
 #[cfg(test)]
