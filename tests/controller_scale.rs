@@ -96,7 +96,12 @@ async fn direct_passes_reconcile_the_fleet_to_its_canaries() {
 
 async fn the_real_controller_runs_the_story_and_restarts() {
     let (api, url) = fleet::serve(N).await.unwrap();
-    let start = || Ok(InProcess(worker::start_run(worker::client(&url))));
+    let start = || {
+        Ok(InProcess(worker::start_run(
+            worker::client(&url),
+            tractor::controller::DEFAULT_CONCURRENT_RECONCILES,
+        )))
+    };
     let report = story::run(&api, N, start, Duration::from_secs(120))
         .await
         .unwrap_or_else(|e| panic!("{e}"));

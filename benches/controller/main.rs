@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench controller                 # N=1000, both modes
 //! cargo bench --bench controller -- --n 200 --modes run
+//! cargo bench --bench controller -- --modes run --concurrency 4
 //! ```
 //!
 //! This process holds the fake API (`fake_api.rs`) and the fleet
@@ -32,17 +33,30 @@ const GOAL_RSS_MB: f64 = 200.0;
 struct Options {
     n: usize,
     modes: Vec<String>,
+    /// Reconciles at once in `run` mode, as `--max-concurrent-reconciles`.
+    concurrency: u16,
     worker: Option<(String, String)>,
 }
 
 fn options() -> Result<Options, String> {
-    let mut options = Options { n: 1000, modes: vec!["direct".into(), "run".into()], worker: None };
+    let mut options = Options {
+        n: 1000,
+        modes: vec!["direct".into(), "run".into()],
+        concurrency: tractor::controller::DEFAULT_CONCURRENT_RECONCILES,
+        worker: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "--n" => options.n = value()?.parse().map_err(|e| format!("--n: {e}"))?,
             "--modes" => options.modes = value()?.split(',').map(str::to_string).collect(),
+            "--concurrency" => {
+                options.concurrency = match value()?.parse() {
+                    Ok(0) | Err(_) => return Err("--concurrency: a number from 1 to 65535".into()),
+                    Ok(n) => n,
+                }
+            }
             "--worker" => {
                 let mode = value()?;
                 let url = args.next().ok_or("--worker MODE URL")?;
@@ -71,7 +85,7 @@ fn main() {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     let result = match options.worker {
         Some((mode, url)) => runtime.block_on(worker_main(&mode, &url)),
-        None => runtime.block_on(drive(options.n, &options.modes)),
+        None => runtime.block_on(drive(options.n, &options.modes, options.concurrency)),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -93,7 +107,11 @@ async fn worker_main(mode: &str, url: &str) -> Result<(), String> {
         }
         "run" => {
             let timings = worker::Timings::global();
-            let _running = worker::start_run(client);
+            let concurrency = std::env::var(CONCURRENCY_ENV)
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(tractor::controller::DEFAULT_CONCURRENT_RECONCILES);
+            let _running = worker::start_run(client, concurrency);
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             std::thread::spawn(move || {
                 for line in std::io::stdin().lock().lines().map_while(Result::ok) {
@@ -119,10 +137,15 @@ async fn worker_main(mode: &str, url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn spawn_worker(mode: &str, url: &str) -> Result<Child, String> {
+/// The variable the `run` worker takes its concurrency from, named as the
+/// operator's own.
+const CONCURRENCY_ENV: &str = "TRACTOR_MAX_CONCURRENT_RECONCILES";
+
+fn spawn_worker(mode: &str, url: &str, concurrency: u16) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     Command::new(exe)
         .args(["--worker", mode, url])
+        .env(CONCURRENCY_ENV, concurrency.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -138,8 +161,8 @@ struct ChildController {
 }
 
 impl ChildController {
-    fn start(url: &str) -> Result<ChildController, String> {
-        let mut child = spawn_worker("run", url)?;
+    fn start(url: &str, concurrency: u16) -> Result<ChildController, String> {
+        let mut child = spawn_worker("run", url, concurrency)?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
         let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
         Ok(ChildController { child, stdin, stdout })
@@ -179,14 +202,15 @@ impl story::Controller for ChildController {
 
 // ---------------------------------------------------------------- the driver
 
-async fn drive(n: usize, modes: &[String]) -> Result<(), String> {
+async fn drive(n: usize, modes: &[String], concurrency: u16) -> Result<(), String> {
     println!("controller benchmark: N={n} ModelDeployments ({})", fleet::census(n));
-    println!("{}", machine());
+    println!("{}; run mode: {concurrency} reconciles at once", machine());
     let mut rows = vec![];
     let mut memory = vec![];
+    let mut per_object = vec![];
     if modes.iter().any(|m| m == "direct") {
         let (api, url) = fleet::serve(n).await?;
-        let child = spawn_worker("direct", &url)?;
+        let child = spawn_worker("direct", &url, concurrency)?;
         let output = tokio::task::block_in_place(|| child.wait_with_output())
             .map_err(|e| format!("the direct worker: {e}"))?;
         let text = String::from_utf8_lossy(&output.stdout);
@@ -212,7 +236,8 @@ async fn drive(n: usize, modes: &[String]) -> Result<(), String> {
     }
     if modes.iter().any(|m| m == "run") {
         let (api, url) = fleet::serve(n).await?;
-        let report = story::run(&api, n, || ChildController::start(&url), DEADLINE).await?;
+        let report =
+            story::run(&api, n, || ChildController::start(&url, concurrency), DEADLINE).await?;
         let mut cpu_before = 0.0;
         for stage in report["stages"].as_array().into_iter().flatten() {
             let name = stage["stage"].as_str().unwrap_or("?");
@@ -232,6 +257,12 @@ async fn drive(n: usize, modes: &[String]) -> Result<(), String> {
                 Some(cpu - cpu_before),
             ));
             cpu_before = cpu;
+            let events = stage["events"].as_u64().unwrap_or(0);
+            per_object.push(format!(
+                "run {name}: {:.1} reconciles and {:.1} Events per ModelDeployment",
+                reconciles as f64 / n as f64,
+                events as f64 / n as f64
+            ));
             let process = stage["process"].clone();
             match name {
                 "canary" => memory.push(("run worker after deployed and canary", process)),
@@ -241,6 +272,9 @@ async fn drive(n: usize, modes: &[String]) -> Result<(), String> {
         }
     }
     print_table(&rows);
+    for line in &per_object {
+        println!("{line}");
+    }
     print_memory(&memory);
     Ok(())
 }

@@ -47,6 +47,14 @@ fn api_requests(api: &FakeApi) -> u64 {
     api.requests().iter().filter(|(k, _)| !k.starts_with("WATCH")).map(|(_, v)| v).sum()
 }
 
+/// Events the controller has recorded: one per transition when reconciles
+/// see their own writes, more when they race them. kube-rs writes a repeat
+/// of a recent Event as a PATCH of its series, so both count.
+fn events_recorded(api: &FakeApi) -> u64 {
+    let requests = api.requests();
+    ["POST events", "PATCH merge events"].iter().filter_map(|k| requests.get(*k)).sum()
+}
+
 /// Waits until `done` holds and the controller has settled (nothing
 /// running, nothing finished for [`SETTLE`]); returns the time `done`
 /// first held.
@@ -102,8 +110,14 @@ fn wrong(api: &FakeApi, n: usize, stage: Stage) -> String {
 }
 
 /// One stage's figures.
-fn stage(name: &str, wall: Duration, reconciles: u64, requests: u64, mut window: Value) -> Value {
+fn stage(
+    name: &str,
+    wall: Duration,
+    (reconciles, requests, events): (u64, u64, u64),
+    mut window: Value,
+) -> Value {
     window["stage"] = json!(name);
+    window["events"] = json!(events);
     window["wall_seconds"] = json!(wall.as_secs_f64());
     window["reconciles"] = json!(reconciles);
     window["requests"] = json!(requests);
@@ -123,26 +137,28 @@ pub async fn run<C: Controller>(
 ) -> Result<Value, String> {
     let mut stages = vec![];
 
-    let (t0, r0) = (Instant::now(), api_requests(api));
+    let (t0, r0, e0) = (Instant::now(), api_requests(api), events_recorded(api));
     let mut controller = start()?;
     let at = settle(&mut controller, t0 + deadline, |_| fleet_at(api, n, Stage::Deployed))
         .await
         .map_err(|e| format!("deployed: {e}; {}", wrong(api, n, Stage::Deployed)))?;
     let deployed = controller.progress().await?.done;
     let window = controller.take().await?;
-    stages.push(stage("deployed", at - t0, deployed, api_requests(api) - r0, window));
+    let counts = (deployed, api_requests(api) - r0, events_recorded(api) - e0);
+    stages.push(stage("deployed", at - t0, counts, window));
 
-    let (t1, r1) = (Instant::now(), api_requests(api));
+    let (t1, r1, e1) = (Instant::now(), api_requests(api), events_recorded(api));
     fleet::start_canaries(api, n);
     let at = settle(&mut controller, t1 + deadline, |_| fleet_at(api, n, Stage::Canary))
         .await
         .map_err(|e| format!("canary: {e}; {}", wrong(api, n, Stage::Canary)))?;
     let total = controller.progress().await?.done;
     let window = controller.take().await?;
-    stages.push(stage("canary", at - t1, total - deployed, api_requests(api) - r1, window));
+    let counts = (total - deployed, api_requests(api) - r1, events_recorded(api) - e1);
+    stages.push(stage("canary", at - t1, counts, window));
     drop(controller);
 
-    let (t2, r2) = (Instant::now(), api_requests(api));
+    let (t2, r2, e2) = (Instant::now(), api_requests(api), events_recorded(api));
     let mut controller = start()?;
     let at = settle(&mut controller, t2 + deadline, |seen| match seen >= n {
         true => Ok(()),
@@ -153,6 +169,7 @@ pub async fn run<C: Controller>(
     fleet_at(api, n, Stage::Canary).map_err(|e| format!("after the restart: {e}"))?;
     let total = controller.progress().await?.done;
     let window = controller.take().await?;
-    stages.push(stage("restart", at - t2, total, api_requests(api) - r2, window));
+    let counts = (total, api_requests(api) - r2, events_recorded(api) - e2);
+    stages.push(stage("restart", at - t2, counts, window));
     Ok(json!({ "mode": "run", "stages": stages }))
 }

@@ -347,9 +347,12 @@ impl Drop for Running {
     }
 }
 
-/// Starts `controller::run` against the API at `client`, timed by [`Timings::global`].
-pub fn start_run(client: Client) -> Running {
+/// Starts `controller::run` against the API at `client`, `concurrency`
+/// reconciles at once, timed by [`Timings::global`].
+pub fn start_run(client: Client, concurrency: u16) -> Running {
     let timings = Timings::global();
     timings.restart();
-    Running(tokio::spawn(controller::run(context(client))))
+    Running(tokio::spawn(async move {
+        controller::run_watching(context(client), &[], concurrency).await
+    }))
 }

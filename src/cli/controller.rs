@@ -92,6 +92,16 @@ pub struct ControllerArgs {
     /// Role in each instead of a ClusterRole; empty: every namespace.
     #[arg(long, env = "TRACTOR_WATCH_NAMESPACES", value_delimiter = ',')]
     watch_namespaces: Vec<String>,
+    /// Reconciles that run at once in each watch (the whole cluster, or
+    /// each of --watch-namespaces); one ModelDeployment is never
+    /// reconciled twice at once.
+    #[arg(
+        long,
+        env = "TRACTOR_MAX_CONCURRENT_RECONCILES",
+        default_value_t = controller::DEFAULT_CONCURRENT_RECONCILES,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    max_concurrent_reconciles: u16,
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
@@ -131,6 +141,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         lease.acquire().await?;
     }
     let namespaces = args.watch_namespaces;
+    let concurrency = args.max_concurrent_reconciles;
     let ctx = Arc::new(controller::Context {
         router: Arc::new(HttpRouterStats::new(client.clone(), &admin_token)),
         client,
@@ -142,13 +153,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     match &lease {
         Some(lease) => {
             tokio::select! {
-                result = controller::run_watching(ctx, &namespaces) => result.context("running the controller")?,
+                result = controller::run_watching(ctx, &namespaces, concurrency) => result.context("running the controller")?,
                 lost = lease.keep() => bail!("lost leadership: {lost}"),
             }
         }
-        None => {
-            controller::run_watching(ctx, &namespaces).await.context("running the controller")?
-        }
+        None => controller::run_watching(ctx, &namespaces, concurrency)
+            .await
+            .context("running the controller")?,
     }
     Ok(())
 }
