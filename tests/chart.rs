@@ -143,6 +143,41 @@ fn chart_and_kustomization_render_when_the_tools_are_here() {
     }
 }
 
+/// Every variable the chart sets on the operator's container is one that
+/// `tractor controller` reads (its flags' `[env: ...]`, or the few read
+/// directly), so a value renamed on one side cannot silently do nothing.
+#[test]
+fn the_chart_sets_only_variables_the_controller_reads_when_helm_is_here() {
+    let Some(helm) = tool("TRACTOR_HELM", "helm") else { return };
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_tractor"))
+        .args(["controller", "--help"])
+        .output()
+        .unwrap();
+    // Whitespace joined, in case the help wraps inside a bracket.
+    let help =
+        String::from_utf8_lossy(&help.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    let values = "allowedImages[0]=r.example.com/,allowedJwksUrls[0]=https://idp.example.com/,\
+                  storeCredentials.secretName=creds";
+    let docs = documents(&run(&helm, &["template", "tractor", "charts/tractor", "--set", values]));
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").expect("the operator");
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let names: Vec<&str> =
+        env.as_array().into_iter().flatten().filter_map(|e| e["name"].as_str()).collect();
+    assert!(names.contains(&"TRACTOR_MAX_CONCURRENT_RECONCILES"), "{names:?}");
+    // Read by the process itself, not by a flag: the log settings.
+    let read_directly = ["RUST_LOG", "TRACTOR_LOG_FORMAT"];
+    for name in names.iter().filter(|n| !read_directly.contains(n)) {
+        assert!(
+            help.contains(&format!("[env: {name}=")),
+            "the chart sets {name}; no flag reads it"
+        );
+    }
+    let value = |name: &str| {
+        env.as_array().into_iter().flatten().find(|e| e["name"] == name).map(|e| e["value"].clone())
+    };
+    assert_eq!(value("TRACTOR_MAX_CONCURRENT_RECONCILES"), Some(Value::from("16")));
+}
+
 /// The documents of a multi-document YAML text.
 fn documents(text: &str) -> Vec<Value> {
     text.split("\n---")
