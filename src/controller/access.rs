@@ -474,19 +474,29 @@ pub fn check_jwks_url(md: &ModelDeployment, config: &OperatorConfig) -> Result<(
     })
 }
 
+/// A prefix of the operator's `--allowed-jwks-urls` or `--allowed-images`
+/// that would allow more than it says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error(
+        "JWKS URL prefix {0:?} must be https://HOST/ and a path (e.g. https://idp.example.com/)"
+    )]
+    Jwks(String),
+    #[error("image prefix {0:?} must end with '/', ':' or '@' (e.g. {0}/)")]
+    Image(String),
+}
+
 /// Checks a list of JWKS URL prefixes as the operator's flag gives it:
 /// https://, with a host and a path that starts at `/`, so that
 /// `https://idp.example.com` cannot also allow `https://idp.example.com.evil/`.
 ///
 /// # Errors
 /// The first prefix that is not of that form.
-pub fn check_jwks_prefixes(prefixes: &[String]) -> Result<(), String> {
+pub fn check_jwks_prefixes(prefixes: &[String]) -> Result<(), PrefixError> {
     for prefix in prefixes {
         let rest = prefix.strip_prefix("https://").unwrap_or_default();
         if !rest.contains('/') || rest.starts_with('/') {
-            return Err(format!(
-                "JWKS URL prefix {prefix:?} must be https://HOST/ and a path (e.g. https://idp.example.com/)"
-            ));
+            return Err(PrefixError::Jwks(prefix.clone()));
         }
     }
     Ok(())
@@ -498,12 +508,10 @@ pub fn check_jwks_prefixes(prefixes: &[String]) -> Result<(), String> {
 ///
 /// # Errors
 /// The first prefix that does not end at a boundary.
-pub fn check_image_prefixes(prefixes: &[String]) -> Result<(), String> {
+pub fn check_image_prefixes(prefixes: &[String]) -> Result<(), PrefixError> {
     for prefix in prefixes {
         if !prefix.ends_with(['/', ':', '@']) {
-            return Err(format!(
-                "image prefix {prefix:?} must end with '/', ':' or '@' (e.g. {prefix}/)"
-            ));
+            return Err(PrefixError::Image(prefix.clone()));
         }
     }
     Ok(())
