@@ -41,36 +41,36 @@ pub type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 #[derive(Debug, thiserror::Error)]
 pub enum JwksUrlError {
     #[error("the JWKS URL {0} has no host")]
-    NoHost(Url),
+    NoHost(String),
     #[error(
         "the JWKS URL {0} must be https:// (http:// only to a loopback address): \
          the keys decide who may call"
     )]
-    NotHttps(Url),
+    NotHttps(String),
     #[error(transparent)]
     Roots(#[from] crate::tls::TlsError),
     #[error("{url} is not a request URI: {source}")]
     RequestUri {
-        url: Url,
+        url: String,
         #[source]
         source: axum::http::uri::InvalidUri,
     },
     #[error("cannot fetch {url}: {source}")]
     Fetch {
-        url: Url,
+        url: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: Box<hyper_util::client::legacy::Error>,
     },
     #[error("{url} answered {status}, not the JWKS")]
-    Status { url: Url, status: axum::http::StatusCode },
+    Status { url: String, status: axum::http::StatusCode },
     #[error("reading {url}: {source} (at most {MAX_JWKS_BYTES} bytes)")]
     Read {
-        url: Url,
+        url: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("{url} did not answer within {FETCH_TIMEOUT:?}")]
-    Timeout { url: Url },
+    Timeout { url: String },
 }
 
 /// Refuses a URL the keys may not come from.
@@ -82,12 +82,12 @@ pub fn check(url: &Url) -> Result<(), JwksUrlError> {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         Some(url::Host::Domain(name)) => name == "localhost",
-        None => return Err(JwksUrlError::NoHost(url.clone())),
+        None => return Err(JwksUrlError::NoHost(url.to_string())),
     };
     match url.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        _ => Err(JwksUrlError::NotHttps(url.clone())),
+        _ => Err(JwksUrlError::NotHttps(url.to_string())),
     }
 }
 
@@ -117,26 +117,26 @@ pub async fn fetch(client: &JwksClient, url: &Url) -> Result<Vec<u8>, JwksUrlErr
     let uri: axum::http::Uri = url
         .as_str()
         .parse()
-        .map_err(|source| JwksUrlError::RequestUri { url: url.clone(), source })?;
+        .map_err(|source| JwksUrlError::RequestUri { url: url.to_string(), source })?;
     let work = async {
         let answer = client
             .get(uri)
             .await
-            .map_err(|source| JwksUrlError::Fetch { url: url.clone(), source })?;
+            .map_err(|e| JwksUrlError::Fetch { url: url.to_string(), source: Box::new(e) })?;
         let status = answer.status();
         if status != axum::http::StatusCode::OK {
-            return Err(JwksUrlError::Status { url: url.clone(), status });
+            return Err(JwksUrlError::Status { url: url.to_string(), status });
         }
         let limit = usize::try_from(MAX_JWKS_BYTES).unwrap_or(usize::MAX);
         let body = Limited::new(answer.into_body(), limit)
             .collect()
             .await
-            .map_err(|source| JwksUrlError::Read { url: url.clone(), source })?;
+            .map_err(|source| JwksUrlError::Read { url: url.to_string(), source })?;
         Ok(body.to_bytes().to_vec())
     };
     tokio::time::timeout(FETCH_TIMEOUT, work)
         .await
-        .unwrap_or_else(|_| Err(JwksUrlError::Timeout { url: url.clone() }))
+        .unwrap_or_else(|_| Err(JwksUrlError::Timeout { url: url.to_string() }))
 }
 
 /// Fetches the keys again `every` period, or when `asked` (a token with
