@@ -30,7 +30,9 @@ use super::objects::{
     self, COMPONENT, DEPLOYMENT_LABEL, MANAGED_BY, OperatorConfig, ROUTE_ADMIN_PORT, object_name,
 };
 use crate::contract::args::{self, ChildArgs, JwtFiles, RouteAccess, ServeAccess};
-use crate::crd::access::{TLS_CA_KEY, TLS_CERT_KEY, TLS_KEY_KEY};
+use crate::crd::access::{
+    DEFAULT_AUTH_KEY, DEFAULT_JWKS_KEY, TLS_CA_KEY, TLS_CERT_KEY, TLS_KEY_KEY,
+};
 use crate::crd::{self, ModelDeployment, SpecError};
 
 /// Keys of the per-deployment token Secret.
@@ -253,13 +255,14 @@ pub fn route_access(md: &ModelDeployment, child: &mut ChildArgs, mounts: &mut Mo
     );
     if let Some(auth) = &md.spec.serving.auth {
         if let Some(callers) = &auth.token_secret_ref {
-            mounts.add(secret_volume("callers", &callers.name, &[callers.key()]), CALLERS_MOUNT);
-            access.auth_files.push(format!("{CALLERS_MOUNT}/{}", callers.key()));
+            let key = callers.key_or(DEFAULT_AUTH_KEY);
+            mounts.add(secret_volume("callers", &callers.name, &[key]), CALLERS_MOUNT);
+            access.auth_files.push(format!("{CALLERS_MOUNT}/{key}"));
         }
         if let Some(jwks) = &auth.jwks {
             let source = match (&jwks.config_map_ref, &jwks.url) {
                 (Some(map), _) => {
-                    let key = map.key();
+                    let key = map.key_or(DEFAULT_JWKS_KEY);
                     mounts.add(configmap_volume("jwks", &map.name, &[key]), JWKS_MOUNT);
                     format!("{JWKS_MOUNT}/{key}")
                 }
