@@ -363,6 +363,17 @@ pub fn grpc_from_json(
             other => out.push(other),
         }
     }
+    /// Integers narrowed to a typed field's element type, refused in order.
+    fn narrowed<T: TryFrom<i64>, E>(
+        values: &[&Value],
+        integer: impl Fn(&Value) -> Result<i64, E>,
+        out_of_range: impl Fn(i64) -> E,
+    ) -> Result<Vec<T>, E> {
+        values
+            .iter()
+            .map(|v| integer(v).and_then(|i| T::try_from(i).map_err(|_| out_of_range(i))))
+            .collect()
+    }
     let mut inputs = Vec::new();
     for input in request["inputs"].as_array().ok_or_else(|| bad("no \"inputs\" array".into()))? {
         let name = input["name"].as_str().ok_or_else(|| bad("an input has no name".into()))?;
@@ -383,6 +394,7 @@ pub fn grpc_from_json(
         let integer = |v: &Value| {
             v.as_i64().ok_or_else(|| bad(format!("input {name:?}: {v} is not an integer")))
         };
+        let out_of_range = |i: i64| bad(format!("input {name:?}: {i} out of range"));
         let mut contents = InferTensorContents::default();
         match datatype {
             "FP32" => {
@@ -397,28 +409,8 @@ pub fn grpc_from_json(
                 contents.int64_contents =
                     values.iter().map(|v| integer(v)).collect::<Result<_, _>>()?
             }
-            "INT32" | "INT8" => {
-                contents.int_contents = values
-                    .iter()
-                    .map(|v| {
-                        integer(v).and_then(|i| {
-                            i32::try_from(i)
-                                .map_err(|_| bad(format!("input {name:?}: {i} out of range")))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-            "UINT8" => {
-                contents.uint_contents = values
-                    .iter()
-                    .map(|v| {
-                        integer(v).and_then(|i| {
-                            u32::try_from(i)
-                                .map_err(|_| bad(format!("input {name:?}: {i} out of range")))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?
-            }
+            "INT32" | "INT8" => contents.int_contents = narrowed(&values, integer, out_of_range)?,
+            "UINT8" => contents.uint_contents = narrowed(&values, integer, out_of_range)?,
             "BOOL" => {
                 contents.bool_contents = values
                     .iter()

@@ -492,7 +492,7 @@ async fn a_jwks_url_is_fetched_refreshed_asked_again_for_new_keys_but_not_floode
     let refused = tractor::auth::Auth::start(&gone).await.err().expect("no keys, no start");
     assert!(refused.to_string().contains("cannot fetch"), "{refused}");
     // Plain http:// to anything but loopback is refused as a flag value.
-    let plain = "http://idp.example.com/keys".parse::<JwksSource>().unwrap_err();
+    let plain = "http://idp.example.com/keys".parse::<JwksSource>().unwrap_err().to_string();
     assert!(plain.contains("must be https://"), "{plain}");
 }
 

@@ -201,6 +201,16 @@ impl Verifier {
             .await
     }
 
+    /// Everything a reconcile applies when `versions` run: the access
+    /// objects, each version, the router; then the status.
+    async fn applies(self, versions: &[&str], checks_callers: bool) -> Self {
+        let mut v = self.access().await;
+        for version in versions {
+            v = v.serving(version).await;
+        }
+        v.router_with(checks_callers).await.patch_status().await
+    }
+
     /// The status subresource answers with the whole object.
     async fn patch_status(self) -> Self {
         self.expect(Method::PATCH, &format!("{MD}/status?"), |body| {
@@ -333,24 +343,7 @@ async fn run_object(
 
 #[tokio::test]
 async fn first_deployment_creates_the_version_the_router_and_a_status() {
-    let md = model_deployment(spec("1", json!({})), Value::Null, json!({}));
-    let v = run(md, Arc::default(), NOW, async |v| {
-        v.list(DEPLOYMENTS, json!([]))
-            .await
-            .list(MODELVERSIONS, json!([]))
-            .await
-            .access()
-            .await
-            .serving("1")
-            .await
-            .router()
-            .await
-            .patch_status()
-            .await
-            .event()
-            .await
-    })
-    .await;
+    let v = first_reconcile(spec("1", json!({})), false).await;
     let deployment = v.applied(&format!("{DEPLOYMENTS}/digits-v1?"));
     assert!(
         v.seen[4].1.starts_with(&format!("{DEPLOYMENTS}/digits-v1?"))
@@ -414,13 +407,7 @@ async fn ready_pods_make_it_stable() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
-            .access()
-            .await
-            .serving("1")
-            .await
-            .router()
-            .await
-            .patch_status()
+            .applies(&["1"], false)
             .await
             .event()
             .await
@@ -429,9 +416,7 @@ async fn ready_pods_make_it_stable() {
     let status = v.status_patch();
     assert_eq!(status["phase"], "Succeeded");
     assert_eq!(status["stable"]["version"], "1");
-    let ready =
-        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
-    assert_eq!(ready["status"], "True");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
 }
 
 fn stable_status(version: &str) -> Value {
@@ -451,15 +436,7 @@ async fn a_version_change_starts_a_canary_next_to_the_stable() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
-            .access()
-            .await
-            .serving("1")
-            .await
-            .serving("2")
-            .await
-            .router()
-            .await
-            .patch_status()
+            .applies(&["1", "2"], false)
             .await
             .event()
             .await
@@ -611,16 +588,8 @@ async fn a_failing_canary_is_rolled_back_and_its_pods_removed() {
 async fn an_invalid_spec_becomes_a_degraded_condition() {
     let mut s = spec("1", json!({}));
     s["rollout"]["steps"] = json!([{ "weight": 50 }, { "weight": 20 }]);
-    let md = model_deployment(s, Value::Null, json!({}));
-    let v = run(md, Arc::default(), NOW, async |v| v.patch_status().await.event().await).await;
-    let status = v.status_patch();
-    let degraded = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Degraded")
-        .unwrap()
-        .clone();
+    let status = refused_reconcile(s).await.status_patch();
+    let degraded = condition(&status, "Degraded");
     assert_eq!(degraded["status"], "True");
     assert_eq!(degraded["reason"], "InvalidSpec");
     assert!(
@@ -653,13 +622,7 @@ async fn pods_that_keep_stopping_put_their_reason_in_the_status() {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
-            .access()
-            .await
-            .serving("1")
-            .await
-            .router()
-            .await
-            .patch_status()
+            .applies(&["1"], false)
             .await
     })
     .await;
@@ -682,13 +645,7 @@ async fn an_object_the_types_cannot_read_is_degraded_and_named() {
     })
     .await;
     let status = v.status_patch();
-    let degraded = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Degraded")
-        .unwrap()
-        .clone();
+    let degraded = condition(&status, "Degraded");
     assert_eq!(
         (degraded["status"].as_str(), degraded["reason"].as_str()),
         (Some("True"), Some("InvalidSpec"))
@@ -738,18 +695,25 @@ async fn first_reconcile(spec: Value, checks_callers: bool) -> Verifier {
             .await
             .list(MODELVERSIONS, json!([]))
             .await
-            .access()
-            .await
-            .serving("1")
-            .await
-            .router_with(checks_callers)
-            .await
-            .patch_status()
+            .applies(&["1"], checks_callers)
             .await
             .event()
             .await
     })
     .await
+}
+
+/// The reconcile of a spec the controller refuses: a status and an
+/// Event, nothing applied.
+async fn refused_reconcile(spec: Value) -> Verifier {
+    let md = model_deployment(spec, Value::Null, json!({}));
+    run(md, Arc::default(), NOW, async |v| v.patch_status().await.event().await).await
+}
+
+/// The condition of `kind` in a status.
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    let conditions = status["conditions"].as_array().expect("conditions");
+    conditions.iter().find(|c| c["type"] == kind).unwrap_or_else(|| panic!("no {kind}: {status}"))
 }
 
 fn pod_of(deployment: &Value) -> &Value {
@@ -1077,11 +1041,8 @@ async fn serving_pods_mount_no_service_account_token_by_default() {
 #[tokio::test]
 async fn an_image_outside_the_allow_list_is_a_degraded_condition() {
     let serving = json!({ "serving": { "image": "registry.example.com/team-evil/tractor:1" } });
-    let md = model_deployment(spec("1", serving), Value::Null, json!({}));
-    let v = run(md, Arc::default(), NOW, async |v| v.patch_status().await.event().await).await;
-    let status = v.status_patch();
-    let degraded =
-        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap();
+    let status = refused_reconcile(spec("1", serving)).await.status_patch();
+    let degraded = condition(&status, "Degraded");
     assert_eq!(
         (degraded["status"].as_str(), degraded["reason"].as_str()),
         (Some("True"), Some("InvalidSpec"))
@@ -1118,11 +1079,8 @@ async fn a_jwks_url_reaches_the_router_only_under_an_allowed_prefix() {
     assert!(volumes.iter().all(|v| v["name"] != "jwks"), "nothing to mount: {pod}");
 
     let evil = jwks("https://idp.example.com.evil.net/certs");
-    let md = model_deployment(spec("1", evil), Value::Null, json!({}));
-    let v = run(md, Arc::default(), NOW, async |v| v.patch_status().await.event().await).await;
-    let status = v.status_patch();
-    let degraded =
-        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap();
+    let status = refused_reconcile(spec("1", evil)).await.status_patch();
+    let degraded = condition(&status, "Degraded");
     let message = degraded["message"].as_str().unwrap();
     assert!(
         message.contains("spec.serving.auth.jwks.url")

@@ -34,9 +34,65 @@ pub enum FileError {
     #[error("not a valid auth file: {0}")]
     Parse(String),
     #[error("token #{index}: {reason}")]
-    Token { index: usize, reason: String },
+    Token {
+        index: usize,
+        #[source]
+        reason: TokenError,
+    },
     #[error("{count} tokens; at most {MAX_TOKENS} are accepted")]
     TooMany { count: usize },
+}
+
+/// What is wrong with one entry of an auth file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error(
+        "name {0:?}: 1 to {MAX_NAME_CHARS} letters, digits or - _ . : @ (it is a metric label)"
+    )]
+    Name(String),
+    #[error("{name}: {problem}")]
+    Entry {
+        name: String,
+        #[source]
+        problem: EntryProblem,
+    },
+    #[error("the name {0:?} is used twice")]
+    NameTwice(String),
+    #[error("{0:?} has the same token as another entry")]
+    SameToken(String),
+}
+
+/// What is wrong with the fields of an entry whose name is fine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EntryProblem {
+    #[error("sha256 must be 64 hexadecimal characters")]
+    Digest,
+    #[error("value {0}")]
+    Value(#[source] BadToken),
+    #[error("give sha256 or value, not both")]
+    Both,
+    #[error("needs sha256 (or value)")]
+    Neither,
+    #[error("burst needs rps")]
+    BurstWithoutRps,
+    #[error("rps must be at least 1")]
+    ZeroRps,
+    #[error("burst must be at least 1")]
+    ZeroBurst,
+    #[error("quota must be at least 1 (remove the token to refuse it)")]
+    ZeroQuota,
+}
+
+/// Why bytes cannot be a token: the message follows "the token" or
+/// "value".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadToken {
+    #[error("is empty")]
+    Empty,
+    #[error("is longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLong,
+    #[error("has characters other than printable ASCII without spaces")]
+    NotPrintable,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,40 +157,40 @@ pub fn parse(text: &str) -> Result<Vec<TokenSpec>, FileError> {
     }
     let mut specs: Vec<TokenSpec> = Vec::with_capacity(document.tokens.len());
     for (index, token) in document.tokens.into_iter().enumerate() {
-        let bad = |reason: String| FileError::Token { index, reason };
+        let bad = |reason: TokenError| FileError::Token { index, reason };
         let spec = token_spec(token).map_err(bad)?;
         if specs.iter().any(|s| s.name == spec.name) {
-            return Err(bad(format!("the name {:?} is used twice", spec.name)));
+            return Err(bad(TokenError::NameTwice(spec.name.to_string())));
         }
         if specs.iter().any(|s| s.digest == spec.digest) {
-            return Err(bad(format!("{:?} has the same token as another entry", spec.name)));
+            return Err(bad(TokenError::SameToken(spec.name.to_string())));
         }
         specs.push(spec);
     }
     Ok(specs)
 }
 
-fn token_spec(token: TokenDocument) -> Result<TokenSpec, String> {
+fn token_spec(token: TokenDocument) -> Result<TokenSpec, TokenError> {
     check_name(&token.name)?;
-    let name = &token.name;
+    let entry = |problem| TokenError::Entry { name: token.name.clone(), problem };
     let digest = match (&token.sha256, &token.value) {
-        (Some(hex_digest), None) => parse_digest(hex_digest).map_err(|e| format!("{name}: {e}"))?,
+        (Some(hex_digest), None) => parse_digest(hex_digest).map_err(entry)?,
         (None, Some(value)) => {
-            check_token(value.as_bytes()).map_err(|e| format!("{name}: value {e}"))?;
+            check_token(value.as_bytes()).map_err(|bad| entry(EntryProblem::Value(bad)))?;
             digest(value.as_bytes())
         }
-        (Some(_), Some(_)) => return Err(format!("{name}: give sha256 or value, not both")),
-        (None, None) => return Err(format!("{name}: needs sha256 (or value)")),
+        (Some(_), Some(_)) => return Err(entry(EntryProblem::Both)),
+        (None, None) => return Err(entry(EntryProblem::Neither)),
     };
     let rate = match (token.rps, token.burst) {
         (None, None) => None,
-        (None, Some(_)) => return Err(format!("{name}: burst needs rps")),
-        (Some(0), _) => return Err(format!("{name}: rps must be at least 1")),
-        (Some(_), Some(0)) => return Err(format!("{name}: burst must be at least 1")),
+        (None, Some(_)) => return Err(entry(EntryProblem::BurstWithoutRps)),
+        (Some(0), _) => return Err(entry(EntryProblem::ZeroRps)),
+        (Some(_), Some(0)) => return Err(entry(EntryProblem::ZeroBurst)),
         (Some(per_second), burst) => Some(Rate { per_second, burst: burst.unwrap_or(per_second) }),
     };
     if token.quota == Some(0) {
-        return Err(format!("{name}: quota must be at least 1 (remove the token to refuse it)"));
+        return Err(entry(EntryProblem::ZeroQuota));
     }
     Ok(TokenSpec {
         name: Arc::from(token.name.as_str()),
@@ -145,35 +201,35 @@ fn token_spec(token: TokenDocument) -> Result<TokenSpec, String> {
     })
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+fn check_name(name: &str) -> Result<(), TokenError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@');
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || !name.chars().all(allowed) {
-        return Err(format!(
-            "name {name:?}: 1 to {MAX_NAME_CHARS} letters, digits or - _ . : @ (it is a metric label)"
-        ));
+        return Err(TokenError::Name(name.to_string()));
     }
     Ok(())
 }
 
 /// A token must fit in an `Authorization` header as one word.
-pub fn check_token(token: &[u8]) -> Result<(), String> {
+///
+/// # Errors
+/// Empty, longer than [`MAX_TOKEN_BYTES`], or not printable ASCII.
+pub fn check_token(token: &[u8]) -> Result<(), BadToken> {
     if token.is_empty() {
-        return Err("is empty".into());
+        return Err(BadToken::Empty);
     }
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(format!("is longer than {MAX_TOKEN_BYTES} bytes"));
+        return Err(BadToken::TooLong);
     }
     if !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
-        return Err("has characters other than printable ASCII without spaces".into());
+        return Err(BadToken::NotPrintable);
     }
     Ok(())
 }
 
-fn parse_digest(text: &str) -> Result<[u8; 32], String> {
+fn parse_digest(text: &str) -> Result<[u8; 32], EntryProblem> {
     let text = text.strip_prefix("sha256:").unwrap_or(text);
     let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out)
-        .map_err(|_| "sha256 must be 64 hexadecimal characters".to_string())?;
+    hex::decode_to_slice(text, &mut out).map_err(|_| EntryProblem::Digest)?;
     Ok(out)
 }
 

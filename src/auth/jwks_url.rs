@@ -37,24 +37,57 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The client the keys are fetched with.
 pub type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
+/// Why a JWKS URL is refused, or its keys could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksUrlError {
+    #[error("the JWKS URL {0} has no host")]
+    NoHost(String),
+    #[error(
+        "the JWKS URL {0} must be https:// (http:// only to a loopback address): \
+         the keys decide who may call"
+    )]
+    NotHttps(String),
+    #[error(transparent)]
+    Roots(#[from] crate::tls::TlsError),
+    #[error("{url} is not a request URI: {source}")]
+    RequestUri {
+        url: String,
+        #[source]
+        source: axum::http::uri::InvalidUri,
+    },
+    #[error("cannot fetch {url}: {source}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: Box<hyper_util::client::legacy::Error>,
+    },
+    #[error("{url} answered {status}, not the JWKS")]
+    Status { url: String, status: axum::http::StatusCode },
+    #[error("reading {url}: {source} (at most {MAX_JWKS_BYTES} bytes)")]
+    Read {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{url} did not answer within {FETCH_TIMEOUT:?}")]
+    Timeout { url: String },
+}
+
 /// Refuses a URL the keys may not come from.
 ///
 /// # Errors
 /// Not `https://` (and not `http://` to a loopback address), or without a host.
-pub fn check(url: &Url) -> Result<(), String> {
+pub fn check(url: &Url) -> Result<(), JwksUrlError> {
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         Some(url::Host::Domain(name)) => name == "localhost",
-        None => return Err(format!("the JWKS URL {url} has no host")),
+        None => return Err(JwksUrlError::NoHost(url.to_string())),
     };
     match url.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        _ => Err(format!(
-            "the JWKS URL {url} must be https:// (http:// only to a loopback address): \
-             the keys decide who may call"
-        )),
+        _ => Err(JwksUrlError::NotHttps(url.to_string())),
     }
 }
 
@@ -63,8 +96,8 @@ pub fn check(url: &Url) -> Result<(), String> {
 ///
 /// # Errors
 /// `extra_roots` cannot be read, or there is no root at all.
-pub fn client(extra_roots: Option<&std::path::Path>) -> Result<JwksClient, String> {
-    let roots = crate::tls::system_roots_and(extra_roots).map_err(|e| e.to_string())?;
+pub fn client(extra_roots: Option<&std::path::Path>) -> Result<JwksClient, JwksUrlError> {
+    let roots = crate::tls::system_roots_and(extra_roots)?;
     let config = crate::tls::client_config_with(roots);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
@@ -80,25 +113,30 @@ pub fn client(extra_roots: Option<&std::path::Path>) -> Result<JwksClient, Strin
 /// # Errors
 /// The request fails, times out, answers other than 200, or is larger
 /// than [`MAX_JWKS_BYTES`].
-pub async fn fetch(client: &JwksClient, url: &Url) -> Result<Vec<u8>, String> {
-    let uri: axum::http::Uri =
-        url.as_str().parse().map_err(|e| format!("{url} is not a request URI: {e}"))?;
+pub async fn fetch(client: &JwksClient, url: &Url) -> Result<Vec<u8>, JwksUrlError> {
+    let uri: axum::http::Uri = url
+        .as_str()
+        .parse()
+        .map_err(|source| JwksUrlError::RequestUri { url: url.to_string(), source })?;
     let work = async {
-        let answer = client.get(uri).await.map_err(|e| format!("cannot fetch {url}: {e}"))?;
+        let answer = client
+            .get(uri)
+            .await
+            .map_err(|e| JwksUrlError::Fetch { url: url.to_string(), source: Box::new(e) })?;
         let status = answer.status();
         if status != axum::http::StatusCode::OK {
-            return Err(format!("{url} answered {status}, not the JWKS"));
+            return Err(JwksUrlError::Status { url: url.to_string(), status });
         }
         let limit = usize::try_from(MAX_JWKS_BYTES).unwrap_or(usize::MAX);
         let body = Limited::new(answer.into_body(), limit)
             .collect()
             .await
-            .map_err(|e| format!("reading {url}: {e} (at most {MAX_JWKS_BYTES} bytes)"))?;
+            .map_err(|source| JwksUrlError::Read { url: url.to_string(), source })?;
         Ok(body.to_bytes().to_vec())
     };
     tokio::time::timeout(FETCH_TIMEOUT, work)
         .await
-        .unwrap_or_else(|_| Err(format!("{url} did not answer within {FETCH_TIMEOUT:?}")))
+        .unwrap_or_else(|_| Err(JwksUrlError::Timeout { url: url.to_string() }))
 }
 
 /// Fetches the keys again `every` period, or when `asked` (a token with
@@ -142,7 +180,7 @@ mod tests {
         assert!(ok("http://127.0.0.1:8080/jwks").is_ok());
         assert!(ok("http://[::1]/jwks").is_ok());
         assert!(ok("http://localhost/jwks").is_ok());
-        let refused = ok("http://idp.example.com/jwks").unwrap_err();
+        let refused = ok("http://idp.example.com/jwks").unwrap_err().to_string();
         assert!(refused.contains("must be https://"), "{refused}");
         assert!(ok("ftp://idp.example.com/jwks").is_err());
     }

@@ -8,6 +8,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgo
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use super::jwks_url::JwksUrlError;
 use super::{Scope, Scopes};
 
 /// Largest JWKS file read; real ones hold a handful of keys (a few KiB).
@@ -35,16 +36,30 @@ pub enum JwksSource {
     Url(url::Url),
 }
 
+/// Why `--jwks` names neither a file nor a URL the keys may come from.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksSourceError {
+    #[error("{text:?} is not a URL: {source}")]
+    NotUrl {
+        text: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error(transparent)]
+    Refused(#[from] JwksUrlError),
+}
+
 impl std::str::FromStr for JwksSource {
-    type Err = String;
+    type Err = JwksSourceError;
 
     /// `https://…` (or `http://` to a loopback address) is a URL, anything
     /// else a path.
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, JwksSourceError> {
         if !(text.starts_with("https://") || text.starts_with("http://")) {
             return Ok(JwksSource::File(PathBuf::from(text)));
         }
-        let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+        let url = url::Url::parse(text)
+            .map_err(|source| JwksSourceError::NotUrl { text: text.to_string(), source })?;
         super::jwks_url::check(&url)?;
         Ok(JwksSource::Url(url))
     }

@@ -30,9 +30,11 @@ use subtle::ConstantTimeEq;
 
 pub use args::AuthArgs;
 pub use file::{
-    FileError, MAX_TOKEN_BYTES, Rate, TokenSpec, digest, parse as parse_auth_file_text,
+    BadToken, EntryProblem, FileError, MAX_TOKEN_BYTES, Rate, TokenError, TokenSpec, digest,
+    parse as parse_auth_file_text,
 };
-pub use jwt::{JwksError, JwksSource, JwtConfig, JwtRefusal};
+pub use jwks_url::JwksUrlError;
+pub use jwt::{JwksError, JwksSource, JwksSourceError, JwtConfig, JwtRefusal};
 pub use layer::{Access, Refusal, Surface, access, protect};
 pub use limit::Exceeded;
 pub use metrics::metrics_text;
@@ -174,9 +176,19 @@ pub enum AuthError {
         source: JwksError,
     },
     #[error("JWKS: {0}")]
-    JwksFetch(String),
-    #[error("backend token file {path}: the token {reason}")]
-    BackendToken { path: String, reason: String },
+    JwksFetch(#[source] JwksUrlError),
+    #[error("backend token file {path}: the token {problem}")]
+    BackendToken {
+        path: String,
+        #[source]
+        problem: BadToken,
+    },
+    #[error("backend token file {path}: the token is not a header value: {source}")]
+    BackendHeader {
+        path: String,
+        #[source]
+        source: axum::http::header::InvalidHeaderValue,
+    },
 }
 
 /// One token as requests are checked against it.
@@ -292,11 +304,12 @@ fn parse_auth_file(path: &Path, bytes: &[u8]) -> Result<Vec<TokenSpec>, AuthErro
 }
 
 fn backend_header(path: &Path, bytes: &[u8]) -> Result<HeaderValue, AuthError> {
-    let bad = |reason: String| AuthError::BackendToken { path: path.display().to_string(), reason };
+    let path = || path.display().to_string();
     let token = bytes.trim_ascii();
-    file::check_token(token).map_err(bad)?;
+    file::check_token(token)
+        .map_err(|problem| AuthError::BackendToken { path: path(), problem })?;
     let mut value = HeaderValue::from_bytes(&[b"Bearer ", token].concat())
-        .map_err(|e| bad(format!("is not a header value: {e}")))?;
+        .map_err(|source| AuthError::BackendHeader { path: path(), source })?;
     value.set_sensitive(true);
     Ok(value)
 }

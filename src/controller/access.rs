@@ -30,7 +30,9 @@ use super::objects::{
     self, COMPONENT, DEPLOYMENT_LABEL, MANAGED_BY, OperatorConfig, ROUTE_ADMIN_PORT, object_name,
 };
 use crate::contract::args::{self, ChildArgs, JwtFiles, RouteAccess, ServeAccess};
-use crate::crd::access::{TLS_CA_KEY, TLS_CERT_KEY, TLS_KEY_KEY};
+use crate::crd::access::{
+    DEFAULT_AUTH_KEY, DEFAULT_JWKS_KEY, TLS_CA_KEY, TLS_CERT_KEY, TLS_KEY_KEY,
+};
 use crate::crd::{self, ModelDeployment, SpecError};
 
 /// Keys of the per-deployment token Secret.
@@ -253,13 +255,14 @@ pub fn route_access(md: &ModelDeployment, child: &mut ChildArgs, mounts: &mut Mo
     );
     if let Some(auth) = &md.spec.serving.auth {
         if let Some(callers) = &auth.token_secret_ref {
-            mounts.add(secret_volume("callers", &callers.name, &[callers.key()]), CALLERS_MOUNT);
-            access.auth_files.push(format!("{CALLERS_MOUNT}/{}", callers.key()));
+            let key = callers.key_or(DEFAULT_AUTH_KEY);
+            mounts.add(secret_volume("callers", &callers.name, &[key]), CALLERS_MOUNT);
+            access.auth_files.push(format!("{CALLERS_MOUNT}/{key}"));
         }
         if let Some(jwks) = &auth.jwks {
             let source = match (&jwks.config_map_ref, &jwks.url) {
                 (Some(map), _) => {
-                    let key = map.key();
+                    let key = map.key_or(DEFAULT_JWKS_KEY);
                     mounts.add(configmap_volume("jwks", &map.name, &[key]), JWKS_MOUNT);
                     format!("{JWKS_MOUNT}/{key}")
                 }
@@ -474,19 +477,29 @@ pub fn check_jwks_url(md: &ModelDeployment, config: &OperatorConfig) -> Result<(
     })
 }
 
+/// A prefix of the operator's `--allowed-jwks-urls` or `--allowed-images`
+/// that would allow more than it says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error(
+        "JWKS URL prefix {0:?} must be https://HOST/ and a path (e.g. https://idp.example.com/)"
+    )]
+    Jwks(String),
+    #[error("image prefix {0:?} must end with '/', ':' or '@' (e.g. {0}/)")]
+    Image(String),
+}
+
 /// Checks a list of JWKS URL prefixes as the operator's flag gives it:
 /// https://, with a host and a path that starts at `/`, so that
 /// `https://idp.example.com` cannot also allow `https://idp.example.com.evil/`.
 ///
 /// # Errors
 /// The first prefix that is not of that form.
-pub fn check_jwks_prefixes(prefixes: &[String]) -> Result<(), String> {
+pub fn check_jwks_prefixes(prefixes: &[String]) -> Result<(), PrefixError> {
     for prefix in prefixes {
         let rest = prefix.strip_prefix("https://").unwrap_or_default();
         if !rest.contains('/') || rest.starts_with('/') {
-            return Err(format!(
-                "JWKS URL prefix {prefix:?} must be https://HOST/ and a path (e.g. https://idp.example.com/)"
-            ));
+            return Err(PrefixError::Jwks(prefix.clone()));
         }
     }
     Ok(())
@@ -498,12 +511,10 @@ pub fn check_jwks_prefixes(prefixes: &[String]) -> Result<(), String> {
 ///
 /// # Errors
 /// The first prefix that does not end at a boundary.
-pub fn check_image_prefixes(prefixes: &[String]) -> Result<(), String> {
+pub fn check_image_prefixes(prefixes: &[String]) -> Result<(), PrefixError> {
     for prefix in prefixes {
         if !prefix.ends_with(['/', ':', '@']) {
-            return Err(format!(
-                "image prefix {prefix:?} must end with '/', ':' or '@' (e.g. {prefix}/)"
-            ));
+            return Err(PrefixError::Image(prefix.clone()));
         }
     }
     Ok(())

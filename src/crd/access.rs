@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct ServingAuthSpec {
     /// A Secret holding an auth file (tokens, scopes, limits), passed to
-    /// the router as `--auth-file` and re-read there when it changes.
+    /// the router as `--auth-file` and re-read there when it changes; its
+    /// key `auth.yaml` unless `key` says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_secret_ref: Option<AuthFileRef>,
+    pub token_secret_ref: Option<KeyRef>,
     /// JWTs signed by the keys of a JWKS held in a ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<JwksSpec>,
@@ -46,13 +47,15 @@ pub struct OutputLimitsSpec {
     pub digits: Option<u32>,
 }
 
-/// A key of a Secret in the `ModelDeployment`'s namespace.
+/// A key of a Secret or ConfigMap in the `ModelDeployment`'s namespace.
+/// Each field that takes one names the key used when `key` is absent.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AuthFileRef {
+pub struct KeyRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// The key holding the auth file (default `auth.yaml`).
+    /// The key holding the document (`tokenSecretRef`: default
+    /// `auth.yaml`; `jwks.configMapRef`: default `jwks.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub key: Option<String>,
@@ -63,10 +66,11 @@ pub struct AuthFileRef {
 #[serde(rename_all = "camelCase")]
 pub struct JwksSpec {
     /// A ConfigMap in the `ModelDeployment`'s namespace holding the JWKS
-    /// (JSON), passed to the router as `--jwks` and re-read when it changes.
-    /// One of `configMapRef` and `url`.
+    /// (JSON), passed to the router as `--jwks` and re-read when it changes;
+    /// its key `jwks.json` unless `key` says otherwise. One of
+    /// `configMapRef` and `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_map_ref: Option<ConfigMapKeyRef>,
+    pub config_map_ref: Option<KeyRef>,
     /// An identity provider's `jwks_uri` (https://), fetched by the router
     /// and refreshed every 5 minutes; only under a prefix of the
     /// operator's `--allowed-jwks-urls`.
@@ -95,17 +99,6 @@ pub struct JwksSpec {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ConfigMapKeyRef {
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// The key holding the document (default `jwks.json`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
-    pub key: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
     /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`), as cert-manager
     /// writes it; rotated certificates are picked up without a restart.
@@ -129,15 +122,10 @@ pub const DEFAULT_AUTH_KEY: &str = "auth.yaml";
 /// The key of `jwks.configMapRef` when none is given.
 pub const DEFAULT_JWKS_KEY: &str = "jwks.json";
 
-impl AuthFileRef {
-    pub fn key(&self) -> &str {
-        self.key.as_deref().unwrap_or(DEFAULT_AUTH_KEY)
-    }
-}
-
-impl ConfigMapKeyRef {
-    pub fn key(&self) -> &str {
-        self.key.as_deref().unwrap_or(DEFAULT_JWKS_KEY)
+impl KeyRef {
+    /// The key given, or `default`, the one the referring field names.
+    pub fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.key.as_deref().unwrap_or(default)
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::access::{DEFAULT_AUTH_KEY, DEFAULT_JWKS_KEY};
 use super::processing::{ProcessingError, ValidProcessing};
 use super::{
     ModelDeployment, ModelDeploymentSpec, OnNoData, OutputLimitsSpec, Recipe, SourceFormat,
@@ -282,13 +283,13 @@ fn check_access(serving: &super::ServingSpec) -> Result<(), SpecError> {
     let Some(auth) = &serving.auth else { return Ok(()) };
     if let Some(secret) = &auth.token_secret_ref {
         check_object_name("spec.serving.auth.tokenSecretRef.name", &secret.name)?;
-        check_key("spec.serving.auth.tokenSecretRef.key", secret.key())?;
+        check_key("spec.serving.auth.tokenSecretRef.key", secret.key_or(DEFAULT_AUTH_KEY))?;
     }
     if let Some(jwks) = &auth.jwks {
         match (&jwks.config_map_ref, &jwks.url) {
             (Some(map), None) => {
                 check_object_name("spec.serving.auth.jwks.configMapRef.name", &map.name)?;
-                check_key("spec.serving.auth.jwks.configMapRef.key", map.key())?;
+                check_key("spec.serving.auth.jwks.configMapRef.key", map.key_or(DEFAULT_JWKS_KEY))?;
             }
             (None, Some(url)) => {
                 let parsed = url::Url::parse(url)
@@ -641,9 +642,9 @@ mod tests {
         let md = spec(&format!("{BASE}{full}"));
         validate(&md).unwrap();
         let auth = md.serving.auth.unwrap();
-        assert_eq!(auth.token_secret_ref.unwrap().key(), "tokens.yaml");
+        assert_eq!(auth.token_secret_ref.unwrap().key_or(DEFAULT_AUTH_KEY), "tokens.yaml");
         assert_eq!(
-            auth.jwks.unwrap().config_map_ref.unwrap().key(),
+            auth.jwks.unwrap().config_map_ref.unwrap().key_or(DEFAULT_JWKS_KEY),
             "jwks.json",
             "the default key"
         );

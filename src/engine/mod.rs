@@ -15,6 +15,7 @@ pub mod declared;
 pub mod guard;
 mod onnx;
 pub mod plans;
+mod race;
 mod rows;
 mod shaped;
 mod tensor;
@@ -271,8 +272,16 @@ const ACROSS_BATCH_OPS: &[&str] = &["DynamicQuantizeLinear"];
 /// Largest model (weights) given a second, batch-1 plan: the plan packs its
 /// own copy of the weights, and a big model's run is compute-bound anyway.
 const SINGLE_PLAN_MAX_BYTES: usize = 16 << 20;
-/// A batch-1 plan must be at least this much faster to be kept.
-const SINGLE_PLAN_MIN_GAIN: f64 = 0.9;
+/// How the batch-1 plan is timed against the plan for any batch: a batch-1
+/// run takes tens of microseconds, so 15 pairs are cheap and 20 ms bounds
+/// a slow one; it must be at least 10% faster to be kept.
+const SINGLE_PLAN_RACE: race::Race = race::Race {
+    warm_ups: 3,
+    min_pairs: 15,
+    max_pairs: 200,
+    budget: std::time::Duration::from_millis(20),
+    min_gain: 0.9,
+};
 
 impl Model {
     /// Loads a model file, guessing its format from the name and content.
@@ -561,29 +570,7 @@ fn faster_at_batch_one(single: &Runner, any_batch: &Runner, specs: &[TensorSpec]
         let started = std::time::Instant::now();
         runner.run(values.clone()).map(|_| started.elapsed())
     };
-    // Warm both (allocations, caches), then alternate so that both see
-    // the same machine.
-    for _ in 0..3 {
-        if time(single).is_err() || time(any_batch).is_err() {
-            return false;
-        }
-    }
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    let budget = std::time::Instant::now();
-    while a.len() < 15 || (a.len() < 200 && budget.elapsed() < std::time::Duration::from_millis(20))
-    {
-        match (time(single), time(any_batch)) {
-            (Ok(x), Ok(y)) => {
-                a.push(x);
-                b.push(y);
-            }
-            _ => return false,
-        }
-    }
-    a.sort();
-    b.sort();
-    let (single_median, any_median) = (a[a.len() / 2], b[b.len() / 2]);
-    single_median.as_secs_f64() < any_median.as_secs_f64() * SINGLE_PLAN_MIN_GAIN
+    SINGLE_PLAN_RACE.candidate_wins(|| time(single), || time(any_batch))
 }
 
 /// Converts an ONNX model to tract's NNEF archive (a gzip-compressed tar),

@@ -10,15 +10,21 @@
 
 use std::time::{Duration, Instant};
 
+use super::race::Race;
 use super::{EngineError, Model, Tensor, synthetic_inputs};
 
 /// Rows of the batch the two ways are compared at: large enough that the
 /// batch plan's fixed costs are shared, small enough to time quickly.
 const PROBE_BATCH: usize = 8;
-/// Splitting must be at least this much faster to be used.
-const MIN_GAIN: f64 = 0.9;
-/// Time spent comparing at load, past the first few pairs.
-const PROBE_BUDGET: Duration = Duration::from_millis(60);
+/// How the two are compared at load: 5 pairs, then more for up to 60 ms;
+/// splitting must be at least 10% faster to be used.
+const PROBE: Race = Race {
+    warm_ups: 2,
+    min_pairs: 5,
+    max_pairs: 100,
+    budget: Duration::from_millis(60),
+    min_gain: 0.9,
+};
 
 /// Runs `inputs` (a batch) one row at a time and joins the outputs.
 ///
@@ -62,25 +68,7 @@ fn faster_by_rows(model: &Model) -> bool {
         let ran = if split { run_by_rows(model, &inputs) } else { model.run(&inputs) };
         ran.map(|_| started.elapsed())
     };
-    for _ in 0..2 {
-        if time(true).is_err() || time(false).is_err() {
-            return false;
-        }
-    }
-    let (mut split, mut whole) = (Vec::new(), Vec::new());
-    let budget = Instant::now();
-    while split.len() < 5 || (split.len() < 100 && budget.elapsed() < PROBE_BUDGET) {
-        match (time(true), time(false)) {
-            (Ok(a), Ok(b)) => {
-                split.push(a);
-                whole.push(b);
-            }
-            _ => return false,
-        }
-    }
-    split.sort();
-    whole.sort();
-    split[split.len() / 2].as_secs_f64() < whole[whole.len() / 2].as_secs_f64() * MIN_GAIN
+    PROBE.candidate_wins(|| time(true), || time(false))
 }
 
 #[cfg(test)]

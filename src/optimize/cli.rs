@@ -35,8 +35,27 @@ pub enum CliError {
     },
     #[error(transparent)]
     Optimize(#[from] OptimizeError),
+    #[error(transparent)]
+    FlagValue(#[from] FlagValueError),
     #[error("writing the report: {0}")]
     Report(String),
+}
+
+/// A flag value that does not read as what the flag takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagValueError {
+    #[error("unknown size suffix {0:?}; expected a byte count with Ki, Mi, Gi, Ti, k, M, G or T")]
+    SizeSuffix(String),
+    #[error("{0:?} is not a byte count")]
+    NotBytes(String),
+    #[error("the memory budget must be more than 0 bytes")]
+    NoBytes,
+    #[error("{0:?} is more bytes than 2^64")]
+    TooManyBytes(String),
+    #[error("unknown prune method {0:?}; expected magnitude or structured")]
+    PruneMethod(String),
+    #[error("sparsity {0:?} is not a number")]
+    Sparsity(String),
 }
 
 /// The `tractor optimize` options, as flags give them: the subcommand
@@ -109,7 +128,7 @@ pub struct OptimizeOptions {
 ///
 /// # Errors
 /// Anything else, zero, or a size past 2^64.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, FlagValueError> {
     let digits = s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len());
     let (number, suffix) = s.trim().split_at(digits);
     let multiplier: u64 = match suffix {
@@ -122,17 +141,13 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "Mi" => 1 << 20,
         "Gi" => 1 << 30,
         "Ti" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown size suffix {other:?}; expected a byte count with Ki, Mi, Gi, Ti, k, M, G or T"
-            ));
-        }
+        other => return Err(FlagValueError::SizeSuffix(other.to_string())),
     };
-    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a byte count"))?;
+    let n: u64 = number.parse().map_err(|_| FlagValueError::NotBytes(s.to_string()))?;
     match n.checked_mul(multiplier) {
-        Some(0) => Err("the memory budget must be more than 0 bytes".into()),
+        Some(0) => Err(FlagValueError::NoBytes),
         Some(bytes) => Ok(bytes),
-        None => Err(format!("{s:?} is more bytes than 2^64")),
+        None => Err(FlagValueError::TooManyBytes(s.to_string())),
     }
 }
 
@@ -140,19 +155,15 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 ///
 /// # Errors
 /// Any other shape.
-pub fn parse_prune_flag(s: &str) -> Result<Prune, String> {
+pub fn parse_prune_flag(s: &str) -> Result<Prune, FlagValueError> {
     let (method, sparsity) = s.split_once(':').unwrap_or((s, "0.5"));
     let method = match method {
         "magnitude" => PruneMethod::Magnitude,
         "structured" => PruneMethod::Structured,
-        other => {
-            return Err(format!(
-                "unknown prune method {other:?}; expected magnitude or structured"
-            ));
-        }
+        other => return Err(FlagValueError::PruneMethod(other.to_string())),
     };
     let sparsity: f64 =
-        sparsity.parse().map_err(|_| format!("sparsity {sparsity:?} is not a number"))?;
+        sparsity.parse().map_err(|_| FlagValueError::Sparsity(sparsity.to_string()))?;
     Ok(Prune { method, sparsity, global: false, norm: Default::default(), skip: Vec::new() })
 }
 
@@ -184,7 +195,7 @@ pub fn build_recipe(o: &OptimizeOptions) -> Result<Recipe, CliError> {
                 passes.push(Pass::Fold);
             }
             if let Some(p) = &o.prune {
-                passes.push(Pass::Prune(parse_prune_flag(p).map_err(CliError::Flags)?));
+                passes.push(Pass::Prune(parse_prune_flag(p)?));
             }
             if let Some(mode) = o.quantize {
                 passes.push(Pass::Quantize(Quantize {
@@ -276,22 +287,14 @@ pub async fn optimize(o: &OptimizeOptions) -> Result<Finished, CliError> {
                     })?;
                 ctx.calibration = Some(fetch_data(&location).await?);
             }
-            Pass::Merge(m) => {
-                for location in &m.models {
-                    let a = store::fetch(location, None).await?;
-                    ctx.models.insert(location.clone(), a.bytes.to_vec());
-                }
-            }
+            Pass::Merge(m) => fetch_models(&mut ctx, &m.models).await?,
             _ => {}
         }
     }
     if let Some(v) = &recipe.validation {
         ctx.validation = Some((fetch_data(&v.data).await?, v.metric, v.max_drop));
     }
-    // The passes and measurements are CPU-bound; keep them off the runtime.
-    let outcome = tokio::task::spawn_blocking(move || super::run(&input.bytes, &recipe, &ctx))
-        .await
-        .map_err(|e| CliError::Flags(format!("the optimizer task failed: {e}")))??;
+    let outcome = run_blocking(input, recipe, ctx, "optimizer").await?;
     let sha256 = store::sha256_hex(&outcome.bytes);
     let size_bytes = outcome.bytes.len() as u64;
     let written = if outcome.report.passed {
@@ -302,6 +305,28 @@ pub async fn optimize(o: &OptimizeOptions) -> Result<Finished, CliError> {
     };
     write_report(o.report.as_deref(), &outcome.report).await?;
     Ok(Finished { report: outcome.report, written, sha256, size_bytes })
+}
+
+/// Fetches the models a merge pass names into `ctx`, by location.
+async fn fetch_models(ctx: &mut Context, locations: &[String]) -> Result<(), CliError> {
+    for location in locations {
+        ctx.models.insert(location.clone(), store::fetch(location, None).await?.bytes.to_vec());
+    }
+    Ok(())
+}
+
+/// Runs `recipe` on `input` off the async runtime: the passes and the
+/// measurements are CPU-bound. `task` names the run when its thread fails.
+async fn run_blocking(
+    input: store::Artifact,
+    recipe: Recipe,
+    ctx: Context,
+    task: &str,
+) -> Result<super::Outcome, CliError> {
+    tokio::task::spawn_blocking(move || super::run(&input.bytes, &recipe, &ctx))
+        .await
+        .map_err(|e| CliError::Flags(format!("the {task} task failed: {e}")))?
+        .map_err(CliError::from)
 }
 
 async fn write_report(
@@ -361,12 +386,8 @@ pub async fn merge(o: &MergeOptions) -> Result<Report, CliError> {
     recipe.check()?;
     let input = store::fetch(first, None).await?;
     let mut ctx = Context::default();
-    for location in rest {
-        ctx.models.insert(location.clone(), store::fetch(location, None).await?.bytes.to_vec());
-    }
-    let outcome = tokio::task::spawn_blocking(move || super::run(&input.bytes, &recipe, &ctx))
-        .await
-        .map_err(|e| CliError::Flags(format!("the merge task failed: {e}")))??;
+    fetch_models(&mut ctx, rest).await?;
+    let outcome = run_blocking(input, recipe, ctx, "merge").await?;
     store::put(&o.output, outcome.bytes.into()).await?;
     Ok(outcome.report)
 }
@@ -430,9 +451,9 @@ mod tests {
         assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
         assert_eq!(parse_bytes("4Gi"), Ok(4 << 30));
         assert_eq!(parse_bytes("8G"), Ok(8_000_000_000));
-        assert!(parse_bytes("4GB").unwrap_err().contains("unknown size suffix"));
-        assert!(parse_bytes("0").unwrap_err().contains("more than 0"));
-        assert!(parse_bytes("99999999999Ti").unwrap_err().contains("2^64"));
-        assert!(parse_bytes("Gi").unwrap_err().contains("not a byte count"));
+        assert!(parse_bytes("4GB").unwrap_err().to_string().contains("unknown size suffix"));
+        assert!(parse_bytes("0").unwrap_err().to_string().contains("more than 0"));
+        assert!(parse_bytes("99999999999Ti").unwrap_err().to_string().contains("2^64"));
+        assert!(parse_bytes("Gi").unwrap_err().to_string().contains("not a byte count"));
     }
 }

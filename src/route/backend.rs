@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::uri::PathAndQuery;
+use axum::http::uri::{InvalidUri, InvalidUriParts, PathAndQuery};
 use axum::http::{HeaderMap, HeaderName, Method, Request, Response, Uri, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -39,7 +39,7 @@ pub(super) struct BackendError {
 #[derive(Debug, thiserror::Error)]
 enum Failure {
     #[error("cannot address {url:?}: {reason}")]
-    Url { url: String, reason: String },
+    Url { url: String, reason: UriError },
     /// hyper's client error says "client error (Connect)"; the message
     /// carries its causes, which say which.
     #[error("{0}")]
@@ -63,6 +63,18 @@ impl BackendError {
     pub(super) fn is_deadline(&self) -> bool {
         matches!(self.failure, Failure::Deadline)
     }
+}
+
+/// Why a backend's URL and a request's target make no URI: http's own
+/// errors, whose messages say which part.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum UriError {
+    #[error(transparent)]
+    Base(InvalidUri),
+    #[error(transparent)]
+    Path(InvalidUri),
+    #[error(transparent)]
+    Parts(InvalidUriParts),
 }
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -91,8 +103,8 @@ fn forwardable(name: &HeaderName) -> bool {
 ///
 /// # Errors
 /// A base URL that does not parse, or a target that makes no valid URI.
-pub(super) fn backend_uri(base: &str, target: &Uri) -> Result<Uri, String> {
-    let base: Uri = base.parse().map_err(|e: axum::http::uri::InvalidUri| e.to_string())?;
+pub(super) fn backend_uri(base: &str, target: &Uri) -> Result<Uri, UriError> {
+    let base: Uri = base.parse().map_err(UriError::Base)?;
     let prefix = base.path().trim_end_matches('/');
     let path = target.path();
     let mut forwarded = if path == "*" {
@@ -107,8 +119,8 @@ pub(super) fn backend_uri(base: &str, target: &Uri) -> Result<Uri, String> {
         forwarded.push_str(query);
     }
     let mut parts = base.into_parts();
-    parts.path_and_query = Some(PathAndQuery::try_from(forwarded).map_err(|e| e.to_string())?);
-    Uri::from_parts(parts).map_err(|e| e.to_string())
+    parts.path_and_query = Some(PathAndQuery::try_from(forwarded).map_err(UriError::Path)?);
+    Uri::from_parts(parts).map_err(UriError::Parts)
 }
 
 /// hyper's client error says "client error (Connect)"; the cause says which.

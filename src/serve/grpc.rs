@@ -164,9 +164,7 @@ impl GrpcInferenceService for Service {
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = request.into_inner();
-        let answer =
-            metadata::model_metadata(State(self.state.clone()), Path(at(r.name, r.version))).await;
-        let v = json_of(answer).await?;
+        let v = self.model_json(metadata::model_metadata, r.name, r.version).await?;
         let tensors = |v: &serde_json::Value| {
             v.as_array()
                 .map(|a| {
@@ -194,9 +192,7 @@ impl GrpcInferenceService for Service {
         request: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = request.into_inner();
-        let answer =
-            metadata::model_config(State(self.state.clone()), Path(at(r.name, r.version))).await;
-        let v = json_of(answer).await?;
+        let v = self.model_json(metadata::model_config, r.name, r.version).await?;
         let datatype = |t: &serde_json::Value| {
             pb::DataType::from_str_name(t["data_type"].as_str().unwrap_or_default())
                 .unwrap_or(pb::DataType::TypeInvalid) as i32
@@ -265,6 +261,21 @@ impl GrpcInferenceService for Service {
 }
 
 impl Service {
+    /// The JSON of `handler`, the REST twin of a per-model method, for the
+    /// model and version a gRPC request names.
+    async fn model_json<F, Fut>(
+        &self,
+        handler: F,
+        name: String,
+        version: String,
+    ) -> Result<serde_json::Value, Status>
+    where
+        F: FnOnce(State<AppState>, Path<ModelPath>) -> Fut,
+        Fut: Future<Output = Result<axum::response::Response, ApiError>>,
+    {
+        json_of(handler(State(self.state.clone()), Path(at(name, version))).await).await
+    }
+
     async fn infer(
         &self,
         message: pb::ModelInferRequest,

@@ -54,6 +54,20 @@ pub enum GrpcRequestError {
     TooLarge { bytes: usize, limit: usize },
 }
 
+/// A V2 answer that is not what the server's own encoder writes: an
+/// internal error, logged, never shown to the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum RestAnswerError {
+    #[error("header length {header_length} past a {body}-byte answer")]
+    HeaderLength { header_length: usize, body: usize },
+    #[error("the V2 answer does not parse: {0}")]
+    Parse(#[source] serde_json::Error),
+    #[error("output {0:?} is not binary")]
+    NotBinary(String),
+    #[error("output {0:?} runs past the answer")]
+    PastEnd(String),
+}
+
 /// A gRPC request as a V2 REST body with the binary extension.
 #[derive(Debug)]
 pub struct RestRequest {
@@ -329,13 +343,16 @@ struct RestOutput {
 ///
 /// # Errors
 /// An answer that is not what the server's own encoder writes: an internal error.
-pub fn from_rest(body: Bytes, header_length: Option<usize>) -> Result<ModelInferResponse, String> {
+pub fn from_rest(
+    body: Bytes,
+    header_length: Option<usize>,
+) -> Result<ModelInferResponse, RestAnswerError> {
     let header_length = header_length.unwrap_or(body.len());
     if header_length > body.len() {
-        return Err(format!("header length {header_length} past a {}-byte answer", body.len()));
+        return Err(RestAnswerError::HeaderLength { header_length, body: body.len() });
     }
-    let answer: RestAnswer = serde_json::from_slice(&body[..header_length])
-        .map_err(|e| format!("the V2 answer does not parse: {e}"))?;
+    let answer: RestAnswer =
+        serde_json::from_slice(&body[..header_length]).map_err(RestAnswerError::Parse)?;
     let mut offset = header_length;
     let mut outputs = Vec::with_capacity(answer.outputs.len());
     let mut raw = Vec::with_capacity(answer.outputs.len());
@@ -346,11 +363,11 @@ pub fn from_rest(body: Bytes, header_length: Option<usize>) -> Result<ModelInfer
             .and_then(|p| p.get("binary_data_size"))
             .and_then(Value::as_u64)
             .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| format!("output {:?} is not binary", output.name))?;
+            .ok_or_else(|| RestAnswerError::NotBinary(output.name.clone()))?;
         let end = offset
             .checked_add(size)
             .filter(|end| *end <= body.len())
-            .ok_or_else(|| format!("output {:?} runs past the answer", output.name))?;
+            .ok_or_else(|| RestAnswerError::PastEnd(output.name.clone()))?;
         raw.push(body[offset..end].to_vec());
         offset = end;
         outputs.push(InferOutputTensor {

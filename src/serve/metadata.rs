@@ -22,10 +22,11 @@ pub(super) async fn server_metadata() -> Response {
 pub(super) async fn live(State(state): State<AppState>) -> Response {
     match state.liveness() {
         Ok(()) => axum::Json(json!({ "live": true })).into_response(),
-        Err(cause) => {
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "live": false, "error": cause })))
-                .into_response()
-        }
+        Err(cause) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "live": false, "error": cause.to_string() })),
+        )
+            .into_response(),
     }
 }
 

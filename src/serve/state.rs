@@ -92,6 +92,12 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
 }
 
+/// The engine cannot recover (every worker stopped, or batches kept
+/// panicking): liveness fails with this cause until the process restarts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EngineFailed(String);
+
 /// The model once loaded, with its scheduler and processing.
 pub struct Loaded {
     pub model: Arc<Model>,
@@ -277,9 +283,9 @@ impl AppState {
 
     /// `Err(cause)` once the engine cannot recover: the process should be
     /// restarted, and liveness says so.
-    pub fn liveness(&self) -> Result<(), String> {
+    pub fn liveness(&self) -> Result<(), EngineFailed> {
         match self.inner.health.failure() {
-            Some(cause) => Err(cause.to_string()),
+            Some(cause) => Err(EngineFailed(cause.to_string())),
             None => Ok(()),
         }
     }

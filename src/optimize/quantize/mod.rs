@@ -142,6 +142,15 @@ pub struct Layer {
     w: FloatTensor,
 }
 
+impl Layer {
+    /// The factor the layer's product is scaled by, which the quantized
+    /// forms fold into their scales: Gemm's `alpha`; MatMul and Conv have
+    /// none.
+    fn product_scale(&self) -> f32 {
+        if self.op == "Gemm" { self.alpha } else { 1.0 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Skipped {

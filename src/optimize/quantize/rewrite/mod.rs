@@ -177,7 +177,7 @@ fn int4_split(
     let kn = transpose(&rows, n, k);
     drop(rows);
     let cols = split_columns(k);
-    let alpha = if layer.op == "Gemm" { layer.alpha } else { 1.0 };
+    let alpha = layer.product_scale();
     let x = &node.input[0];
     let mut pieces = Vec::new();
     for c0 in (0..n).step_by(cols) {
@@ -263,7 +263,7 @@ fn weight_int8_split(
     // K x N, columns = outputs; alpha goes into the scales.
     let kn = transpose(&rows, n, k);
     let (q, scales) = quantize_i8(&kn, n, |i| i % n, WEIGHT_ONLY_MAX, parts.rng);
-    let alpha = if layer.op == "Gemm" { layer.alpha } else { 1.0 };
+    let alpha = layer.product_scale();
     let cols = split_columns(k);
     let x = &node.input[0];
     let mut pieces = Vec::new();
@@ -388,7 +388,7 @@ impl Int4 {
         let block = int4_block(layer, block);
         let blocks = k.div_ceil(block);
         let (q, scales) = quantize_i4(&rows, k, block, rng);
-        let alpha = if layer.op == "Gemm" { layer.alpha } else { 1.0 };
+        let alpha = layer.product_scale();
         let scales = scales.iter().map(|s| f16_exact(s * alpha)).collect();
         Int4 { n, k, block, blocks, q, scales }
     }
