@@ -113,6 +113,7 @@ fn chart_and_kustomization_render_when_the_tools_are_here() {
                 );
             }
             assert!(!out.contains("kind: ServiceMonitor"), "the ServiceMonitor is off by default");
+            assert!(!out.contains("OTEL_"), "no traces by default");
             let on = run(
                 &helm,
                 &[
@@ -120,9 +121,21 @@ fn chart_and_kustomization_render_when_the_tools_are_here() {
                     "tractor",
                     "charts/tractor",
                     "--set",
-                    "serviceMonitor.enabled=true,replicaCount=2",
+                    "serviceMonitor.enabled=true,replicaCount=2,\
+                     tracing.otlpEndpoint=http://collector:4318,tracing.samplerArg=0.25",
                 ],
             );
+            // The operator reads them once and passes them on to its pods
+            // (tests/render.rs checks that side).
+            for (name, value) in [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ] {
+                assert!(
+                    on.contains(&format!("name: {name}\n              value: \"{value}\"")),
+                    "tracing.* sets {name} on the operator: {on}"
+                );
+            }
             assert!(on.contains("kind: ServiceMonitor"), "serviceMonitor.enabled renders one");
             assert!(
                 on.contains("name: TRACTOR_LEADER_ELECTION\n              value: \"true\""),
