@@ -443,6 +443,9 @@ fn grpc_requests_get_spans_through_the_router() {
         let refused = client.model_ready(unknown).await;
         assert_eq!(refused.map(|_| ()).unwrap_err().code(), tonic::Code::NotFound);
     });
+    // Closes the client's HTTP/2 connection, which its tasks on this
+    // runtime would otherwise hold open through the router's drain.
+    drop(runtime);
     let spans = stack.stop();
     let path = "/inference.GRPCInferenceService/ModelReady";
     let routed: Vec<&Exported> = spans
