@@ -4,8 +4,13 @@
 # `tractor route` (the routers). The pods choose the role with `args`.
 #
 #   docker build -t ghcr.io/tractor-dev/tractor:0.1.0 .
+#   docker build --build-arg FEATURES=otel -t ghcr.io/tractor-dev/tractor:0.1.0-otel .
+#
+# FEATURES: cargo features of the binary, space- or comma-separated; `otel`
+# exports a span per request to an OTLP collector (docs/operator.md, "Traces").
 
 FROM rust:1.95-bookworm AS build
+ARG FEATURES=""
 WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and the target directory between builds
@@ -15,7 +20,7 @@ COPY . .
 # symbols stay, so a panic's backtrace still names functions.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin tractor \
+    cargo build --release --locked --bin tractor --features "$FEATURES" \
  && strip --strip-debug -o /usr/local/bin/tractor target/release/tractor
 
 # glibc and libgcc, nothing else: no shell, no package manager. The

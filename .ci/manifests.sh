@@ -26,7 +26,7 @@ k8s_version="1.33.0"
 # The namespaced install mode, with an image allow-list.
 namespaced_values='rbac.namespaced=true,watchNamespaces={models,team-b},allowedImages={registry.example.com/ml/}'
 # Every option on: a ServiceMonitor, PodMonitors, the Grafana dashboard, 2 replicas, store credentials.
-all_values='serviceMonitor.enabled=true,podMonitor.enabled=true,podMonitor.serve.authorization.secretName=tractor-prometheus,grafanaDashboard.enabled=true,replicaCount=2,storeCredentials.secretName=store'
+all_values='serviceMonitor.enabled=true,podMonitor.enabled=true,podMonitor.serve.authorization.secretName=tractor-prometheus,grafanaDashboard.enabled=true,replicaCount=2,storeCredentials.secretName=store,tracing.otlpEndpoint=http://otel-collector.observability:4318,tracing.sampler=parentbased_traceidratio,tracing.samplerArg=0.1'
 
 step() { echo "manifests: $*"; }
 fail() { echo "manifests: FAILED: $*" >&2; exit 1; }

@@ -11,7 +11,6 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tractor::telemetry::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -19,7 +18,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    // Within the runtime's context: a trace exporter sends on it.
+    let telemetry = {
+        let _context = runtime.enter();
+        tractor::telemetry::init(&format!("tractor-{}", role(&cli.command)))
+    };
+    let outcome = runtime.block_on(dispatch(cli.command));
+    // Queued spans go out before the exit (serve and route have drained by
+    // now, on SIGTERM or Ctrl-C), from this thread, while the runtime the
+    // export runs on is still up.
+    telemetry.shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let text = cli::error_text(&e);
@@ -43,6 +52,23 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Rollout(args) => cli::rollout::run(args).await,
         Command::Route(args) => cli::route::run(args).await,
         Command::Up(args) => cli::up::run(args).await,
+    }
+}
+
+/// The subcommand's name, for the default `service.name` of its traces.
+fn role(command: &Command) -> &'static str {
+    match command {
+        Command::Serve(_) => "serve",
+        Command::Bench(_) => "bench",
+        Command::Infer(_) => "infer",
+        Command::Optimize(_) => "optimize",
+        Command::Merge(_) => "merge",
+        Command::Crd => "crd",
+        Command::Render(_) => "render",
+        Command::Controller(_) => "controller",
+        Command::Rollout(_) => "rollout",
+        Command::Route(_) => "router",
+        Command::Up(_) => "up",
     }
 }
 

@@ -113,6 +113,7 @@ fn chart_and_kustomization_render_when_the_tools_are_here() {
                 );
             }
             assert!(!out.contains("kind: ServiceMonitor"), "the ServiceMonitor is off by default");
+            assert!(!out.contains("OTEL_"), "no traces by default");
             let on = run(
                 &helm,
                 &[
@@ -120,9 +121,21 @@ fn chart_and_kustomization_render_when_the_tools_are_here() {
                     "tractor",
                     "charts/tractor",
                     "--set",
-                    "serviceMonitor.enabled=true,replicaCount=2",
+                    "serviceMonitor.enabled=true,replicaCount=2,\
+                     tracing.otlpEndpoint=http://collector:4318,tracing.samplerArg=0.25",
                 ],
             );
+            // The operator reads them once and passes them on to its pods
+            // (tests/render.rs checks that side).
+            for (name, value) in [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ] {
+                assert!(
+                    on.contains(&format!("name: {name}\n              value: \"{value}\"")),
+                    "tracing.* sets {name} on the operator: {on}"
+                );
+            }
             assert!(on.contains("kind: ServiceMonitor"), "serviceMonitor.enabled renders one");
             assert!(
                 on.contains("name: TRACTOR_LEADER_ELECTION\n              value: \"true\""),
@@ -157,15 +170,18 @@ fn the_chart_sets_only_variables_the_controller_reads_when_helm_is_here() {
     let help =
         String::from_utf8_lossy(&help.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
     let values = "allowedImages[0]=r.example.com/,allowedJwksUrls[0]=https://idp.example.com/,\
-                  storeCredentials.secretName=creds";
+                  storeCredentials.secretName=creds,tracing.otlpEndpoint=http://c:4318,\
+                  tracing.sampler=traceidratio,tracing.samplerArg=0.1";
     let docs = documents(&run(&helm, &["template", "tractor", "charts/tractor", "--set", values]));
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").expect("the operator");
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
     let names: Vec<&str> =
         env.as_array().into_iter().flatten().filter_map(|e| e["name"].as_str()).collect();
     assert!(names.contains(&"TRACTOR_MAX_CONCURRENT_RECONCILES"), "{names:?}");
-    // Read by the process itself, not by a flag: the log settings.
+    // Read by the process itself, not by a flag: the log settings and the
+    // OpenTelemetry SDK's own variables.
     let read_directly = ["RUST_LOG", "TRACTOR_LOG_FORMAT"];
+    let names: Vec<&str> = names.into_iter().filter(|n| !n.starts_with("OTEL_")).collect();
     for name in names.iter().filter(|n| !read_directly.contains(n)) {
         assert!(
             help.contains(&format!("[env: {name}=")),

@@ -86,6 +86,7 @@ async fn deploys_and_promotes_on_a_real_cluster() {
             artifact_store: "file:///tmp/tractor-artifacts".into(),
             store_credentials: None,
             log_format: "json".into(),
+            tracing: Default::default(),
             allowed_images: vec!["registry.example.com/team/".into()],
             allowed_jwks_urls: vec!["https://idp.example.com/".into()],
             operator_namespace: "tractor-system".into(),

@@ -49,6 +49,7 @@ impl Cluster {
                 artifact_store: "s3://artifacts/tractor".into(),
                 store_credentials: None,
                 log_format: "json".into(),
+                tracing: Default::default(),
                 allowed_images: vec!["registry.example.com/team/".into()],
                 allowed_jwks_urls: vec!["https://idp.example.com/".into()],
                 operator_namespace: "tractor-system".into(),

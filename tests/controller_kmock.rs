@@ -123,6 +123,7 @@ fn start_controller(client: &Client, router: Arc<FakeRouter>) -> Running {
             artifact_store: "s3://artifacts/tractor".into(),
             store_credentials: None,
             log_format: "json".into(),
+            tracing: Default::default(),
             allowed_images: vec!["registry.example.com/team/".into()],
             allowed_jwks_urls: vec!["https://idp.example.com/".into()],
             operator_namespace: "tractor-system".into(),

@@ -34,6 +34,7 @@ fn context(client: Client, router: Arc<FakeRouter>, now: i64) -> Arc<Context> {
             artifact_store: "s3://artifacts/tractor".into(),
             store_credentials: Some("store-creds".into()),
             log_format: "json".into(),
+            tracing: Default::default(),
             allowed_images: vec!["registry.example.com/team/".into()],
             allowed_jwks_urls: vec!["https://idp.example.com/".into()],
             operator_namespace: "tractor-system".into(),

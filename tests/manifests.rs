@@ -111,6 +111,7 @@ fn operator_config() -> OperatorConfig {
         artifact_store: "s3://artifacts/tractor".into(),
         store_credentials: Some("tractor-store".into()),
         log_format: "json".into(),
+        tracing: Default::default(),
         allowed_images: vec!["registry.example.com/team/".into()],
         allowed_jwks_urls: vec!["https://idp.example.com/".into()],
         operator_namespace: "tractor-system".into(),

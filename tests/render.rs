@@ -216,3 +216,56 @@ fn states_that_cannot_be_rendered_say_why() {
     let error = render_error(&file, &["--weight", "20"]);
     assert!(error.contains("--canary"), "{error}");
 }
+
+/// A container's environment as name → value.
+fn env_of(deployment: &Value) -> std::collections::BTreeMap<String, String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap_or("").into())
+        })
+        .collect()
+}
+
+#[test]
+fn the_operators_tracing_settings_reach_the_serving_and_router_pods() {
+    let file = root().join("deploy/examples/canary.yaml");
+    let run = |env: &[(&str, &str)]| {
+        let mut command = Command::new(TRACTOR);
+        command.arg("render").arg("-f").arg(&file);
+        for name in tractor::controller::objects::TRACING_PASSED_ON {
+            command.env_remove(name);
+        }
+        command.env_remove("OTEL_SERVICE_NAME").envs(env.iter().copied());
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        docs.into_iter().filter(|d| !d.is_null()).collect::<Vec<_>>()
+    };
+    let objects = run(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.observability:4318"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ("OTEL_SERVICE_NAME", "tractor-operator"),
+    ]);
+    for (name, service) in
+        [("digits-canary-v1", "tractor-serve"), ("digits-canary", "tractor-router")]
+    {
+        let env = env_of(named(&objects, "Deployment", name));
+        assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://collector.observability:4318");
+        assert_eq!(env["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+        assert_eq!(env["OTEL_TRACES_SAMPLER_ARG"], "0.1");
+        assert_eq!(env["OTEL_SERVICE_NAME"], service, "{name}: its role, not the operator's");
+        assert_eq!(env["RUST_LOG"], "info,tractor::requests=debug", "{name}");
+    }
+    // Without an endpoint the pods' environment is what it was: no spans,
+    // and the request spans' filter stays off.
+    let objects = run(&[("OTEL_TRACES_SAMPLER", "always_on")]);
+    for name in ["digits-canary-v1", "digits-canary"] {
+        let env = env_of(named(&objects, "Deployment", name));
+        assert!(env.keys().all(|k| !k.starts_with("OTEL_") && k != "RUST_LOG"), "{name}: {env:?}");
+    }
+}

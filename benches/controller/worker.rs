@@ -72,6 +72,7 @@ pub fn context(client: Client) -> Arc<Context> {
             artifact_store: "s3://artifacts/tractor".into(),
             store_credentials: Some("store-credentials".into()),
             log_format: "json".into(),
+            tracing: Default::default(),
             allowed_images: vec![],
             allowed_jwks_urls: vec![],
             operator_namespace: "tractor-system".into(),

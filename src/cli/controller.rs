@@ -64,6 +64,9 @@ impl OperatorOptions {
             artifact_store: self.artifact_store,
             store_credentials: self.store_credentials,
             log_format: std::env::var("TRACTOR_LOG_FORMAT").unwrap_or_else(|_| "json".into()),
+            tracing: controller::objects::TracingConfig::from_lookup(|name| {
+                std::env::var(name).ok()
+            }),
             allowed_images: self.allowed_images,
             allowed_jwks_urls: self.allowed_jwks_urls,
             operator_namespace,

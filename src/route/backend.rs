@@ -18,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::contract::routes::Backend;
 use crate::contract::v2::VERSION_HEADER;
+use crate::telemetry::trace_context::Outgoing;
 
 /// The client to backends: hyper's own pooled client rather than reqwest.
 /// The router is a hop every request pays for, and reqwest's conveniences
@@ -140,6 +141,8 @@ pub(super) struct Forward<'a> {
     pub target: &'a Uri,
     pub headers: &'a HeaderMap,
     pub body: Bytes,
+    /// The trace headers sent in place of the caller's.
+    pub trace: &'a Outgoing,
 }
 
 /// Sends one request to a backend and waits for its answer's head, within
@@ -160,10 +163,11 @@ pub(super) async fn send(
     *request.uri_mut() = uri;
     let out = request.headers_mut();
     for (name, value) in forward.headers {
-        if forwardable(name) && name.as_str() != VERSION_HEADER {
+        if forwardable(name) && name.as_str() != VERSION_HEADER && !Outgoing::replaces(name) {
             out.append(name, value.clone());
         }
     }
+    forward.trace.apply(out);
     let attempt_deadline = deadline.min(Instant::now() + backend_timeout);
     match tokio::time::timeout_at(attempt_deadline, http.request(request)).await {
         Ok(Ok(response)) => {

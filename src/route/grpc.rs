@@ -24,6 +24,7 @@ use super::RouterState;
 use super::backend::HttpClient;
 use crate::contract::routes::Backend;
 use crate::listen::{self, ConnectionLimits};
+use crate::telemetry::requests;
 
 /// Marks a request that came in on the gRPC port.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +99,7 @@ pub(super) async fn serve(
 ) {
     let routes =
         crate::auth::grpc::protect(app(state), auth.as_ref(), crate::auth::Surface::RouterTraffic);
+    let routes = requests::traced(routes, requests::Server::router(requests::Protocol::Grpc));
     listen::serve_h2(listener, routes, limits, tls, shutdown).await;
 }
 

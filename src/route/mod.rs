@@ -38,6 +38,8 @@ use tracing::Instrument;
 use crate::contract::routes::{Backend, RouteTable};
 pub use crate::contract::v2::VERSION_HEADER;
 use crate::listen::{self, BindError, ConnectionLimits, bind};
+use crate::telemetry::requests;
+use crate::telemetry::trace_context::Outgoing;
 use backend::{BackendError, Forward, HttpClient, RelayBody};
 pub use stats::Stats;
 pub use table::{RoutesSource, TableError, parse_backend};
@@ -340,8 +342,17 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         return response;
     };
-    let forward =
-        Forward { method: &parts.method, target: &parts.uri, headers: &parts.headers, body };
+    // The caller's trace goes on to the backend, as a child of this
+    // request's span when it is exported.
+    let span = tracing::Span::current();
+    let trace = Outgoing::for_span(&parts.headers, &span);
+    let forward = Forward {
+        method: &parts.method,
+        target: &parts.uri,
+        headers: &parts.headers,
+        body,
+        trace: &trace,
+    };
     let mut result = attempt(&state, &chosen, &forward, deadline, over_grpc).await;
     let mut answered_by = chosen.clone();
     if failed(&result)
@@ -355,6 +366,7 @@ async fn proxy(State(state): State<RouterState>, request: Request) -> Response {
         result = attempt(&state, &stable, &forward, deadline, over_grpc).await;
         answered_by = stable;
     }
+    requests::record_version(&span, &answered_by.version);
     let answer = match result {
         Ok(answer) => answer,
         Err(reason) => return gateway_error(&answered_by.version, &reason),
@@ -455,13 +467,22 @@ fn shadow_copy(state: &RouterState, shadow: &Backend, copy: ShadowCopy<'_>, prim
     let (state, shadow) = (state.clone(), shadow.clone());
     let (target, headers, body, over_grpc) =
         (copy.target.clone(), copy.headers.clone(), copy.body, copy.over_grpc);
-    let span = tracing::debug_span!("shadow", version = %shadow.version);
+    // A child of the request's span (the current one), and the parent of
+    // the shadow version's own span.
+    let span = requests::shadow_span(&shadow.version);
+    let trace = Outgoing::for_span(&headers, &span);
+    let recorded = span.clone();
     tokio::spawn(
         async move {
             let inner = &state.inner;
             let deadline = tokio::time::Instant::now() + inner.request_timeout;
-            let forward =
-                Forward { method: &Method::POST, target: &target, headers: &headers, body };
+            let forward = Forward {
+                method: &Method::POST,
+                target: &target,
+                headers: &headers,
+                body,
+                trace: &trace,
+            };
             let started = Instant::now();
             let http = if over_grpc { &inner.grpc } else { &inner.http };
             let answer =
@@ -471,6 +492,7 @@ fn shadow_copy(state: &RouterState, shadow: &Backend, copy: ShadowCopy<'_>, prim
                 state.stats().record_shadow(&shadow.version, started.elapsed(), failed(&answer));
             }
             let Ok(answer) = answer else { return };
+            requests::record_shadow_answer(&recorded, answer.status());
             let (head, body) = answer.into_parts();
             let whole = if head.status.is_success() {
                 backend::collect_with_trailers(&shadow.version, body, AGREEMENT_MAX_BYTES, deadline)
@@ -593,6 +615,7 @@ pub async fn run_with_grpc(
     };
     let traffic =
         crate::auth::protect(app(state), auth.as_ref(), crate::auth::Surface::RouterTraffic);
+    let traffic = requests::traced(traffic, requests::Server::router(requests::Protocol::Rest));
     listen::serve_tls(listener, traffic, config.connections, tls, draining).await;
     if let Some(grpc) = grpc_server {
         let _ = grpc.await;

@@ -34,6 +34,7 @@ use crate::contract::grpc::grpc_inference_service_server::{
 use crate::contract::grpc::{self as pb, SERVICE};
 use crate::contract::v2::HEADER_LENGTH;
 use crate::listen::{self, ConnectionLimits};
+use crate::telemetry::requests;
 use crate::tls::TlsServer;
 
 /// How often the health service's status follows readiness: the same
@@ -349,6 +350,9 @@ pub async fn serve(
 ) {
     let (routes, reporter) = routes(state.clone());
     let routes = crate::auth::grpc::protect(routes, auth.as_ref(), crate::auth::Surface::Serve);
+    let spans =
+        requests::Server::serve(requests::Protocol::Grpc, &state.inner.name, &state.inner.version);
+    let routes = requests::traced(routes, spans);
     let following = tokio::spawn(async move {
         let mut last = None;
         loop {

@@ -36,6 +36,7 @@ pub use state::{
 };
 
 use crate::listen::{self, ConnectionLimits, bind};
+use crate::telemetry::requests::{self, Protocol, Server};
 
 /// The HTTP routes, without a port: tests drive it with `oneshot`.
 pub fn app(state: AppState) -> Router {
@@ -144,6 +145,8 @@ pub async fn run_with_grpc(
     };
     let routes =
         crate::auth::protect(app(state.clone()), auth.as_ref(), crate::auth::Surface::Serve);
+    let spans = Server::serve(Protocol::Rest, &config.name, &config.version);
+    let routes = requests::traced(routes, spans);
     let server = listen::serve_tls(listener, routes, connections, tls, draining);
     tokio::pin!(server);
     let started = Instant::now();

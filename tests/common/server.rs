@@ -26,10 +26,16 @@ impl ServeProcess {
     }
 
     pub fn start_on(port: u16, args: &[&str]) -> ServeProcess {
+        ServeProcess::start_with_env(port, args, &[])
+    }
+
+    /// As [`ServeProcess::start_on`], with these environment variables too.
+    pub fn start_with_env(port: u16, args: &[&str], env: &[(&str, &str)]) -> ServeProcess {
         let log = tempfile::NamedTempFile::new().expect("a log file");
         let stderr = File::create(log.path()).expect("open the log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tractor"))
             .current_dir(super::repo_path(""))
+            .envs(env.iter().copied())
             .args(["serve", "--host", "127.0.0.1", "--http-port", &port.to_string()])
             // Off unless the test asks: many servers run at once, and the
             // default gRPC port is one port for all of them.

@@ -168,6 +168,7 @@ mod tests {
             artifact_store: "s3://a".into(),
             store_credentials: None,
             log_format: "json".into(),
+            tracing: Default::default(),
             allowed_images: Vec::new(),
             allowed_jwks_urls: Vec::new(),
             operator_namespace: "tractor-system".into(),

@@ -20,6 +20,7 @@ use kube::{Resource, ResourceExt};
 
 mod job;
 mod scaling;
+mod traces;
 
 pub use job::{
     artifact_uri, optimize_job, optimize_job_defaults, optimize_resources, recipe_configmap,
@@ -27,6 +28,9 @@ pub use job::{
 pub use scaling::{
     AUTOSCALED_ANNOTATION, BUDGETED_ANNOTATION, INFLIGHT_METRIC, autoscaled, budgeted,
     router_disruption_budget, version_autoscaler, version_disruption_budget,
+};
+pub use traces::{
+    PASSED_ON as TRACING_PASSED_ON, ROUTER_SERVICE, RUST_LOG_TRACING, SERVE_SERVICE, TracingConfig,
 };
 
 use super::access;
@@ -61,6 +65,8 @@ pub struct OperatorConfig {
     /// pods (`AWS_ACCESS_KEY_ID`, ...), for the artifact store.
     pub store_credentials: Option<String>,
     pub log_format: String,
+    /// The operator's `OTEL_*` settings, passed on to serving and router pods.
+    pub tracing: TracingConfig,
     /// Prefixes `spec.serving.image` must start with (`--allowed-images`).
     pub allowed_images: Vec<String>,
     /// Prefixes `spec.serving.auth.jwks.url` must start with (`--allowed-jwks-urls`).
@@ -264,6 +270,7 @@ pub fn version_deployment(
     let mut env: Vec<EnvVar> =
         child.env().into_iter().map(|(name, value)| env_var(&name, value)).collect();
     env.push(env_var("TRACTOR_LOG_FORMAT", config.log_format.clone()));
+    env.extend(config.tracing.pod_env(SERVE_SERVICE));
     if spec.processing.is_some() {
         volumes.push(Volume {
             name: "processing".into(),
@@ -467,20 +474,25 @@ pub fn router_deployment(
         name: "route".into(),
         image: Some(config.image.clone()),
         args: Some(child.argv()),
-        env: Some(vec![
-            env_var("TRACTOR_LOG_FORMAT", config.log_format.clone()),
-            EnvVar {
-                name: "POD_NAMESPACE".into(),
-                value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
-                    field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
-                        field_path: "metadata.namespace".into(),
-                        api_version: None,
+        env: Some(
+            [
+                env_var("TRACTOR_LOG_FORMAT", config.log_format.clone()),
+                EnvVar {
+                    name: "POD_NAMESPACE".into(),
+                    value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                        field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                            field_path: "metadata.namespace".into(),
+                            api_version: None,
+                        }),
+                        ..Default::default()
                     }),
-                    ..Default::default()
-                }),
-                value: None,
-            },
-        ]),
+                    value: None,
+                },
+            ]
+            .into_iter()
+            .chain(config.tracing.pod_env(ROUTER_SERVICE))
+            .collect(),
+        ),
         ports: Some(router_ports()),
         readiness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 2)),
         liveness_probe: Some(http_probe("/healthz", ROUTE_ADMIN_PORT, 10)),
