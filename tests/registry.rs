@@ -65,7 +65,7 @@ fn story(registry: &Registry, scratch: &Path) {
     let (v1, v2) = (model("digits-mlp-v1.onnx"), model("digits-mlp-v2.onnx"));
     let (v1, v2) = (v1.as_str(), v2.as_str());
     let v1_bytes = std::fs::read(v1).unwrap();
-    let v1_digest = tractor::store::sha256_hex(v1_bytes);
+    let v1_digest = tractor::store::sha256_hex(&v1_bytes);
 
     let pushed = registry.ok(&["push", v1, "--name", "digits", "--version", "1"]);
     assert!(pushed.contains(&format!("pushed digits@1 sha256:{v1_digest}")), "{pushed}");
@@ -92,7 +92,7 @@ fn story(registry: &Registry, scratch: &Path) {
     let listed = registry.ok(&["list"]);
     let lines: Vec<&str> = listed.lines().collect();
     assert_eq!(lines.len(), 3, "{listed}");
-    assert!(lines[1].starts_with("digits") && lines[1].contains(v1_digest[..12]), "{listed}");
+    assert!(lines[1].starts_with("digits") && lines[1].contains(&v1_digest[..12]), "{listed}");
     assert!(lines[2].contains("accuracy=0.978"), "{listed}");
     assert_eq!(registry.ok(&["list", "digits", "--json"]).lines().count(), 2);
 
@@ -175,7 +175,9 @@ fn story(registry: &Registry, scratch: &Path) {
         assert!(err.len() < 600, "{err}");
     }
     let long = format!("digits@{}", "9".repeat(5000));
-    assert!(registry.fails(&["show", &long]).len() < 600);
+    // clap repeats the argument as typed; tractor's own reason is cut.
+    let err = registry.fails(&["show", &long]);
+    assert!(err.contains("invalid version or alias \"9999") && err.contains("…:"), "{err}");
     assert_eq!(registry.ok(&["list"]).lines().count(), 3, "nothing else was registered");
 }
 
@@ -274,13 +276,9 @@ fn registry_in_s3() {
     let dir = tempfile::tempdir().unwrap();
     story(&registry, dir.path());
     race(&registry);
-    let uri = registry.show("digits@2");
-    let yaml = registry.ok(&["manifest", "digits@2"]);
-    assert!(
-        yaml.contains(&format!(
-            "uri: s3://models/team/registry/blobs/sha256/{}",
-            uri.stored.sha256
-        )),
-        "{yaml}"
-    );
+    let m = registry.show("digits@2");
+    let object: ModelVersion =
+        serde_saphyr::from_str(&registry.ok(&["manifest", "digits@2"])).unwrap();
+    let blob = format!("s3://models/team/registry/blobs/sha256/{}", m.stored.sha256);
+    assert_eq!(object.spec.artifact.uri, blob);
 }

@@ -60,6 +60,7 @@ enum Action {
     Tag {
         /// NAME@VERSION or NAME@ALIAS.
         reference: Reference,
+        /// The alias (as a version: lowercase letters, digits, '-' and '.').
         alias: String,
         /// Who moved it, recorded with the alias; default $USER@host.
         #[arg(long, env = "TRACTOR_PUSHED_BY")]
@@ -67,7 +68,9 @@ enum Action {
     },
     /// Two versions side by side: metrics, size, signatures, lineage.
     Diff {
+        /// The first version, NAME@VERSION or NAME@ALIAS.
         a: Reference,
+        /// The second version.
         b: Reference,
         /// The rows as JSON.
         #[arg(long)]
@@ -77,6 +80,7 @@ enum Action {
     Manifest {
         /// NAME@VERSION or NAME@ALIAS.
         reference: Reference,
+        /// The object's namespace.
         #[arg(long, short)]
         namespace: Option<String>,
         /// Label it for this ModelDeployment, whose controller lists its registry by label.
@@ -255,7 +259,9 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             for row in &rows {
                 let mark = if row.same() { ' ' } else { '*' };
                 let change = match row.change {
-                    Some(c) if c != 0.0 => format!("  ({c:+})"),
+                    Some(c) if c != 0.0 && c.fract() == 0.0 => format!("  ({c:+})"),
+                    // Figures such as accuracy: four decimals, not f64 noise.
+                    Some(c) if c != 0.0 => format!("  ({c:+.4})"),
                     _ => String::new(),
                 };
                 println!("{mark} {:<wf$}  {:<wa$}  {}{change}", row.field, row.a, row.b);

@@ -193,13 +193,13 @@ impl VersionManifest {
 }
 
 /// One line of a comparison.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiffRow {
     pub field: String,
     pub a: String,
     pub b: String,
     /// `b - a` for figures, when both have one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<f64>,
 }
 

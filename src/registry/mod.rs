@@ -254,19 +254,19 @@ impl Registry {
     }
 
     fn blob_path(&self, sha256: &str) -> StorePath {
-        self.root.child("blobs").child("sha256").child(sha256)
+        self.root.clone().join("blobs").join("sha256").join(sha256)
     }
 
     fn model_dir(&self, name: &str) -> StorePath {
-        self.root.child("models").child(name)
+        self.root.clone().join("models").join(name)
     }
 
     fn version_path(&self, name: &str, version: &str) -> StorePath {
-        self.model_dir(name).child("versions").child(format!("{version}.json"))
+        self.model_dir(name).join("versions").join(format!("{version}.json"))
     }
 
     fn alias_path(&self, name: &str, alias: &str) -> StorePath {
-        self.model_dir(name).child("aliases").child(format!("{alias}.json"))
+        self.model_dir(name).join("aliases").join(format!("{alias}.json"))
     }
 
     /// Stores a model version. The same digest again is a no-op; another
@@ -517,7 +517,7 @@ impl Registry {
     /// # Errors
     /// A store failure.
     pub async fn names(&self) -> Result<Vec<String>, RegistryError> {
-        let names = self.children(&self.root.child("models"), None).await?;
+        let names = self.children(&self.root.clone().join("models"), None).await?;
         Ok(names.into_iter().filter(|n| check_name(n).is_ok()).collect())
     }
 
@@ -537,7 +537,7 @@ impl Registry {
         };
         let mut all = Vec::new();
         for name in names {
-            let dir = self.model_dir(&name).child("versions");
+            let dir = self.model_dir(&name).join("versions");
             for version in self.children(&dir, Some(".json")).await? {
                 if check_version("version", &version).is_err() {
                     continue;
@@ -561,7 +561,7 @@ impl Registry {
     /// An invalid name or a store failure.
     pub async fn aliases(&self, name: &str) -> Result<Vec<Alias>, RegistryError> {
         check_name(name)?;
-        let dir = self.model_dir(name).child("aliases");
+        let dir = self.model_dir(name).join("aliases");
         let mut aliases = Vec::new();
         for alias in self.children(&dir, Some(".json")).await? {
             if check_version("alias", &alias).is_ok()

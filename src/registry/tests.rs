@@ -102,8 +102,8 @@ async fn damaged_and_oversized_objects_are_refused() {
     registry.push(push("digits", "2", "digits-mlp-v2.onnx")).await.unwrap();
     assert_eq!(registry.list(Some("digits")).await.unwrap().len(), 1);
 
-    let not_a_model =
-        Push { model: Bytes::from_static(b"not a model"), ..push("x", "1", "x.onnx") };
+    let mut not_a_model = push("x", "1", "digits-mlp-v1.onnx");
+    not_a_model.model = Bytes::from_static(b"not a model");
     assert_eq!(registry.push(not_a_model).await.unwrap_err().kind(), "read_model");
 }
 
