@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::server::ServeProcess;
 
@@ -49,17 +49,19 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Every file under `dir` (`depth` levels down) whose bytes are `plaintext`.
-fn copies_under(dir: &Path, plaintext: &[u8], depth: usize) -> Vec<PathBuf> {
+/// Every file under `dir` (`depth` levels down), written since `since`,
+/// whose bytes are `plaintext`.
+fn copies_under(dir: &Path, plaintext: &[u8], depth: usize, since: SystemTime) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return found };
     for entry in entries.flatten() {
         let p = entry.path();
         let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
         if meta.is_dir() && depth > 0 {
-            found.extend(copies_under(&p, plaintext, depth - 1));
+            found.extend(copies_under(&p, plaintext, depth - 1, since));
         } else if meta.is_file()
             && meta.len() == plaintext.len() as u64
+            && meta.modified().is_ok_and(|m| m >= since)
             && std::fs::read(&p).is_ok_and(|b| b == plaintext)
         {
             found.push(p);
@@ -68,10 +70,11 @@ fn copies_under(dir: &Path, plaintext: &[u8], depth: usize) -> Vec<PathBuf> {
     found
 }
 
-/// Copies of the plaintext in the test's folder or directly in the temp dir.
-fn copies_of(dir: &Path, plaintext: &[u8]) -> Vec<PathBuf> {
-    let mut found = copies_under(dir, plaintext, 8);
-    found.extend(copies_under(&std::env::temp_dir(), plaintext, 0));
+/// Copies of the plaintext written since `since` in the test's folder or
+/// directly in the temp dir (older files there are someone else's).
+fn copies_of(dir: &Path, plaintext: &[u8], since: SystemTime) -> Vec<PathBuf> {
+    let mut found = copies_under(dir, plaintext, 8, since);
+    found.extend(copies_under(&std::env::temp_dir(), plaintext, 0, since));
     found
 }
 
@@ -87,6 +90,7 @@ fn a_file_age_encrypted_loads_and_bad_ones_are_refused() {
     if !age_tools() {
         return;
     }
+    let started = SystemTime::now();
     let dir = tempfile::tempdir().unwrap();
     let model = common::real_model("digits-mlp-v2.onnx");
     let (key, recipient) = keygen(dir.path(), "key.txt");
@@ -161,7 +165,7 @@ fn a_file_age_encrypted_loads_and_bad_ones_are_refused() {
     );
 
     let plaintext = std::fs::read(&model).unwrap();
-    assert!(copies_of(dir.path(), &plaintext).is_empty(), "a decrypted copy was written");
+    assert!(copies_of(dir.path(), &plaintext, started).is_empty(), "a decrypted copy was written");
 }
 
 #[test]
@@ -169,6 +173,7 @@ fn a_file_tractor_encrypted_opens_with_age_and_serves_from_the_registry() {
     if !age_tools() {
         return;
     }
+    let started = SystemTime::now();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("registry");
     let model = common::real_model("digits-mlp-v1.onnx");
@@ -233,5 +238,5 @@ fn a_file_tractor_encrypted_opens_with_age_and_serves_from_the_registry() {
     assert!(server.log().contains(&manifest.digest), "the log names the plaintext digest");
     drop(server);
 
-    assert!(copies_of(dir.path(), &plaintext).is_empty(), "a decrypted copy was written");
+    assert!(copies_of(dir.path(), &plaintext, started).is_empty(), "a decrypted copy was written");
 }
