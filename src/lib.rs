@@ -15,6 +15,7 @@ pub mod local;
 pub mod optimize;
 pub mod plan;
 pub mod process;
+pub mod registry;
 pub mod route;
 pub mod serve;
 pub mod store;

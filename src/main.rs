@@ -52,6 +52,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Rollout(args) => cli::rollout::run(args).await,
         Command::Route(args) => cli::route::run(args).await,
         Command::Up(args) => cli::up::run(args).await,
+        Command::Registry(args) => cli::registry::run(args).await,
     }
 }
 

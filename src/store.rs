@@ -1,6 +1,9 @@
 //! Artifact I/O through `object_store`: plain paths, `file://`, `http(s)://`
 //! and `s3://`, with sha256 digests, and the [`SourcePolicy`] that bounds
-//! what a model location may make the server fetch.
+//! what a model location may make the server fetch; [`encryption`] reads
+//! and writes age-encrypted artifacts.
+
+pub mod encryption;
 
 use futures::StreamExt;
 use object_store::client::{ClientOptions, HttpClient, HttpConnector};
@@ -328,6 +331,16 @@ pub async fn delete(location: &str) -> Result<(), StoreError> {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(source) => Err(StoreError::FetchArtifact { uri: url.to_string(), source }),
     }
+}
+
+/// The object store a location names and the path inside it, for callers
+/// that keep several objects under one root (the registry). A local
+/// directory is made absolute as [`location_url`] does.
+///
+/// # Errors
+/// An unparsable location or an unsupported scheme.
+pub fn open_location(location: &str) -> Result<(Box<dyn ObjectStore>, StorePath), StoreError> {
+    open(&location_url(location)?)
 }
 
 fn open(url: &Url) -> Result<(Box<dyn ObjectStore>, StorePath), StoreError> {

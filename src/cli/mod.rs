@@ -11,6 +11,7 @@ pub mod controller;
 pub mod crd;
 pub mod infer;
 pub mod optimize;
+pub mod registry;
 pub mod render;
 pub mod rollout;
 pub mod route;
@@ -69,4 +70,6 @@ pub enum Command {
     Route(route::RouteArgs),
     /// Run a ModelDeployment on this machine: serve, route and roll out, no cluster.
     Up(up::UpArgs),
+    /// Push, list, show, pull, tag and diff model versions in an artifact store.
+    Registry(registry::RegistryArgs),
 }

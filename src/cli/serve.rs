@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Largest model artifact fetched, in bytes. Unset: no bound.
     #[arg(long, env = "TRACTOR_MAX_MODEL_BYTES")]
     pub max_model_bytes: Option<u64>,
+    /// An age identity file (`age-keygen` output): a model that is an age
+    /// file is decrypted with it in memory, never written decrypted.
+    #[arg(long, env = "TRACTOR_DECRYPTION_IDENTITY")]
+    pub decryption_identity: Option<PathBuf>,
     #[command(flatten)]
     pub auth: tractor::auth::AuthArgs,
     /// Elements of all a request's input tensors together (400 above);
@@ -206,6 +210,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 allowed: args.allowed_sources,
                 max_bytes: args.max_model_bytes,
             },
+            decryption_identity: args.decryption_identity,
         })
     }
 }

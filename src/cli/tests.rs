@@ -345,3 +345,54 @@ fn every_flag_has_help_text() {
     walk(&Cli::command(), "tractor", &mut missing);
     assert!(missing.is_empty(), "flags without help: {missing:#?}");
 }
+
+#[test]
+fn registry_and_decryption_flags_parse() {
+    let cli = Cli::try_parse_from([
+        "tractor",
+        "registry",
+        "push",
+        "m.onnx",
+        "--name",
+        "digits",
+        "--version",
+        "2",
+        "--encrypt-to",
+        "age1x",
+        "--encrypt-to",
+        "team.txt",
+        "--store",
+        "s3://b/r",
+    ])
+    .unwrap();
+    assert!(matches!(cli.command, Command::Registry(_)));
+    for bad in [
+        &["tractor", "registry", "show", "digits"][..],
+        &["tractor", "registry", "show", "../x@1"],
+        &[
+            "tractor",
+            "registry",
+            "push",
+            "m.onnx",
+            "--name",
+            "d",
+            "--version",
+            "1",
+            "--parent",
+            "sha256:12",
+        ],
+    ] {
+        assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+    }
+    let cli = Cli::try_parse_from([
+        "tractor",
+        "serve",
+        "--model",
+        "m.onnx.age",
+        "--decryption-identity",
+        "key.txt",
+    ])
+    .unwrap();
+    let Command::Serve(args) = cli.command else { panic!("not serve") };
+    assert_eq!(args.decryption_identity, Some(PathBuf::from("key.txt")));
+}

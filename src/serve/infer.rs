@@ -545,6 +545,7 @@ mod tests {
             termination_log: None,
             auth: Default::default(),
             sources: Default::default(),
+            decryption_identity: None,
         })
     }
 

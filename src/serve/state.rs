@@ -42,6 +42,9 @@ pub struct ServeConfig {
     pub auth: crate::auth::AuthConfig,
     /// Where the model may come from, and how large it may be.
     pub sources: store::SourcePolicy,
+    /// The age identity file that opens an encrypted model (in memory);
+    /// `None` refuses an encrypted one.
+    pub decryption_identity: Option<PathBuf>,
     /// Elements of all a request's input tensors together; `None` is
     /// [`default_max_request_elements`] of `max_body_bytes`.
     pub max_request_elements: Option<usize>,
@@ -77,6 +80,10 @@ pub enum ServeError {
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     FetchArtifact(#[from] store::StoreError),
+    /// An encrypted model without the identity that opens it, or one that
+    /// was modified.
+    #[error(transparent)]
+    Decrypt(#[from] store::encryption::EncryptionError),
     #[error("loading model {location}: {source}")]
     LoadModel {
         location: String,
@@ -384,16 +391,19 @@ pub async fn load_model(config: &ServeConfig) -> Result<Model, ServeError> {
     tracing::info!(uri = %artifact.uri, sha256 = %artifact.sha256, bytes = artifact.bytes.len(), "artifact fetched");
     let options = EngineOptions { threads: config.threads };
     let location = config.model_location.clone();
+    let identity = config.decryption_identity.clone();
     tokio::task::spawn_blocking(move || {
+        // An age file is opened here, in memory, off the async threads.
+        let artifact = store::encryption::unseal(artifact, identity.as_deref())?;
         let format = ModelFormat::detect(&artifact.file_name, &artifact.bytes);
         Model::load(&artifact.bytes, format, &options)
+            .map_err(|source| ServeError::LoadModel { location, source })
     })
     .await
     .map_err(|e| ServeError::LoadModel {
-        location: location.clone(),
+        location: config.model_location.clone(),
         source: crate::engine::EngineError::Prepare(e.to_string()),
     })?
-    .map_err(|source| ServeError::LoadModel { location, source })
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ pub fn config(path: &Path, name: &str) -> ServeConfig {
         processing: None,
         auth: Default::default(),
         sources: Default::default(),
+        decryption_identity: None,
         max_request_elements: None,
         max_tensor_bytes: None,
         plans: Default::default(),
