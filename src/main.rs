@@ -70,6 +70,7 @@ fn role(command: &Command) -> &'static str {
         Command::Rollout(_) => "rollout",
         Command::Route(_) => "router",
         Command::Up(_) => "up",
+        Command::Registry(_) => "registry",
     }
 }
 
