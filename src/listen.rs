@@ -185,6 +185,26 @@ pub async fn serve_h2(
     serve_with(listener, app, limits, tls, Http::Two, shutdown).await;
 }
 
+/// One shutdown for a REST listener and the gRPC listener beside it: the
+/// first future resolves when `shutdown` does (and logs that draining
+/// starts), and at that moment the second resolves too, so both ports stop
+/// taking requests together and drain what they hold.
+pub fn drain_together(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (impl Future<Output = ()> + Send + 'static, impl Future<Output = ()> + Send + 'static) {
+    let (stop, mut stopped) = watch::channel(false);
+    let first = async move {
+        shutdown.await;
+        tracing::info!("shutdown signal received; draining in-flight requests");
+        let _ = stop.send(true);
+    };
+    // A dropped sender (the first future dropped unresolved) stops too.
+    let second = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    (first, second)
+}
+
 /// The HTTP version a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Http {

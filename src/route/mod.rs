@@ -589,14 +589,11 @@ pub async fn run_with_grpc(
         config.connections,
         std::future::pending(),
     ));
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let (draining, stopped) = listen::drain_together(shutdown);
     let grpc_server = match grpc {
         Some(grpc) => {
             let listener = bind(grpc.addr).await?;
             tracing::info!(grpc = %grpc.addr, "router proxying gRPC");
-            let stopped = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
             Some(tokio::spawn(grpc::serve(
                 listener,
                 state.clone(),
@@ -607,11 +604,6 @@ pub async fn run_with_grpc(
             )))
         }
         None => None,
-    };
-    let draining = async move {
-        shutdown.await;
-        tracing::info!("shutdown signal received; draining in-flight requests");
-        let _ = stop.send(true);
     };
     let traffic =
         crate::auth::protect(app(state), auth.as_ref(), crate::auth::Surface::RouterTraffic);

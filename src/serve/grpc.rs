@@ -16,7 +16,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
@@ -338,7 +337,7 @@ pub fn routes(state: AppState) -> (Router, tonic_health::server::HealthReporter)
     (tonic::service::Routes::new(service).add_service(health).into_axum_router(), reporter)
 }
 
-/// Serves the gRPC port until `stop` turns true, with the health service
+/// Serves the gRPC port until `shutdown` resolves, with the health service
 /// following readiness.
 pub async fn serve(
     listener: TcpListener,
@@ -346,7 +345,7 @@ pub async fn serve(
     auth: Option<crate::auth::Auth>,
     limits: ConnectionLimits,
     tls: Option<TlsServer>,
-    mut stop: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
 ) {
     let (routes, reporter) = routes(state.clone());
     let routes = crate::auth::grpc::protect(routes, auth.as_ref(), crate::auth::Surface::Serve);
@@ -369,10 +368,7 @@ pub async fn serve(
             tokio::time::sleep(HEALTH_POLL).await;
         }
     });
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    listen::serve_h2(listener, routes, limits, tls, stopped).await;
+    listen::serve_h2(listener, routes, limits, tls, shutdown).await;
     following.abort();
 }
 

@@ -121,7 +121,7 @@ pub async fn run_with_grpc(
     let listener = bind(config.listen).await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(addr = %local, model = %config.name, version = %config.version, "listening");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (draining, stopped) = listen::drain_together(shutdown);
     let grpc_server = match grpc {
         Some(grpc) => {
             let listener = bind(grpc.addr).await?;
@@ -137,11 +137,6 @@ pub async fn run_with_grpc(
             )))
         }
         None => None,
-    };
-    let draining = async move {
-        shutdown.await;
-        tracing::info!("shutdown signal received; draining in-flight requests");
-        let _ = stop.send(true);
     };
     let routes =
         crate::auth::protect(app(state.clone()), auth.as_ref(), crate::auth::Surface::Serve);
