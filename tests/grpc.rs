@@ -11,11 +11,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::python;
-use common::server::{ServeProcess, free_ports, http_get};
+use common::server::{RouteProcess, ServeProcess, free_ports, http_get};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tractor::contract::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -36,39 +36,10 @@ fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("models")
 }
 
-/// `tractor route`, killed when dropped.
-struct Router {
-    child: Child,
-    log: tempfile::NamedTempFile,
-    admin: u16,
-}
+/// `tractor route`, killed when dropped, with its admin statistics.
+type Router = RouteProcess;
 
-impl Router {
-    fn start(args: &[String]) -> Router {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let admin = free_ports(1)[0];
-        let child = Command::new(env!("CARGO_BIN_EXE_tractor"))
-            .arg("route")
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log.path()).unwrap())
-            .spawn()
-            .expect("spawn tractor route");
-        let router = Router { child, log, admin };
-        let started = Instant::now();
-        while http_get(admin, "/healthz").is_none() {
-            assert!(started.elapsed() < Duration::from_secs(30), "router: {}", router.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        router
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
+impl RouteProcess {
     fn stats(&self, token: Option<&str>) -> serde_json::Value {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
@@ -79,13 +50,6 @@ impl Router {
         stream.read_to_string(&mut answer).unwrap();
         let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
         serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

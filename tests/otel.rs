@@ -15,11 +15,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::server::{ServeProcess, free_ports, http_get};
+use common::server::{RouteProcess, ServeProcess, free_ports};
 
 const MODEL: &str = "digits";
 const VERSION: &str = "3";
@@ -196,48 +196,6 @@ fn flatten(request: otlp::ExportTraceServiceRequest) -> Vec<Exported> {
     out
 }
 
-/// `tractor route`, killed when dropped.
-struct Router {
-    child: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Router {
-    fn start(args: &[String], env: &[(&str, &str)]) -> Router {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let admin = free_ports(1)[0];
-        let child = Command::new(env!("CARGO_BIN_EXE_tractor"))
-            .arg("route")
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log.path()).unwrap())
-            .spawn()
-            .expect("spawn tractor route");
-        let router = Router { child, log };
-        let started = Instant::now();
-        while http_get(admin, "/healthz").is_none() {
-            assert!(started.elapsed() < Duration::from_secs(30), "router: {}", router.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        router
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn sigterm(pid: u32) {
     let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(status.success());
@@ -247,7 +205,7 @@ fn sigterm(pid: u32) {
 struct Stack {
     collector: Collector,
     serve: ServeProcess,
-    router: Router,
+    router: RouteProcess,
     serve_port: u16,
     route_port: u16,
     route_grpc: u16,
@@ -292,7 +250,7 @@ impl Stack {
             flags.push(format!("--backend=2=http://127.0.0.1:{}@0", ports[0]));
             flags.push("--shadow=2".into());
         }
-        let router = Router::start(&flags, &env);
+        let router = RouteProcess::start_with_env(&flags, &env);
         // The gRPC port opens after the admin port the start waited for.
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", ports[3])).is_err() {

@@ -112,6 +112,57 @@ impl Drop for ServeProcess {
     }
 }
 
+/// A running `tractor route ARGS...` with its admin port on a free port,
+/// ready once `/healthz` answers there; killed when dropped. `RUST_LOG` is
+/// not inherited, so a developer's setting does not change what a test sees.
+pub struct RouteProcess {
+    pub child: Child,
+    pub admin: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl RouteProcess {
+    pub fn start(args: &[String]) -> RouteProcess {
+        RouteProcess::start_with_env(args, &[])
+    }
+
+    /// As [`RouteProcess::start`], with these environment variables too.
+    pub fn start_with_env(args: &[String], env: &[(&str, &str)]) -> RouteProcess {
+        let log = tempfile::NamedTempFile::new().expect("a log file");
+        let admin = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tractor"))
+            .arg("route")
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(log.path()).expect("open the log file"))
+            .spawn()
+            .expect("spawn tractor route");
+        let router = RouteProcess { child, admin, log };
+        let started = Instant::now();
+        while http_get(admin, "/healthz").is_none() {
+            assert!(started.elapsed() < Duration::from_secs(30), "router: {}", router.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        router
+    }
+
+    /// What the router wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for RouteProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn free_port() -> u16 {
     free_ports(1)[0]
 }
