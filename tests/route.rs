@@ -5,6 +5,8 @@
 //! streamed and bounded, the request timeout, slow bodies, the connection
 //! cap, https backends.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -33,21 +35,7 @@ async fn backend(version: &'static str, logits: [f32; 2], delay: Duration) -> St
 }
 
 fn config(routes: RoutesSource) -> RouteConfig {
-    RouteConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        routes,
-        sticky_header: None,
-        retry_on_stable: false,
-        backend_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_secs(10),
-        max_body_bytes: 1 << 20,
-        max_response_bytes: 1 << 30,
-        max_inflight: 1024,
-        connections: ConnectionLimits::default(),
-        auth: Default::default(),
-        backend_tls: None,
-    }
+    common::route_config(routes)
 }
 
 fn table(backends: &[(&str, &str, u32)], shadow: Option<&str>) -> RouteTable {

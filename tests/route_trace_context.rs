@@ -4,6 +4,8 @@
 //! all-zero ids, two of them) reaches neither, so the version starts a
 //! trace of its own. `tests/otel.rs` checks the spans under the feature.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,19 +39,8 @@ async fn backend(seen: Seen) -> String {
 
 fn config() -> RouteConfig {
     RouteConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        routes: RoutesSource::Static(RouteTable::default()),
-        sticky_header: None,
-        retry_on_stable: false,
         backend_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        max_body_bytes: 1 << 20,
-        max_response_bytes: 1 << 20,
-        max_inflight: 64,
-        connections: ConnectionLimits::default(),
-        auth: Default::default(),
-        backend_tls: None,
+        ..common::route_config(RoutesSource::Static(RouteTable::default()))
     }
 }
 

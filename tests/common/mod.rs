@@ -13,7 +13,29 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tractor::engine::{EngineOptions, Model, Threads};
+use tractor::listen::ConnectionLimits;
+use tractor::route::{RouteConfig, RoutesSource};
 use tractor::serve::{AppState, ServeConfig};
+
+/// A router's settings for in-process tests: both ports on loopback, no
+/// access control, limits wide enough not to be what a test meets.
+pub fn route_config(routes: RoutesSource) -> RouteConfig {
+    RouteConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        routes,
+        sticky_header: None,
+        retry_on_stable: false,
+        backend_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(10),
+        max_body_bytes: 1 << 20,
+        max_response_bytes: 1 << 30,
+        max_inflight: 1024,
+        connections: ConnectionLimits::default(),
+        auth: Default::default(),
+        backend_tls: None,
+    }
+}
 
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
